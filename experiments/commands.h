@@ -1,0 +1,10 @@
+// commands.h: the verbs of the `earnest` CLI, one cmd_*.c file each.
+// Each takes the arguments after the verb (argv[0] is the verb itself) and
+// returns the process exit status: 0 success, 1 failure (message printed), 2 usage.
+#ifndef EARNEST_COMMANDS_H
+#define EARNEST_COMMANDS_H
+
+int cmd_forward(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+#endif

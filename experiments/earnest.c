@@ -1,0 +1,35 @@
+// earnest.c: the `earnest VERB ...` command-line driver. Each verb lives in
+// experiments/cmd_<verb>.c; this file only dispatches.
+#include <stdio.h>
+#include <string.h>
+
+#include "experiments/commands.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} Verb;
+
+static const Verb VERBS[] = {
+    {"forward", cmd_forward, "run a model on token ids; write logits (and attention) to HDF5"},
+    {"bench", cmd_bench, "time prefill and decode; compare with the machine's sgemm rate"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: earnest VERB [options]   (earnest VERB --help for each)\n\nverbs:\n");
+    for (size_t i = 0; i < sizeof VERBS / sizeof VERBS[0]; i++)
+        fprintf(f, "  %-10s %s\n", VERBS[i].name, VERBS[i].summary);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (size_t i = 0; i < sizeof VERBS / sizeof VERBS[0]; i++)
+        if (!strcmp(argv[1], VERBS[i].name)) return VERBS[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "earnest: unknown verb '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

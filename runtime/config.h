@@ -1,0 +1,51 @@
+// config.h: the model configuration, read from and written to a Hugging Face
+// config.json (HF field names), with earnest's own settings in an "earnest"
+// object that HF ignores.
+#ifndef EARNEST_CONFIG_H
+#define EARNEST_CONFIG_H
+
+#include "runtime/util.h"
+
+typedef enum {
+    MODEL_ARCH_LLAMA = 0, // "LlamaForCausalLM" (model_type "llama")
+    MODEL_ARCH_QWEN2 = 1, // "Qwen2ForCausalLM" (model_type "qwen2"): q/k/v projections carry a bias
+} ModelArch;
+
+typedef enum {
+    METHOD_FINETUNE = 0, // every layer sees every token ("full" in bench)
+    METHOD_EARN = 1,     // layers >= k see only registers and generated tokens
+} ModelMethod;
+
+typedef struct {
+    ModelArch arch;
+    int dim;          // hidden_size
+    int hidden_dim;   // intermediate_size (SwiGLU width)
+    int n_layers;     // num_hidden_layers
+    int n_heads;      // num_attention_heads
+    int n_kv_heads;   // num_key_value_heads (GQA: divides n_heads)
+    int head_dim;     // hidden_size / num_attention_heads unless config says "head_dim"
+    int vocab_size;   // vocab_size
+    int max_seq_len;  // max_position_embeddings
+    float rms_eps;    // rms_norm_eps
+    float rope_theta; // rope_theta
+    int tie_embeddings; // tie_word_embeddings: lm_head shares embed_tokens
+    int attn_bias;      // q/k/v bias (Qwen2)
+    // earnest-specific ("earnest" object in config.json)
+    ModelMethod method;
+    int layer_split_k;  // EARN: layers 0..k-1 see the whole prompt
+    int n_prefix_regs;  // EARN: register tokens before the prompt
+    int n_suffix_regs;  // EARN: register tokens after the prompt
+} ModelConfig;
+
+// Checks internal consistency (positive sizes, heads dividing, k in 1..N-1
+// for EARN, ...). `where` names the source in the message (a file path).
+int config_validate(const ModelConfig *c, const char *where, Error *e);
+// Parses config.json (HF names). Unknown architectures, missing or malformed
+// fields are errors naming the file and the field.
+int config_load(ModelConfig *c, const char *path, Error *e);
+int config_save(const ModelConfig *c, const char *path, Error *e); // atomic
+const char *config_arch_name(ModelArch a);   // "LlamaForCausalLM", ...
+const char *config_method_name(ModelMethod m); // "finetune", "earn"
+int config_method_parse(const char *s, ModelMethod *m);
+
+#endif

@@ -1,0 +1,68 @@
+// kvcache.c: see kvcache.h.
+#include "runtime/kvcache.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/util.h"
+
+void kvcache_init(KVCache *c, int n_layers, int n_kv_heads, int head_dim, const int *cap) {
+    memset(c, 0, sizeof *c);
+    c->n_layers = n_layers;
+    c->n_kv_heads = n_kv_heads;
+    c->head_dim = head_dim;
+    c->cap = xmalloc((size_t)n_layers * sizeof(int));
+    c->len = xcalloc((size_t)n_layers * (size_t)n_kv_heads, sizeof(int));
+    c->offset = xmalloc((size_t)n_layers * sizeof(size_t));
+    size_t entries = 0;
+    for (int l = 0; l < n_layers; l++) {
+        CHECK(cap[l] >= 0, "negative KV capacity");
+        c->cap[l] = cap[l];
+        c->offset[l] = entries;
+        entries += (size_t)n_kv_heads * (size_t)cap[l];
+    }
+    size_t floats = entries * (size_t)head_dim;
+    c->k = xmalloc(floats * sizeof(float));
+    c->v = xmalloc(floats * sizeof(float));
+    c->tok = xmalloc(entries * sizeof(int32_t));
+    c->bytes = 2 * floats * sizeof(float);
+}
+
+void kvcache_init_child(KVCache *c, const KVCache *parent, const int *cap) {
+    kvcache_init(c, parent->n_layers, parent->n_kv_heads, parent->head_dim, cap);
+    c->parent = parent;
+    c->n_seen = parent->n_seen;
+}
+
+void kvcache_free(KVCache *c) {
+    free(c->cap);
+    free(c->len);
+    free(c->offset);
+    free(c->k);
+    free(c->v);
+    free(c->tok);
+    memset(c, 0, sizeof *c);
+}
+
+void kvcache_reset(KVCache *c) {
+    memset(c->len, 0, (size_t)c->n_layers * (size_t)c->n_kv_heads * sizeof(int));
+    c->n_seen = c->parent ? c->parent->n_seen : 0;
+}
+
+void kvcache_copy(KVCache *dst, const KVCache *src) {
+    CHECK(dst->n_layers == src->n_layers && dst->n_kv_heads == src->n_kv_heads &&
+              dst->head_dim == src->head_dim && dst->parent == src->parent,
+          "kvcache_copy: caches of different shape");
+    size_t E = (size_t)src->head_dim;
+    for (int l = 0; l < src->n_layers; l++) {
+        for (int g = 0; g < src->n_kv_heads; g++) {
+            int n = src->len[l * src->n_kv_heads + g];
+            CHECK(n <= dst->cap[l], "kvcache_copy: destination too small");
+            memcpy(kvcache_k(dst, l, g), kvcache_k(src, l, g), (size_t)n * E * sizeof(float));
+            memcpy(kvcache_v(dst, l, g), kvcache_v(src, l, g), (size_t)n * E * sizeof(float));
+            memcpy(kvcache_tok(dst, l, g), kvcache_tok(src, l, g), (size_t)n * sizeof(int32_t));
+            dst->len[l * dst->n_kv_heads + g] = n;
+        }
+    }
+    dst->n_seen = src->n_seen;
+}

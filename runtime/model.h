@@ -1,0 +1,122 @@
+// model.h: the Llama-family decoder (RMSNorm, RoPE, GQA, SwiGLU; Qwen2 biases;
+// optional tied embeddings), its parameters, and the forward pass.
+//
+// Weight layout follows Hugging Face: a Linear(in, out) weight is [out, in]
+// row-major, so y = x W^T, which is one cblas_sgemm with W transposed.
+#ifndef EARNEST_MODEL_H
+#define EARNEST_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "runtime/config.h"
+#include "runtime/kvcache.h"
+#include "runtime/util.h"
+
+// Parameter tensors (shapes per layer stack; L layers, D dim, F hidden_dim,
+// H heads, G kv heads, E head_dim, V vocab). All carved from one allocation.
+typedef struct {
+    float *embed;      // [V, D]       model.embed_tokens.weight
+    float *attn_norm;  // [L, D]       model.layers.i.input_layernorm.weight
+    float *wq;         // [L, H*E, D]  ...self_attn.q_proj.weight
+    float *wk;         // [L, G*E, D]  ...self_attn.k_proj.weight
+    float *wv;         // [L, G*E, D]  ...self_attn.v_proj.weight
+    float *bq;         // [L, H*E]     ...self_attn.q_proj.bias (Qwen2; NULL otherwise)
+    float *bk;         // [L, G*E]
+    float *bv;         // [L, G*E]
+    float *wo;         // [L, D, H*E]  ...self_attn.o_proj.weight
+    float *mlp_norm;   // [L, D]       ...post_attention_layernorm.weight
+    float *w_gate;     // [L, F, D]    ...mlp.gate_proj.weight
+    float *w_up;       // [L, F, D]    ...mlp.up_proj.weight
+    float *w_down;     // [L, D, F]    ...mlp.down_proj.weight
+    float *final_norm; // [D]          model.norm.weight
+    float *lm_head;    // [V, D]       lm_head.weight (== embed when tied)
+} ModelParams;
+
+#define MODEL_N_PARAM_TENSORS 15
+
+typedef struct {
+    const char *hf_name;   // HF name; "%d" stands for the layer index in per-layer tensors
+    int per_layer;         // 1: one HF tensor per layer
+    int ndim;              // of one HF tensor
+    size_t shape[2];       // of one HF tensor
+    size_t numel;          // of the whole stack (0: absent in this config)
+} ParamTensorInfo;
+
+// Describes tensor t (0..MODEL_N_PARAM_TENSORS-1, in ModelParams order) for config c.
+void model_param_info(const ModelConfig *c, int t, ParamTensorInfo *info);
+float **model_param_slot(ModelParams *p, int t);
+size_t model_param_count(const ModelConfig *c); // floats in the one allocation
+
+typedef struct {
+    ModelConfig config;
+    ModelParams params;
+    float *params_memory; // the one allocation
+    size_t n_params;      // floats in params_memory
+    float *rope_inv_freq; // [E/2] theta^(-2i/E)
+} Model;
+
+// Allocates parameters for `c` (zeroed); the config must be valid.
+void model_alloc(Model *m, const ModelConfig *c);
+// Random init for tests and tiny models: N(0, std) weights, norms = 1, biases N(0, std).
+void model_init_random(Model *m, const ModelConfig *c, uint64_t seed, float std);
+void model_free(Model *m);
+
+// ---------------------------------------------------------------------------
+// Forward pass over a batch of sequences.
+//
+// Each sequence b brings n_new[b] new tokens that extend its KV cache caches[b]
+// (which already holds the earlier tokens, or is empty for a prefill). Prefill
+// of several sequences of different lengths and incremental decode are the
+// same call. Tokens of all sequences are packed one after another.
+//
+// The layer plan (EARN and friends): depth[i] is the number of layers token i
+// is computed in: it passes through layers 0..depth[i]-1 and its key/value
+// enters the cache of those layers only; its hidden state is dropped after.
+// depth = N everywhere is the ordinary model; EARN gives prompt tokens depth k
+// and registers and generated tokens depth N. Logits exist only for tokens of
+// depth N.
+//
+// Attention: a new token attends to every cache entry of its layer that came
+// from an earlier call, and to the new tokens of its own sequence that precede
+// it in order (causal), restricted by `mask` when given.
+typedef enum {
+    LOGITS_NONE = 0,
+    LOGITS_LAST = 1, // one row per sequence: its last new token (must have depth N)
+    LOGITS_ALL = 2,  // one row per new token; rows of tokens with depth < N are NaN
+} LogitsMode;
+
+// Called once per (layer, sequence, head) with the post-softmax attention of
+// the tokens computed in that layer: probs [n_q, n_k] row-major, q_tok[i] and
+// k_tok[j] the sequence indices (0 = first token ever fed to the cache) of
+// the query and key. Keys a query cannot see have probability 0.
+typedef void (*AttnHook)(void *ctx, int layer, int seq, int head, int n_q, const int32_t *q_tok,
+                         int n_k, const int32_t *k_tok, const float *probs);
+
+typedef struct {
+    int n_seqs;
+    const int *n_new;        // [n_seqs]
+    const int *tokens;       // [sum n_new] token ids
+    const int *positions;    // [sum n_new] RoPE positions; NULL: sequence index (cache n_seen + i)
+    const int *depth;        // [sum n_new] layers each token is computed in; NULL: all N
+    const uint8_t *const *mask; // NULL, or per sequence NULL or [n_new, n_new]: mask[i*n+j] = 1
+                             // lets new token i see new token j (j <= i still required)
+    KVCache **caches;        // [n_seqs], one per sequence (may share a read-only parent)
+    LogitsMode logits_mode;
+    AttnHook attn_hook;      // optional
+    void *attn_hook_ctx;
+} ForwardBatch;
+
+// Scratch space for one forward call; grows as needed, reused across calls.
+typedef struct {
+    float *memory;
+    size_t capacity;   // floats
+    double last_flops; // multiply-adds x2 done by the last call (matrix products and attention)
+} ForwardScratch;
+void forward_scratch_free(ForwardScratch *s);
+
+// logits: [rows, V] with rows = n_seqs (LOGITS_LAST) or sum n_new (LOGITS_ALL).
+// Returns 0, or -1 with e set on bad input (token id out of range, cache full, ...).
+int model_forward(float *logits, Model *m, const ForwardBatch *batch, ForwardScratch *s, Error *e);
+
+#endif

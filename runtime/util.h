@@ -1,0 +1,81 @@
+// util.h: error reporting, checked allocation, timing, atomic file writes.
+//
+// Two kinds of failure:
+//  - a bad input (file, flag, shape) is an expected failure: functions return
+//    -1 and fill an Error with a message naming the file/line/field, so callers
+//    (the CLI, the tests) decide what to do;
+//  - a failed libc/BLAS/HDF5 call on good input is a bug or an exhausted
+//    machine: the CHECK macros print file:line and exit.
+#ifndef EARNEST_UTIL_H
+#define EARNEST_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct {
+    char msg[2048];
+} Error;
+
+// Sets e->msg (printf-style) and returns -1, so `return err_set(e, ...)` reads well.
+int err_set(Error *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+// Prepends context ("while loading X: ") to an existing message; returns -1.
+int err_prefix(Error *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+_Noreturn void die_at(const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+#define DIE(...) die_at(__FILE__, __LINE__, __VA_ARGS__)
+// Checks a condition that only a bug or the machine can break.
+#define CHECK(cond, ...) do { if (!(cond)) die_at(__FILE__, __LINE__, __VA_ARGS__); } while (0)
+
+void *malloc_check(size_t size, const char *file, int line);
+void *calloc_check(size_t n, size_t size, const char *file, int line);
+void *realloc_check(void *p, size_t size, const char *file, int line);
+#define xmalloc(size) malloc_check((size), __FILE__, __LINE__)
+#define xcalloc(n, size) calloc_check((n), (size), __FILE__, __LINE__)
+#define xrealloc(p, size) realloc_check((p), (size), __FILE__, __LINE__)
+char *xstrdup(const char *s);
+
+// Overflow-checked size arithmetic for sizes that come from files.
+int size_mul_ok(size_t a, size_t b, size_t *out);
+
+double time_now_s(void); // monotonic clock, seconds
+
+// Threads: sets OpenMP and OpenBLAS thread counts explicitly (n <= 0: the
+// EARNEST_THREADS / OMP_NUM_THREADS environment, else the number of cores).
+// Returns the count in use.
+int threads_init(int n);
+
+// Atomic output: write to "<path>.tmp.<pid>", then rename over <path>.
+typedef struct {
+    FILE *f;
+    char path[4096];
+    char tmp[4200];
+} AtomicFile;
+int atomic_open(AtomicFile *af, const char *path, Error *e);
+int atomic_commit(AtomicFile *af, Error *e); // fclose + rename; on failure the temp is removed
+void atomic_abort(AtomicFile *af);           // fclose + remove the temp
+// A temporary path next to `path` for writers that open files themselves (HDF5, directories).
+void atomic_tmp_path(char *out, size_t n, const char *path);
+int rename_into_place(const char *tmp, const char *path, Error *e);
+// Replaces directory `dir` by `tmp_dir` (both on the same filesystem): an
+// existing `dir` is moved aside first and removed after the swap.
+int rename_dir_into_place(const char *tmp_dir, const char *dir, Error *e);
+int remove_tree(const char *path);
+
+// Whole-file read into a NUL-terminated buffer (binary safe, *len excludes the NUL).
+int file_read_all(const char *path, char **data, size_t *len, Error *e);
+int path_join(char *out, size_t n, const char *dir, const char *name);
+
+// Deterministic RNG (xorshift64*), one per stream, seeded explicitly.
+typedef struct { uint64_t s; } Rng;
+void rng_seed(Rng *r, uint64_t seed);
+uint64_t rng_u64(Rng *r);
+float rng_uniform(Rng *r);          // [0, 1)
+float rng_normal(Rng *r);           // N(0, 1)
+
+// Half-precision conversions (exact for bf16 -> f32 and f16 -> f32).
+float bf16_to_f32(uint16_t h);
+float f16_to_f32(uint16_t h);
+
+#endif
