@@ -1,8 +1,13 @@
 // model.c: parameters of the Llama-family decoder and the forward pass.
 #include "runtime/model.h"
 
+#include <cblas.h>
 #include <math.h>
+#include <omp.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "runtime/ops.h"
 
 // ---------------------------------------------------------------------------
 // Parameters
@@ -95,4 +100,331 @@ void model_free(Model *m) {
     free(m->params_memory);
     free(m->rope_inv_freq);
     memset(m, 0, sizeof *m);
+}
+
+// ---------------------------------------------------------------------------
+// Forward pass
+//
+// The batch is packed: the new tokens of sequence 0, then of sequence 1, ...
+// Layer by layer, the rows of the activation matrix are the tokens still
+// computed at that layer (depth > l), in packed order; tokens whose depth is
+// reached are dropped (their hidden state is gone, their KV stays only in the
+// layers below). All projections are one sgemm over all rows of all sequences;
+// attention runs per (sequence, head, block of queries) in parallel.
+
+enum { ATTN_QUERY_BLOCK = 64 };
+
+void forward_scratch_free(ForwardScratch *s) {
+    free(s->memory);
+    memset(s, 0, sizeof *s);
+}
+
+static float *scratch_take(float **at, size_t n) {
+    float *p = *at;
+    *at += (n + 15) & ~(size_t)15; // keep every buffer 64-byte aligned relative to the base
+    return p;
+}
+
+// The per-call bookkeeping of the packed batch (ints), carved from one allocation.
+typedef struct {
+    int *seq;       // [T] sequence of each packed token
+    int *local;     // [T] index among its sequence's new tokens
+    int *order;     // [T] sequence index (0 = first token ever fed to the cache)
+    int *pos;       // [T] RoPE position
+    int *depth;     // [T] layers the token is computed in
+    int *row_tok;   // [T] packed token of each active row
+    int32_t *row_order; // [T] sequence index of each active row (the hook's q_tok)
+    int *row_pos;   // [T] RoPE position of each active row
+    int *row_start; // [S+1] first active row of each sequence
+    int *task_start;// [S+1] first attention task of each sequence
+    int32_t *k_tok; // [n_threads * max_keys] key sequence indices for the attention hook
+} BatchIndex;
+
+// One attention task: sequence b, head h, queries [i0, i1) of its active rows.
+static void attention_block(float *att, const float *q, float *scores, int32_t *k_tok_buf,
+                            const Model *m, const ForwardBatch *fb, const BatchIndex *bi,
+                            int l, int b, int h, int i0, int i1) {
+    const ModelConfig *c = &m->config;
+    const size_t E = (size_t)c->head_dim, QD = (size_t)c->n_heads * E;
+    const int G = c->n_kv_heads, g = h / (c->n_heads / G);
+    const KVCache *own = fb->caches[b], *par = own->parent;
+    const int P = par ? par->len[l * G + g] : 0;
+    const int O = own->len[l * G + g];
+    const int r0 = bi->row_start[b], nq = bi->row_start[b + 1] - r0;
+    const int n_old = O - nq;            // own entries from earlier calls
+    const int n_own = n_old + i1;        // own keys any query of this block can see
+    const int nk = P + n_own, bq = i1 - i0;
+    const float scale = 1.0f / sqrtf((float)E);
+    const float *qb = q + (size_t)(r0 + i0) * QD + (size_t)h * E;
+    float *ob = att + (size_t)(r0 + i0) * QD + (size_t)h * E;
+
+    // scores [bq, nk] = q_blk [bq, E] . [K_parent; K_own]^T
+    if (P > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, P, (int)E, scale, qb, (int)QD,
+                    kvcache_k(par, l, g), (int)E, 0.0f, scores, nk);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, n_own, (int)E, scale, qb, (int)QD,
+                kvcache_k(own, l, g), (int)E, 0.0f, scores + P, nk);
+
+    // Mask the new keys a query may not see: later ones, and those the mask forbids.
+    const uint8_t *mask = fb->mask ? fb->mask[b] : NULL;
+    int n_new_b = fb->n_new[b];
+    for (int i = i0; i < i1; i++) {
+        float *row = scores + (size_t)(i - i0) * nk;
+        int qi = bi->local[bi->row_tok[r0 + i]];
+        for (int j = 0; j < i1; j++) {
+            int visible = j <= i;
+            if (visible && mask && j != i) {
+                int kj = bi->local[bi->row_tok[r0 + j]];
+                visible = mask[(size_t)qi * (size_t)n_new_b + (size_t)kj];
+            }
+            if (!visible) row[P + n_old + j] = -INFINITY;
+        }
+        softmax_row(row, (size_t)nk);
+    }
+
+    if (fb->attn_hook) {
+        // Hook runs use one block per (sequence, head): all rows at once.
+        const int32_t *pt = par ? kvcache_tok(par, l, g) : NULL, *ot = kvcache_tok(own, l, g);
+        for (int j = 0; j < P; j++) k_tok_buf[j] = pt[j];
+        for (int j = 0; j < n_own; j++) k_tok_buf[P + j] = ot[j];
+        fb->attn_hook(fb->attn_hook_ctx, l, b, h, bq, bi->row_order + r0 + i0, nk, k_tok_buf, scores);
+    }
+
+    // out [bq, E] = P . V
+    if (P > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, (int)E, P, 1.0f, scores, nk,
+                    kvcache_v(par, l, g), (int)E, 0.0f, ob, (int)QD);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, (int)E, n_own, 1.0f, scores + P, nk,
+                kvcache_v(own, l, g), (int)E, P > 0 ? 1.0f : 0.0f, ob, (int)QD);
+}
+
+// Validates the batch against the model and the caches.
+static int forward_check(const Model *m, const ForwardBatch *fb, Error *e) {
+    const ModelConfig *c = &m->config;
+    if (fb->n_seqs <= 0) return err_set(e, "forward: empty batch");
+    size_t at = 0;
+    for (int b = 0; b < fb->n_seqs; b++) {
+        const KVCache *kv = fb->caches[b];
+        if (!kv) return err_set(e, "forward: sequence %d has no KV cache", b);
+        if (kv->n_layers != c->n_layers || kv->n_kv_heads != c->n_kv_heads || kv->head_dim != c->head_dim)
+            return err_set(e, "forward: sequence %d: KV cache shape does not match the model", b);
+        if (fb->n_new[b] < 0) return err_set(e, "forward: sequence %d: negative token count", b);
+        if (fb->n_new[b] == 0 && fb->logits_mode == LOGITS_LAST)
+            return err_set(e, "forward: sequence %d has no new token to take logits from", b);
+        for (int i = 0; i < fb->n_new[b]; i++, at++) {
+            int t = fb->tokens[at];
+            if (t < 0 || t >= c->vocab_size)
+                return err_set(e, "forward: sequence %d token %d: id %d outside the vocabulary [0, %d)", b, i, t,
+                               c->vocab_size);
+            int d = fb->depth ? fb->depth[at] : c->n_layers;
+            if (d < 1 || d > c->n_layers)
+                return err_set(e, "forward: sequence %d token %d: depth %d outside 1..%d", b, i, d, c->n_layers);
+            if (fb->positions && fb->positions[at] < 0)
+                return err_set(e, "forward: sequence %d token %d: negative position", b, i);
+        }
+        if (fb->logits_mode == LOGITS_LAST && fb->depth && fb->depth[at - 1] != c->n_layers)
+            return err_set(e, "forward: sequence %d: its last token stops before the last layer, so it has no logits", b);
+        // Capacity: every layer must hold the tokens that reach it.
+        for (int l = 0; l < c->n_layers; l++) {
+            int need = 0;
+            for (size_t i = at - (size_t)fb->n_new[b]; i < at; i++) need += (fb->depth ? fb->depth[i] : c->n_layers) > l;
+            for (int g = 0; g < c->n_kv_heads; g++)
+                if (kv->len[l * c->n_kv_heads + g] + need > kv->cap[l])
+                    return err_set(e, "forward: sequence %d: KV cache of layer %d is full (%d held + %d new > capacity %d)",
+                                   b, l, kv->len[l * c->n_kv_heads + g], need, kv->cap[l]);
+        }
+    }
+    return 0;
+}
+
+int model_forward(float *logits, Model *m, const ForwardBatch *fb, ForwardScratch *s, Error *e) {
+    const ModelConfig *c = &m->config;
+    const ModelParams *w = &m->params;
+    if (forward_check(m, fb, e)) return -1;
+    const int S = fb->n_seqs, L = c->n_layers, G = c->n_kv_heads, H = c->n_heads;
+    const size_t D = (size_t)c->dim, F = (size_t)c->hidden_dim, E = (size_t)c->head_dim, V = (size_t)c->vocab_size;
+    const size_t QD = (size_t)H * E, KD = (size_t)G * E;
+    size_t T = 0;
+    for (int b = 0; b < S; b++) T += (size_t)fb->n_new[b];
+
+    // Longest key list any attention task sees, and the number of tasks.
+    size_t max_keys = 1;
+    for (int b = 0; b < S; b++) {
+        const KVCache *kv = fb->caches[b];
+        for (int l = 0; l < L; l++) {
+            size_t par = 0;
+            if (kv->parent)
+                for (int g = 0; g < G; g++) {
+                    size_t pl = (size_t)kv->parent->len[l * G + g];
+                    par = pl > par ? pl : par;
+                }
+            size_t k = par + (size_t)kv->cap[l];
+            max_keys = k > max_keys ? k : max_keys;
+        }
+    }
+    const int qblock = fb->attn_hook ? (int)(T > 0 ? T : 1) : ATTN_QUERY_BLOCK;
+    const int n_threads = omp_get_max_threads();
+
+    // Scratch: floats, then the int bookkeeping after them.
+    size_t nf = 0, ni;
+    size_t score_floats = (size_t)qblock * max_keys;
+#define F16(n) (((n) + 15) & ~(size_t)15)
+    nf += 2 * F16(T * D) + F16(T * QD) + 2 * F16(T * KD) + F16(T * QD) + 2 * F16(T * F);
+    nf += (size_t)n_threads * F16(score_floats);
+    ni = 8 * T + 2 * ((size_t)S + 1) + (size_t)n_threads * max_keys;
+    size_t need = nf + ni + 16;
+#undef F16
+    if (s->capacity < need) {
+        free(s->memory);
+        s->memory = xmalloc(need * sizeof(float));
+        s->capacity = need;
+    }
+    float *at = s->memory;
+    float *x = scratch_take(&at, T * D);     // [rows, D] residual stream
+    float *xn = scratch_take(&at, T * D);    // [rows, D] normalised
+    float *q = scratch_take(&at, T * QD);    // [rows, H*E]
+    float *k = scratch_take(&at, T * KD);    // [rows, G*E]
+    float *v = scratch_take(&at, T * KD);    // [rows, G*E]
+    float *att = scratch_take(&at, T * QD);  // [rows, H*E] attention output
+    float *h1 = scratch_take(&at, T * F);    // [rows, F] gate, then silu(gate)*up
+    float *h2 = scratch_take(&at, T * F);    // [rows, F] up
+    float *scores = scratch_take(&at, (size_t)n_threads * ((score_floats + 15) & ~(size_t)15));
+    int *ip = (int *)at;
+    BatchIndex bi;
+    bi.seq = ip; ip += T;
+    bi.local = ip; ip += T;
+    bi.order = ip; ip += T;
+    bi.pos = ip; ip += T;
+    bi.depth = ip; ip += T;
+    bi.row_tok = ip; ip += T;
+    bi.row_order = (int32_t *)ip; ip += T;
+    bi.row_pos = ip; ip += T;
+    bi.row_start = ip; ip += S + 1;
+    bi.task_start = ip; ip += S + 1;
+    bi.k_tok = (int32_t *)ip;
+
+    // Packed bookkeeping and the embedding lookup.
+    size_t t = 0;
+    for (int b = 0; b < S; b++) {
+        for (int i = 0; i < fb->n_new[b]; i++, t++) {
+            bi.seq[t] = b;
+            bi.local[t] = i;
+            bi.order[t] = fb->caches[b]->n_seen + i;
+            bi.pos[t] = fb->positions ? fb->positions[t] : bi.order[t];
+            bi.depth[t] = fb->depth ? fb->depth[t] : L;
+            bi.row_tok[t] = (int)t;
+            memcpy(x + t * D, w->embed + (size_t)fb->tokens[t] * D, D * sizeof(float));
+        }
+    }
+    size_t rows = T;
+    double flops = 0.0;
+
+    for (int l = 0; l < L; l++) {
+        // Drop the rows of tokens whose depth is reached (stable compaction).
+        size_t kept = 0;
+        for (size_t r = 0; r < rows; r++) {
+            int tok = bi.row_tok[r];
+            if (bi.depth[tok] <= l) continue;
+            if (kept != r) memmove(x + kept * D, x + r * D, D * sizeof(float));
+            bi.row_tok[kept++] = tok;
+        }
+        rows = kept;
+        for (int b = 0; b <= S; b++) bi.row_start[b] = 0;
+        for (size_t r = 0; r < rows; r++) {
+            bi.row_start[bi.seq[bi.row_tok[r]] + 1]++;
+            bi.row_order[r] = bi.order[bi.row_tok[r]];
+        }
+        for (int b = 0; b < S; b++) bi.row_start[b + 1] += bi.row_start[b];
+        bi.task_start[0] = 0;
+        for (int b = 0; b < S; b++) {
+            int nq = bi.row_start[b + 1] - bi.row_start[b];
+            bi.task_start[b + 1] = bi.task_start[b] + H * ((nq + qblock - 1) / qblock);
+        }
+        if (rows == 0) continue;
+
+        // Attention block: norm, q/k/v projections, RoPE.
+        size_t lD = (size_t)l * D;
+        rmsnorm_forward(xn, x, w->attn_norm + lD, rows, D, c->rms_eps);
+        matmul_forward(q, xn, w->wq + (size_t)l * QD * D, w->bq ? w->bq + (size_t)l * QD : NULL, rows, D, QD, 0.0f);
+        matmul_forward(k, xn, w->wk + (size_t)l * KD * D, w->bk ? w->bk + (size_t)l * KD : NULL, rows, D, KD, 0.0f);
+        matmul_forward(v, xn, w->wv + (size_t)l * KD * D, w->bv ? w->bv + (size_t)l * KD : NULL, rows, D, KD, 0.0f);
+        flops += 2.0 * (double)rows * (double)D * (double)(QD + 2 * KD);
+        for (size_t r = 0; r < rows; r++) bi.row_pos[r] = bi.pos[bi.row_tok[r]];
+        rope_forward(q, bi.row_pos, m->rope_inv_freq, rows, (size_t)H, E, QD);
+        rope_forward(k, bi.row_pos, m->rope_inv_freq, rows, (size_t)G, E, KD);
+
+        // Append the new keys/values to each sequence's cache (rows of a sequence are in order).
+        for (int b = 0; b < S; b++) {
+            KVCache *kv = fb->caches[b];
+            for (int r = bi.row_start[b]; r < bi.row_start[b + 1]; r++) {
+                for (int g = 0; g < G; g++) {
+                    int *len = &kv->len[l * G + g];
+                    memcpy(kvcache_k(kv, l, g) + (size_t)*len * E, k + (size_t)r * KD + (size_t)g * E, E * sizeof(float));
+                    memcpy(kvcache_v(kv, l, g) + (size_t)*len * E, v + (size_t)r * KD + (size_t)g * E, E * sizeof(float));
+                    kvcache_tok(kv, l, g)[*len] = bi.order[bi.row_tok[r]];
+                    (*len)++;
+                }
+            }
+        }
+
+        // Attention per (sequence, head, query block), in parallel unless a hook listens.
+        int n_tasks = bi.task_start[S];
+        #pragma omp parallel for schedule(dynamic, 1) if (!fb->attn_hook)
+        for (int task = 0; task < n_tasks; task++) {
+            int b = 0;
+            while (bi.task_start[b + 1] <= task) b++;
+            int nq = bi.row_start[b + 1] - bi.row_start[b];
+            int nb = (nq + qblock - 1) / qblock, j = task - bi.task_start[b];
+            int h = j / nb, blk = j % nb;
+            int i0 = blk * qblock, i1 = i0 + qblock < nq ? i0 + qblock : nq;
+            int th = omp_get_thread_num();
+            attention_block(att, q, scores + (size_t)th * ((score_floats + 15) & ~(size_t)15),
+                            bi.k_tok + (size_t)th * max_keys, m, fb, &bi, l, b, h, i0, i1);
+        }
+        for (int b = 0; b < S; b++) {
+            const KVCache *kv = fb->caches[b];
+            int nq = bi.row_start[b + 1] - bi.row_start[b];
+            for (int g = 0; g < G; g++) {
+                double before = (double)(kv->len[l * G + g] - nq) + (kv->parent ? kv->parent->len[l * G + g] : 0);
+                // each query sees the older keys and the new ones up to itself: 2 products of E each
+                flops += 4.0 * (double)E * (double)(H / G) * ((double)nq * before + 0.5 * (double)nq * (nq + 1));
+            }
+        }
+
+        // Output projection into the residual stream, then the MLP block.
+        matmul_forward(x, att, w->wo + (size_t)l * D * QD, NULL, rows, QD, D, 1.0f);
+        rmsnorm_forward(xn, x, w->mlp_norm + lD, rows, D, c->rms_eps);
+        matmul_forward(h1, xn, w->w_gate + (size_t)l * F * D, NULL, rows, D, F, 0.0f);
+        matmul_forward(h2, xn, w->w_up + (size_t)l * F * D, NULL, rows, D, F, 0.0f);
+        swiglu_forward(h1, h1, h2, rows, F);
+        matmul_forward(x, h1, w->w_down + (size_t)l * D * F, NULL, rows, F, D, 1.0f);
+        flops += 2.0 * (double)rows * (double)D * (double)QD + 6.0 * (double)rows * (double)D * (double)F;
+    }
+    for (int b = 0; b < S; b++) fb->caches[b]->n_seen += fb->n_new[b];
+
+    // Logits from the final norm and the output head.
+    if (fb->logits_mode == LOGITS_LAST) {
+        // The last row of each sequence is its last token (checked: depth N).
+        for (int b = 0; b < S; b++)
+            memcpy(xn + (size_t)b * D, x + (size_t)(bi.row_start[b + 1] - 1) * D, D * sizeof(float));
+        rmsnorm_forward(xn, xn, w->final_norm, (size_t)S, D, c->rms_eps);
+        matmul_forward(logits, xn, w->lm_head, NULL, (size_t)S, D, V, 0.0f);
+        flops += 2.0 * (double)S * (double)D * (double)V;
+    } else if (fb->logits_mode == LOGITS_ALL) {
+        rmsnorm_forward(xn, x, w->final_norm, rows, D, c->rms_eps);
+        matmul_forward(logits, xn, w->lm_head, NULL, rows, D, V, 0.0f);
+        flops += 2.0 * (double)rows * (double)D * (double)V;
+        // Spread the computed rows to their tokens' places, last first (targets never precede sources).
+        for (size_t r = rows; r-- > 0;) {
+            size_t tok = (size_t)bi.row_tok[r];
+            if (tok != r) memmove(logits + tok * V, logits + r * V, V * sizeof(float));
+        }
+        size_t r = 0;
+        for (size_t tk = 0; tk < T; tk++) {
+            if (r < rows && (size_t)bi.row_tok[r] == tk) { r++; continue; }
+            for (size_t i = 0; i < V; i++) logits[tk * V + i] = NAN;
+        }
+    }
+    s->last_flops = flops;
+    return 0;
 }

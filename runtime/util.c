@@ -30,7 +30,13 @@ int err_prefix(Error *e, const char *fmt, ...) {
     vsnprintf(head, sizeof head, fmt, ap);
     va_end(ap);
     memcpy(old, e->msg, sizeof old);
-    snprintf(e->msg, sizeof e->msg, "%s%s", head, old);
+    size_t n = strlen(head);
+    if (n >= sizeof e->msg) n = sizeof e->msg - 1;
+    memcpy(e->msg, head, n);
+    size_t rest = strnlen(old, sizeof old - 1);
+    if (rest > sizeof e->msg - 1 - n) rest = sizeof e->msg - 1 - n;
+    memcpy(e->msg + n, old, rest);
+    e->msg[n + rest] = 0;
     return -1;
 }
 
