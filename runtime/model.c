@@ -165,21 +165,23 @@ static void attention_block(float *att, const float *q, float *scores, int32_t *
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, n_own, (int)E, scale, qb, (int)QD,
                 kvcache_k(own, l, g), (int)E, 0.0f, scores + P, nk);
 
-    // Mask the new keys a query may not see: later ones, and those the mask forbids.
+    // Mask the new keys a query may not see: later ones (not even touched:
+    // the softmax runs over the row's visible prefix and the rest is zeroed),
+    // and earlier ones the mask forbids.
     const uint8_t *mask = fb->mask ? fb->mask[b] : NULL;
     int n_new_b = fb->n_new[b];
     for (int i = i0; i < i1; i++) {
         float *row = scores + (size_t)(i - i0) * nk;
-        int qi = bi->local[bi->row_tok[r0 + i]];
-        for (int j = 0; j < i1; j++) {
-            int visible = j <= i;
-            if (visible && mask && j != i) {
+        int n_vis = P + n_old + i + 1;
+        if (mask) {
+            int qi = bi->local[bi->row_tok[r0 + i]];
+            for (int j = 0; j < i; j++) {
                 int kj = bi->local[bi->row_tok[r0 + j]];
-                visible = mask[(size_t)qi * (size_t)n_new_b + (size_t)kj];
+                if (!mask[(size_t)qi * (size_t)n_new_b + (size_t)kj]) row[P + n_old + j] = -INFINITY;
             }
-            if (!visible) row[P + n_old + j] = -INFINITY;
         }
-        softmax_row(row, (size_t)nk);
+        softmax_row(row, (size_t)n_vis);
+        memset(row + n_vis, 0, (size_t)(nk - n_vis) * sizeof(float));
     }
 
     if (fb->attn_hook) {

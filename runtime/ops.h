@@ -36,5 +36,6 @@ void swiglu_forward_ref(float *out, const float *gate, const float *up, size_t N
 // Softmax of one row in place over its first n entries; entries equal to
 // -INFINITY get probability exactly 0.
 void softmax_row(float *x, size_t n);
+void softmax_row_ref(float *x, size_t n);
 
 #endif

@@ -424,6 +424,15 @@ static void test_ops_against_reference(void **st) {
     rope_forward(y1, pos, inv, 5, 3, 12, 40);
     rope_forward_ref(y2, pos, inv, 5, 3, 12, 40);
     for (size_t i = 0; i < 5 * 40; i++) assert_true(fabsf(y1[i] - y2[i]) < 2e-3f * (1 + fabsf(y2[i])));
+    // Softmax with masked (-inf) entries and a wide range of logits.
+    float row1[300], row2[300];
+    for (int i = 0; i < 300; i++) row1[i] = row2[i] = (i % 7 == 3) ? -INFINITY : 30.0f * rng_normal(&r);
+    softmax_row(row1, 300);
+    softmax_row_ref(row2, 300);
+    for (int i = 0; i < 300; i++) {
+        assert_true(fabsf(row1[i] - row2[i]) <= 1e-6f + 1e-5f * row2[i]);
+        if (i % 7 == 3) assert_true(row1[i] == 0.0f);
+    }
     free(x); free(w); free(b); free(y1); free(y2);
 }
 

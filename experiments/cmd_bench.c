@@ -1,0 +1,299 @@
+// cmd_bench.c: `earnest bench` times prefill and decode for one or more
+// methods side by side, on the same weights, and prints the machine's own
+// cblas_sgemm rate measured in the same run as the ceiling to compare with.
+//
+// Work per configuration (prompt length L, batch B, beam W, G generated tokens):
+//   prefill: B sequences of L prompt tokens (EARN: plus P + S registers) in one
+//            batched call; each sequence's prompt KV is kept once;
+//   decode : G steps; each step feeds one token to each of the B*W beams, which
+//            share their sequence's prompt KV (a read-only parent) and own only
+//            their generated tokens' KV.
+// kv_bytes is what the caches allocate, which is exactly what the plan needs.
+#include <math.h>
+#include <cblas.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "experiments/cli.h"
+#include "experiments/commands.h"
+#include "runtime/checkpoint.h"
+#include "runtime/plan.h"
+#include "runtime/preset.h"
+
+static const char *BENCH_USAGE =
+    "usage: earnest bench (--model DIR | --preset tiny|small [--vocab V]) [--method full,earn]\n"
+    "                     [--k K] [--prefix-regs P] [--suffix-regs S] [--prompt-len 512,4096]\n"
+    "                     [--batch 1,8] [--beam 1,20] [--gen 4] [--reps 3] [--threads N] [--seed S]\n"
+    "                     [--out B.csv]\n"
+    "  Times batched prefill and beam decode (shared prompt KV) for each method, on the same\n"
+    "  weights, and reports GFLOP/s next to the cblas_sgemm rate measured in the same run.\n"
+    "  Lists run every combination. 'full' is the ordinary model; 'earn' splits at layer K\n"
+    "  (default N/4) with P prefix and S suffix registers (default 1 and 1).\n"
+    "  CSV columns: method,k,prefix_regs,suffix_regs,prompt_len,batch,beam,device,prefill_ms,\n"
+    "  decode_ms,total_ms,kv_bytes,speedup,kv_reduction,prefill_gflops,sgemm_gflops,\n"
+    "  decode_ms_per_token,threads (times are medians over --reps).\n";
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof(double), cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// The sgemm rate for C[M,N] = A[M,K] B[N,K]^T (the shape of our projections), GFLOP/s, median of reps.
+static double sgemm_rate(int M, int N, int K, int reps) {
+    float *a = xmalloc((size_t)M * K * sizeof(float)), *b = xmalloc((size_t)N * K * sizeof(float));
+    float *c = xmalloc((size_t)M * N * sizeof(float));
+    Rng r;
+    rng_seed(&r, 7);
+    for (size_t i = 0; i < (size_t)M * K; i++) a[i] = rng_uniform(&r) - 0.5f;
+    for (size_t i = 0; i < (size_t)N * K; i++) b[i] = rng_uniform(&r) - 0.5f;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, a, K, b, K, 0.0f, c, N); // warm-up
+    double t[32];
+    if (reps > 32) reps = 32;
+    for (int i = 0; i < reps; i++) {
+        double t0 = time_now_s();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, a, K, b, K, 0.0f, c, N);
+        t[i] = time_now_s() - t0;
+    }
+    free(a); free(b); free(c);
+    return 2.0 * M * N * K / median(t, reps) * 1e-9;
+}
+
+typedef struct {
+    const char *method;
+    int k, P, S, L, B, W;
+    double prefill_ms, decode_ms, gflops;
+    size_t kv_bytes;
+} BenchRow;
+
+// Runs one configuration; returns -1 with e set on failure.
+static int bench_one(BenchRow *row, Model *m, ModelMethod method, int k, int P, int S, int L, int B, int W, int G,
+                     int reps, uint64_t seed, Error *e) {
+    ModelConfig saved = m->config;
+    m->config.method = method;
+    m->config.layer_split_k = method == METHOD_EARN ? k : 0;
+    m->config.n_prefix_regs = method == METHOD_EARN ? P : 0;
+    m->config.n_suffix_regs = method == METHOD_EARN ? S : 0;
+    const ModelConfig *c = &m->config;
+    int regs = c->n_prefix_regs + c->n_suffix_regs, T1 = L + regs, N = c->n_layers;
+    size_t T = (size_t)B * (size_t)T1;
+    int *tokens = xmalloc(T * sizeof(int)), *depth = xmalloc(T * sizeof(int)), *n_new = xmalloc((size_t)B * sizeof(int));
+    uint8_t *kinds = xmalloc((size_t)T1);
+    for (int i = 0; i < T1; i++)
+        kinds[i] = i < c->n_prefix_regs ? TOKEN_KIND_PREFIX_REG : i >= c->n_prefix_regs + L ? TOKEN_KIND_SUFFIX_REG
+                                                                                              : TOKEN_KIND_HISTORY;
+    Rng rng;
+    rng_seed(&rng, seed);
+    for (size_t i = 0; i < T; i++) tokens[i] = (int)(rng_u64(&rng) % (uint64_t)c->vocab_size);
+    for (int b = 0; b < B; b++) {
+        n_new[b] = T1;
+        plan_depth_for(depth + (size_t)b * T1, kinds, T1, c);
+    }
+    int *cap = xmalloc((size_t)N * sizeof(int)), *gcap = xmalloc((size_t)N * sizeof(int));
+    plan_kv_capacity(cap, c, L, regs, 0);
+    plan_kv_capacity(gcap, c, 0, 0, G);
+    KVCache *prompt = xmalloc((size_t)B * sizeof(KVCache)), **pk = xmalloc((size_t)B * sizeof(KVCache *));
+    int nb = B * W;
+    KVCache *beams = xmalloc((size_t)nb * sizeof(KVCache)), **bk = xmalloc((size_t)nb * sizeof(KVCache *));
+    for (int b = 0; b < B; b++) {
+        kvcache_init(&prompt[b], N, c->n_kv_heads, c->head_dim, cap);
+        pk[b] = &prompt[b];
+    }
+    for (int i = 0; i < nb; i++) {
+        kvcache_init_child(&beams[i], &prompt[i / W], gcap);
+        bk[i] = &beams[i];
+    }
+    float *logits = xmalloc((size_t)nb * (size_t)c->vocab_size * sizeof(float));
+    int *step_tok = xmalloc((size_t)nb * sizeof(int)), *ones = xmalloc((size_t)nb * sizeof(int)),
+        *step_depth = xmalloc((size_t)nb * sizeof(int));
+    for (int i = 0; i < nb; i++) { ones[i] = 1; step_depth[i] = N; }
+    ForwardScratch s = {0};
+    double tp[32], td[32], flops = 0;
+    int rc = 0;
+    for (int r = 0; r < reps && !rc; r++) {
+        for (int b = 0; b < B; b++) kvcache_reset(&prompt[b]);
+        ForwardBatch fb = {.n_seqs = B, .n_new = n_new, .tokens = tokens, .depth = depth, .caches = pk,
+                           .logits_mode = LOGITS_LAST};
+        double t0 = time_now_s();
+        rc = model_forward(logits, m, &fb, &s, e);
+        tp[r] = time_now_s() - t0;
+        flops = s.last_flops;
+        for (int i = 0; i < nb; i++) {
+            beams[i].n_seen = prompt[i / W].n_seen;
+            kvcache_reset(&beams[i]);
+        }
+        t0 = time_now_s();
+        for (int g = 0; g < G && !rc; g++) {
+            for (int i = 0; i < nb; i++) step_tok[i] = (int)(rng_u64(&rng) % (uint64_t)c->vocab_size);
+            ForwardBatch step = {.n_seqs = nb, .n_new = ones, .tokens = step_tok, .depth = step_depth, .caches = bk,
+                                 .logits_mode = LOGITS_LAST};
+            rc = model_forward(logits, m, &step, &s, e);
+        }
+        td[r] = time_now_s() - t0;
+    }
+    if (!rc) {
+        row->method = method == METHOD_EARN ? "earn" : "full";
+        row->k = c->layer_split_k;
+        row->P = c->n_prefix_regs;
+        row->S = c->n_suffix_regs;
+        row->L = L; row->B = B; row->W = W;
+        row->prefill_ms = 1e3 * median(tp, reps);
+        row->decode_ms = 1e3 * median(td, reps);
+        row->gflops = flops / (row->prefill_ms * 1e-3) * 1e-9;
+        row->kv_bytes = 0;
+        for (int b = 0; b < B; b++) row->kv_bytes += prompt[b].bytes;
+        for (int i = 0; i < nb; i++) row->kv_bytes += beams[i].bytes;
+    }
+    for (int i = 0; i < nb; i++) kvcache_free(&beams[i]);
+    for (int b = 0; b < B; b++) kvcache_free(&prompt[b]);
+    forward_scratch_free(&s);
+    free(tokens); free(depth); free(n_new); free(kinds); free(cap); free(gcap); free(prompt); free(pk);
+    free(beams); free(bk); free(logits); free(step_tok); free(ones); free(step_depth);
+    m->config = saved;
+    return rc;
+}
+
+int cmd_bench(int argc, char **argv) {
+    const char *model_dir = NULL, *preset = NULL, *out = NULL;
+    const char *methods_s = "full", *lens_s = "512", *batch_s = "1", *beam_s = "1";
+    int vocab = 1024, k = 0, P = 1, S = 1, G = 4, reps = 3, threads = 0, seed = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(BENCH_USAGE, stdout); return 0; }
+#define VAL() do { if (!(v = cli_value(argc, argv, &i))) return 2; } while (0)
+#define INT(flag, lo, hi, dst) else if (!strcmp(a, flag)) { VAL(); if (cli_int("bench", flag, v, lo, hi, &dst)) return 2; }
+        else if (!strcmp(a, "--model")) { VAL(); model_dir = v; }
+        else if (!strcmp(a, "--preset")) { VAL(); preset = v; }
+        else if (!strcmp(a, "--out")) { VAL(); out = v; }
+        else if (!strcmp(a, "--method")) { VAL(); methods_s = v; }
+        else if (!strcmp(a, "--prompt-len")) { VAL(); lens_s = v; }
+        else if (!strcmp(a, "--batch")) { VAL(); batch_s = v; }
+        else if (!strcmp(a, "--beam")) { VAL(); beam_s = v; }
+        INT("--vocab", 2, 1 << 20, vocab)
+        INT("--k", 1, 1024, k)
+        INT("--prefix-regs", 0, 64, P)
+        INT("--suffix-regs", 0, 64, S)
+        INT("--gen", 0, 64, G)
+        INT("--reps", 1, 32, reps)
+        INT("--threads", 1, 1024, threads)
+        INT("--seed", 0, 1 << 30, seed)
+        else {
+            fprintf(stderr, "earnest bench: unknown option '%s'\n%s", a, BENCH_USAGE);
+            return 2;
+        }
+#undef INT
+#undef VAL
+    }
+    if (!!model_dir == !!preset) {
+        fprintf(stderr, "earnest bench: give exactly one of --model and --preset\n%s", BENCH_USAGE);
+        return 2;
+    }
+    // Methods.
+    ModelMethod methods[2];
+    int n_methods = 0;
+    {
+        char buf[256];
+        snprintf(buf, sizeof buf, "%s", methods_s);
+        for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+            ModelMethod mm;
+            if (!strcmp(tok, "full")) mm = METHOD_FINETUNE;
+            else if (!strcmp(tok, "earn")) mm = METHOD_EARN;
+            else {
+                fprintf(stderr, "earnest bench: --method: unknown method '%s' (known: full, earn)\n", tok);
+                return 2;
+            }
+            if (n_methods == 2) { fprintf(stderr, "earnest bench: --method: at most full,earn\n"); return 2; }
+            methods[n_methods++] = mm;
+        }
+        if (!n_methods) { fprintf(stderr, "earnest bench: --method: empty\n"); return 2; }
+    }
+    int *lens = NULL, *batches = NULL, *beams = NULL;
+    int n_lens = cli_int_list("bench", "--prompt-len", lens_s, 1, 1 << 20, &lens, 0);
+    int n_batches = n_lens < 0 ? -1 : cli_int_list("bench", "--batch", batch_s, 1, 4096, &batches, 0);
+    int n_beams = n_batches < 0 ? -1 : cli_int_list("bench", "--beam", beam_s, 1, 1024, &beams, 0);
+    if (n_beams < 0) { free(lens); free(batches); return 2; }
+
+    int n_threads = threads_init(threads);
+    Error e;
+    Model m;
+    if (model_dir) {
+        if (model_load(&m, model_dir, &e)) { free(lens); free(batches); free(beams); return cli_fail("bench", &e); }
+    } else {
+        ModelConfig c;
+        if (preset_config(&c, preset, vocab, &e)) { free(lens); free(batches); free(beams); return cli_fail("bench", &e); }
+        model_init_random(&m, &c, (uint64_t)seed, 0.02f);
+    }
+    const ModelConfig *c = &m.config;
+    if (!k) k = c->n_layers / 4 > 0 ? c->n_layers / 4 : 1;
+    for (int i = 0; i < n_methods; i++)
+        if (methods[i] == METHOD_EARN && (k >= c->n_layers || S < 1)) {
+            fprintf(stderr, "earnest bench: earn needs 1 <= --k < %d layers and --suffix-regs >= 1 (the decision "
+                            "token is the last suffix register)\n", c->n_layers);
+            model_free(&m); free(lens); free(batches); free(beams);
+            return 2;
+        }
+
+    // The ceiling: sgemm at the shape of the model's widest projection over a prefill's rows,
+    // and at a large square, both measured now.
+    int max_rows = 0;
+    for (int i = 0; i < n_lens; i++)
+        for (int j = 0; j < n_batches; j++)
+            if (lens[i] * batches[j] > max_rows) max_rows = lens[i] * batches[j];
+    if (max_rows > 8192) max_rows = 8192;
+    double sg_model = sgemm_rate(max_rows, c->hidden_dim, c->dim, 5);
+    double sg_square = sgemm_rate(1024, 1024, 1024, 5);
+    double sg = sg_model > sg_square ? sg_model : sg_square;
+    printf("model: %d layers, d=%d, %d heads / %d KV heads, SwiGLU %d, vocab %d; %d threads\n", c->n_layers, c->dim,
+           c->n_heads, c->n_kv_heads, c->hidden_dim, c->vocab_size, n_threads);
+    printf("sgemm ceiling (this run): %.1f GFLOP/s at [%d x %d x %d], %.1f GFLOP/s at 1024^3 -> using %.1f\n", sg_model,
+           max_rows, c->hidden_dim, c->dim, sg_square, sg);
+    printf("%-5s %2s %2s %2s %6s %5s %5s %11s %10s %10s %12s %8s %8s %8s %6s\n", "meth", "k", "P", "S", "L", "batch",
+           "beam", "prefill_ms", "decode_ms", "total_ms", "kv_bytes", "speedup", "kv_red%", "GFLOP/s", "%sgemm");
+
+    size_t n_rows = (size_t)n_lens * n_batches * n_beams * n_methods;
+    BenchRow *rows = xcalloc(n_rows, sizeof(BenchRow));
+    size_t r = 0;
+    int rc = 0;
+    for (int il = 0; il < n_lens && !rc; il++)
+        for (int ib = 0; ib < n_batches && !rc; ib++)
+            for (int iw = 0; iw < n_beams && !rc; iw++) {
+                size_t first = r;
+                for (int im = 0; im < n_methods && !rc; im++, r++) {
+                    rc = bench_one(&rows[r], &m, methods[im], k, P, S, lens[il], batches[ib], beams[iw], G, reps,
+                                   (uint64_t)seed + 100, &e);
+                    if (rc) break;
+                    BenchRow *w = &rows[r], *base = &rows[first];
+                    double speed = (base->prefill_ms + base->decode_ms) / (w->prefill_ms + w->decode_ms);
+                    double red = 100.0 * (1.0 - (double)w->kv_bytes / (double)base->kv_bytes);
+                    printf("%-5s %2d %2d %2d %6d %5d %5d %11.2f %10.2f %10.2f %12zu %8.2f %8.2f %8.1f %5.0f%%\n", w->method,
+                           w->k, w->P, w->S, w->L, w->B, w->W, w->prefill_ms, w->decode_ms, w->prefill_ms + w->decode_ms,
+                           w->kv_bytes, speed, red, w->gflops, 100.0 * w->gflops / sg);
+                    fflush(stdout);
+                }
+            }
+    if (rc) cli_fail("bench", &e);
+    if (!rc && out) {
+        AtomicFile af;
+        if (atomic_open(&af, out, &e)) rc = cli_fail("bench", &e);
+        else {
+            fprintf(af.f, "method,k,prefix_regs,suffix_regs,prompt_len,batch,beam,device,prefill_ms,decode_ms,total_ms,"
+                          "kv_bytes,speedup,kv_reduction,prefill_gflops,sgemm_gflops,decode_ms_per_token,threads\n");
+            for (size_t i = 0; i < n_rows; i++) {
+                BenchRow *w = &rows[i], *base = &rows[i - i % (size_t)n_methods];
+                double tot = w->prefill_ms + w->decode_ms;
+                fprintf(af.f, "%s,%d,%d,%d,%d,%d,%d,cpu,%.4f,%.4f,%.4f,%zu,%.4f,%.4f,%.3f,%.3f,%.4f,%d\n", w->method, w->k,
+                        w->P, w->S, w->L, w->B, w->W, w->prefill_ms, w->decode_ms, tot, w->kv_bytes,
+                        (base->prefill_ms + base->decode_ms) / tot, 1.0 - (double)w->kv_bytes / (double)base->kv_bytes,
+                        w->gflops, sg, G ? w->decode_ms / G : 0.0, n_threads);
+            }
+            if (atomic_commit(&af, &e)) rc = cli_fail("bench", &e);
+        }
+    }
+    free(rows); free(lens); free(batches); free(beams);
+    model_free(&m);
+    return rc ? 1 : 0;
+}

@@ -1,0 +1,165 @@
+// cmd_forward.c: `earnest forward --model DIR --tokens "1 5 9" --out F.h5 [--attn]`
+//
+// Runs the model over one token sequence (one prefill) and writes /logits
+// float32 [T, V] (NaN rows for tokens an EARN plan stops early), /tokens
+// int32 [T], and with --attn /attn float32 [L, H, T, T] (post-softmax; 0 where
+// a query cannot see a key or a layer does not compute the query). This is the
+// hook for reference checks against other implementations.
+#include <hdf5.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "experiments/cli.h"
+#include "experiments/commands.h"
+#include "runtime/checkpoint.h"
+#include "runtime/plan.h"
+
+static const char *FORWARD_USAGE =
+    "usage: earnest forward --model DIR --tokens \"ID ID ...\" --out F.h5 [--attn] [--kinds \"K K ...\"] [--threads N]\n"
+    "  Runs one prefill over the token ids and writes /logits float32 [T,V] and /tokens int32 [T]\n"
+    "  to an HDF5 file (atomically). --attn adds /attn float32 [L,H,T,T] (post-softmax).\n"
+    "  --kinds gives each token's kind (0 special, 1 prefix reg, 2 instruction, 3 history,\n"
+    "  4 suffix reg, 5 target); an EARN model needs them to know which tokens stop at layer k.\n";
+
+typedef struct {
+    float *attn; // [L, H, T, T]
+    int H, T;
+} AttnCapture;
+
+static void capture_attn(void *ctx, int layer, int seq, int head, int n_q, const int32_t *q_tok, int n_k,
+                         const int32_t *k_tok, const float *probs) {
+    AttnCapture *ac = ctx;
+    (void)seq;
+    size_t T = (size_t)ac->T;
+    float *base = ac->attn + ((size_t)layer * (size_t)ac->H + (size_t)head) * T * T;
+    for (int i = 0; i < n_q; i++)
+        for (int j = 0; j < n_k; j++) base[(size_t)q_tok[i] * T + (size_t)k_tok[j]] = probs[(size_t)i * n_k + j];
+}
+
+#define H5_TRY(x, what)                                                                    \
+    do {                                                                                    \
+        if ((x) < 0) {                                                                      \
+            err_set(e, "%s: HDF5 %s failed (%s:%d)", path, what, __FILE__, __LINE__);       \
+            goto fail;                                                                      \
+        }                                                                                   \
+    } while (0)
+
+// Writes one dataset `name` of `rank` dims; chunk (may be NULL) turns on shuffle + gzip.
+static int h5_write(hid_t file, const char *path, const char *name, hid_t type, int rank, const hsize_t *dims,
+                    const hsize_t *chunk, const void *data, Error *e) {
+    hid_t space = -1, dcpl = -1, ds = -1;
+    H5_TRY(space = H5Screate_simple(rank, dims, NULL), "H5Screate_simple");
+    H5_TRY(dcpl = H5Pcreate(H5P_DATASET_CREATE), "H5Pcreate");
+    if (chunk) {
+        H5_TRY(H5Pset_chunk(dcpl, rank, chunk), "H5Pset_chunk");
+        H5_TRY(H5Pset_shuffle(dcpl), "H5Pset_shuffle");
+        H5_TRY(H5Pset_deflate(dcpl, 4), "H5Pset_deflate");
+    }
+    H5_TRY(ds = H5Dcreate2(file, name, type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT), "H5Dcreate2");
+    H5_TRY(H5Dwrite(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), "H5Dwrite");
+    H5Dclose(ds);
+    H5Pclose(dcpl);
+    H5Sclose(space);
+    return 0;
+fail:
+    if (ds >= 0) H5Dclose(ds);
+    if (dcpl >= 0) H5Pclose(dcpl);
+    if (space >= 0) H5Sclose(space);
+    return -1;
+}
+
+static int forward_write(const char *path, const int *tokens, int T, const float *logits, int V, const float *attn,
+                         int L, int H, Error *e) {
+    char tmp[4200];
+    atomic_tmp_path(tmp, sizeof tmp, path);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) return err_set(e, "%s: cannot create HDF5 file %s", path, tmp);
+    hsize_t dt[1] = {(hsize_t)T}, dl[2] = {(hsize_t)T, (hsize_t)V};
+    hsize_t da[4] = {(hsize_t)L, (hsize_t)H, (hsize_t)T, (hsize_t)T}, ca[4] = {1, 1, (hsize_t)T, (hsize_t)T};
+    if (h5_write(f, path, "tokens", H5T_NATIVE_INT32, 1, dt, NULL, tokens, e) ||
+        h5_write(f, path, "logits", H5T_NATIVE_FLOAT, 2, dl, NULL, logits, e) ||
+        (attn && h5_write(f, path, "attn", H5T_NATIVE_FLOAT, 4, da, ca, attn, e))) {
+        H5Fclose(f);
+        remove(tmp);
+        return -1;
+    }
+    if (H5Fclose(f) < 0) {
+        remove(tmp);
+        return err_set(e, "%s: HDF5 close failed", path);
+    }
+    return rename_into_place(tmp, path, e);
+}
+
+int cmd_forward(int argc, char **argv) {
+    const char *model_dir = NULL, *tokens_s = NULL, *out = NULL, *kinds_s = NULL;
+    int want_attn = 0, threads = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(FORWARD_USAGE, stdout); return 0; }
+        else if (!strcmp(a, "--model")) { if (!(model_dir = cli_value(argc, argv, &i))) return 2; }
+        else if (!strcmp(a, "--tokens")) { if (!(tokens_s = cli_value(argc, argv, &i))) return 2; }
+        else if (!strcmp(a, "--kinds")) { if (!(kinds_s = cli_value(argc, argv, &i))) return 2; }
+        else if (!strcmp(a, "--out")) { if (!(out = cli_value(argc, argv, &i))) return 2; }
+        else if (!strcmp(a, "--attn")) want_attn = 1;
+        else if (!strcmp(a, "--threads")) {
+            const char *v = cli_value(argc, argv, &i);
+            if (!v || cli_int("forward", "--threads", v, 1, 1024, &threads)) return 2;
+        } else {
+            fprintf(stderr, "earnest forward: unknown option '%s'\n%s", a, FORWARD_USAGE);
+            return 2;
+        }
+    }
+    if (!model_dir || !tokens_s || !out) {
+        fprintf(stderr, "earnest forward: --model, --tokens and --out are required\n%s", FORWARD_USAGE);
+        return 2;
+    }
+    threads_init(threads);
+    Error e;
+    Model m;
+    if (model_load(&m, model_dir, &e)) return cli_fail("forward", &e);
+    const ModelConfig *c = &m.config;
+    int *tokens = NULL, *kinds_i = NULL;
+    int T = cli_int_list("forward", "--tokens", tokens_s, 0, c->vocab_size - 1, &tokens, 1);
+    if (T < 0) { model_free(&m); return 2; }
+    uint8_t *kinds = xcalloc((size_t)T, 1);
+    int *depth = xmalloc((size_t)T * sizeof(int));
+    if (kinds_s) {
+        int nk = cli_int_list("forward", "--kinds", kinds_s, 0, TOKEN_KIND_TARGET, &kinds_i, 1);
+        if (nk != T) {
+            if (nk >= 0) fprintf(stderr, "earnest forward: --kinds has %d entries but --tokens has %d\n", nk, T);
+            free(tokens); free(kinds_i); free(kinds); free(depth); model_free(&m);
+            return 2;
+        }
+        for (int i = 0; i < T; i++) kinds[i] = (uint8_t)kinds_i[i];
+        free(kinds_i);
+    } else if (c->method == METHOD_EARN) {
+        fprintf(stderr, "earnest forward: %s is an EARN model: give --kinds so that registers can be told apart\n",
+                model_dir);
+        free(tokens); free(kinds); free(depth); model_free(&m);
+        return 2;
+    }
+    plan_depth_for(depth, kinds, T, c);
+
+    int *cap = xmalloc((size_t)c->n_layers * sizeof(int));
+    for (int l = 0; l < c->n_layers; l++) cap[l] = T;
+    KVCache kv;
+    kvcache_init(&kv, c->n_layers, c->n_kv_heads, c->head_dim, cap);
+    KVCache *kvs[1] = {&kv};
+    size_t V = (size_t)c->vocab_size, TT = (size_t)T;
+    float *logits = xmalloc(TT * V * sizeof(float));
+    AttnCapture ac = {NULL, c->n_heads, T};
+    if (want_attn) ac.attn = xcalloc((size_t)c->n_layers * (size_t)c->n_heads * TT * TT, sizeof(float));
+    ForwardBatch fb = {.n_seqs = 1, .n_new = &T, .tokens = tokens, .depth = depth, .caches = kvs,
+                       .logits_mode = LOGITS_ALL, .attn_hook = want_attn ? capture_attn : NULL, .attn_hook_ctx = &ac};
+    ForwardScratch s = {0};
+    int rc = model_forward(logits, &m, &fb, &s, &e) ||
+             forward_write(out, tokens, T, logits, (int)V, ac.attn, c->n_layers, c->n_heads, &e);
+    if (rc) cli_fail("forward", &e);
+    forward_scratch_free(&s);
+    kvcache_free(&kv);
+    free(cap); free(logits); free(ac.attn); free(tokens); free(kinds); free(depth);
+    model_free(&m);
+    return rc ? 1 : 0;
+}

@@ -1,0 +1,31 @@
+// plan.h: layer plans, i.e. how deep each token goes (see model.h, depth[]).
+//
+// The kind of every prompt token decides its depth. Kinds are the attention
+// dump's (DESIGN.md): 0 special, 1 prefix register, 2 instruction, 3 history,
+// 4 suffix register, 5 target/generated.
+#ifndef EARNEST_PLAN_H
+#define EARNEST_PLAN_H
+
+#include <stdint.h>
+
+#include "runtime/config.h"
+
+typedef enum {
+    TOKEN_KIND_SPECIAL = 0,
+    TOKEN_KIND_PREFIX_REG = 1,
+    TOKEN_KIND_INSTRUCTION = 2,
+    TOKEN_KIND_HISTORY = 3,
+    TOKEN_KIND_SUFFIX_REG = 4,
+    TOKEN_KIND_TARGET = 5,
+} TokenKind;
+
+// depth [T]: every token through every layer.
+void plan_depth_full(int *depth, int T, int n_layers);
+// depth [T] for the model's method: finetune = full; EARN = registers and
+// targets through all N layers, every other token (the prompt) through the first k.
+void plan_depth_for(int *depth, const uint8_t *kinds, int T, const ModelConfig *c);
+// KV capacity per layer [N] for a sequence with `n_prompt` prompt tokens
+// (registers not counted), `n_regs` registers and `n_gen` generated tokens.
+void plan_kv_capacity(int *cap, const ModelConfig *c, int n_prompt, int n_regs, int n_gen);
+
+#endif

@@ -1,0 +1,24 @@
+// preset.c: see preset.h.
+#include "runtime/preset.h"
+
+#include <string.h>
+
+int preset_config(ModelConfig *c, const char *name, int vocab_size, Error *e) {
+    memset(c, 0, sizeof *c);
+    c->arch = MODEL_ARCH_LLAMA;
+    c->vocab_size = vocab_size;
+    c->max_seq_len = 8192 + 64;
+    c->rms_eps = 1e-6f;
+    c->rope_theta = 10000.0f;
+    c->tie_embeddings = 1;
+    c->method = METHOD_FINETUNE;
+    if (!strcmp(name, "tiny")) {
+        c->dim = 64; c->hidden_dim = 176; c->n_layers = 4; c->n_heads = 4; c->n_kv_heads = 2;
+    } else if (!strcmp(name, "small")) {
+        c->dim = 256; c->hidden_dim = 688; c->n_layers = 8; c->n_heads = 8; c->n_kv_heads = 4;
+    } else {
+        return err_set(e, "unknown preset '%s' (known: tiny, small)", name);
+    }
+    c->head_dim = c->dim / c->n_heads;
+    return 0;
+}
