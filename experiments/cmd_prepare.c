@@ -1,0 +1,305 @@
+// cmd_prepare.c: `earnest prepare SOURCE ...`, which writes prepared dataset
+// directories (datasets/prepare.h) from the AtSpeed release, raw logs or the
+// synthetic generator, rebuilds semantic IDs, and checks them.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "datasets/prepare.h"
+#include "experiments/commands.h"
+
+static void prepare_usage(FILE *f) {
+    fprintf(f,
+        "usage:\n"
+        "  earnest prepare atspeed --src SRC_DIR --name NAME --out DIR\n"
+        "      SRC_DIR holds sequential_{train,valid,test}.txt and NAME.LCRec-1e-3lr.json\n"
+        "      (the AtSpeed release); validated and copied with its codes as they are.\n"
+        "  earnest prepare raw --format amazon|movielens --input FILE --name NAME --out DIR [codes options]\n"
+        "      amazon: 5-core JSON lines (reviewerID, asin, overall, unixReviewTime), plain or .gz;\n"
+        "      movielens: ratings.dat lines user::item::rating::timestamp.\n"
+        "      Keeps rating >= 4, sorts by timestamp (ties: file order), splits the global\n"
+        "      timeline 8:1:1, drops users with < 2 train items, then builds semantic IDs.\n"
+        "  earnest prepare synthetic --out DIR [--name synthetic --users 2000 --items 500\n"
+        "      --clusters 20 --min-len 5 --max-len 30 --p-follow 0.6 --p-stay 0.3] [codes options]\n"
+        "      generated data with planted next-item structure; same split as raw.\n"
+        "  earnest prepare codes --data DIR [codes options]\n"
+        "      rebuilds DIR's codes from its own train split (in place, atomically).\n"
+        "  earnest prepare codes-check --data DIR [--window 3]\n"
+        "      P(same first-level code | pair co-occurs in train within the window) over\n"
+        "      P(same first-level code | random pair of items).\n"
+        "codes options: --seed 1 --levels 3 --codes 256 --dim 32 --window 3 --iters 20\n"
+        "      --power-iters 6 (k-means levels, clusters per level at most, embedding size,\n"
+        "      co-occurrence window, Lloyd iterations, subspace iterations); a collision\n"
+        "      level is added on top. --threads N (default: EARNEST_THREADS or all cores).\n");
+}
+
+typedef struct {
+    const char *src, *name, *out, *format, *input, *data;
+    SemIdConfig semid;
+    SynthConfig synth;
+    int seed_given, threads;
+} PrepareArgs;
+
+static int parse_int_arg(const char *flag, const char *s, long lo, long hi, long *out) {
+    char *end = NULL;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || v < lo || v > hi) {
+        fprintf(stderr, "earnest prepare: %s expects an integer in %ld..%ld (got '%s')\n", flag, lo, hi, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_float_arg(const char *flag, const char *s, float *out) {
+    char *end = NULL;
+    float v = strtof(s, &end);
+    if (!*s || *end || !(v >= 0.0f && v <= 1.0f)) {
+        fprintf(stderr, "earnest prepare: %s expects a number in 0..1 (got '%s')\n", flag, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+// 0 ok, 2 usage error (message printed).
+static int parse_args(PrepareArgs *a, int argc, char **argv) {
+    for (int i = 2; i < argc; i++) {
+        const char *f = argv[i];
+        if (i + 1 >= argc) {
+            fprintf(stderr, "earnest prepare: %s needs a value (or is unknown)\n", f);
+            return 2;
+        }
+        const char *v = argv[++i];
+        long x = 0;
+        int rc = 0;
+        if (!strcmp(f, "--src")) a->src = v;
+        else if (!strcmp(f, "--name")) a->name = v;
+        else if (!strcmp(f, "--out")) a->out = v;
+        else if (!strcmp(f, "--format")) a->format = v;
+        else if (!strcmp(f, "--input")) a->input = v;
+        else if (!strcmp(f, "--data")) a->data = v;
+        else if (!strcmp(f, "--seed")) {
+            rc = parse_int_arg(f, v, 0, 2147483647L, &x);
+            a->semid.seed = a->synth.seed = (uint64_t)x;
+            a->seed_given = 1;
+        } else if (!strcmp(f, "--levels")) { rc = parse_int_arg(f, v, 1, 7, &x); a->semid.levels = (int)x; }
+        else if (!strcmp(f, "--codes")) { rc = parse_int_arg(f, v, 1, 100000, &x); a->semid.codes = (int)x; }
+        else if (!strcmp(f, "--dim")) { rc = parse_int_arg(f, v, 1, 1024, &x); a->semid.dim = (int)x; }
+        else if (!strcmp(f, "--window")) { rc = parse_int_arg(f, v, 1, 1000, &x); a->semid.window = (int)x; }
+        else if (!strcmp(f, "--iters")) { rc = parse_int_arg(f, v, 0, 10000, &x); a->semid.iters = (int)x; }
+        else if (!strcmp(f, "--power-iters")) { rc = parse_int_arg(f, v, 0, 1000, &x); a->semid.power_iters = (int)x; }
+        else if (!strcmp(f, "--threads")) { rc = parse_int_arg(f, v, 1, 4096, &x); a->threads = (int)x; }
+        else if (!strcmp(f, "--users")) { rc = parse_int_arg(f, v, 1, 10000000, &x); a->synth.n_users = (int)x; }
+        else if (!strcmp(f, "--items")) { rc = parse_int_arg(f, v, 2, 10000000, &x); a->synth.n_items = (int)x; }
+        else if (!strcmp(f, "--clusters")) { rc = parse_int_arg(f, v, 1, 10000000, &x); a->synth.n_clusters = (int)x; }
+        else if (!strcmp(f, "--min-len")) { rc = parse_int_arg(f, v, 1, 100000, &x); a->synth.min_len = (int)x; }
+        else if (!strcmp(f, "--max-len")) { rc = parse_int_arg(f, v, 1, 100000, &x); a->synth.max_len = (int)x; }
+        else if (!strcmp(f, "--p-follow")) rc = parse_float_arg(f, v, &a->synth.p_follow);
+        else if (!strcmp(f, "--p-stay")) rc = parse_float_arg(f, v, &a->synth.p_stay);
+        else {
+            fprintf(stderr, "earnest prepare: unknown option %s\n", f);
+            return 2;
+        }
+        if (rc != 0) return 2;
+    }
+    return 0;
+}
+
+static int need(const char *value, const char *flag, const char *what) {
+    if (value) return 0;
+    fprintf(stderr, "earnest prepare %s: %s is required (earnest prepare --help)\n", what, flag);
+    return 2;
+}
+
+// A dataset name becomes part of file names: letters, digits, '_', '-', '.'.
+static int check_name(const char *name) {
+    size_t n = strlen(name);
+    int ok = n > 0 && n < 100 && name[0] != '.';
+    for (size_t i = 0; ok && i < n; i++) {
+        char c = name[i];
+        ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+             c == '-' || c == '.';
+    }
+    if (!ok) fprintf(stderr, "earnest prepare: --name '%s' must be 1-99 characters of [A-Za-z0-9_.-]\n", name);
+    return ok ? 0 : 2;
+}
+
+static void report(const char *dir, const PrepSeqs *s, const PrepCodes *c, double secs) {
+    printf("prepared %s: %d users, %d items, %zu/%zu/%zu train/valid/test interactions, %d code levels [",
+           dir, s->n_users, s->n_items, prep_seqs_count(s, PREP_TRAIN), prep_seqs_count(s, PREP_VALID),
+           prep_seqs_count(s, PREP_TEST), c->levels);
+    for (int l = 0; l < c->levels; l++) printf("%s%d", l ? "," : "", c->codes_per_level[l]);
+    printf("], %.2f s\n", secs);
+}
+
+static int run_atspeed(PrepareArgs *a) {
+    int rc = need(a->src, "--src", "atspeed") | need(a->name, "--name", "atspeed") | need(a->out, "--out", "atspeed");
+    if (rc || check_name(a->name)) return 2;
+    double t0 = time_now_s();
+    Error e;
+    PrepSeqs seqs;
+    PrepCodes codes;
+    PrepMeta meta;
+    if (prep_read_atspeed(&seqs, &codes, a->src, a->name, &e) != 0) {
+        fprintf(stderr, "earnest prepare atspeed: %s\n", e.msg);
+        return 1;
+    }
+    char source[1024];
+    snprintf(source, sizeof source, "atspeed:%s", a->src);
+    prep_meta_init(&meta, a->name, source, "lcrec-rqvae");
+    rc = prep_write_dir(a->out, &meta, &seqs, &codes, &e);
+    if (rc != 0) fprintf(stderr, "earnest prepare atspeed: %s\n", e.msg);
+    else report(a->out, &seqs, &codes, time_now_s() - t0);
+    prep_seqs_free(&seqs);
+    prep_codes_free(&codes);
+    return rc ? 1 : 0;
+}
+
+// The shared tail of raw and synthetic: split, codes, write.
+static int split_and_write(const RawLog *log, PrepareArgs *a, const char *name, const char *source,
+                           double t0, const char *verb) {
+    Error e;
+    PrepSeqs seqs;
+    PrepCodes codes;
+    PrepMeta meta;
+    if (prep_split(&seqs, NULL, log, &e) != 0) {
+        fprintf(stderr, "earnest prepare %s: %s\n", verb, e.msg);
+        return 1;
+    }
+    prep_build_codes(&codes, &seqs, &a->semid);
+    prep_meta_init(&meta, name, source, "earnest-rkmeans");
+    meta.has_seed = 1;
+    meta.seed = a->semid.seed;
+    meta.has_semid = 1;
+    meta.semid = a->semid;
+    int rc = prep_write_dir(a->out, &meta, &seqs, &codes, &e);
+    if (rc != 0) fprintf(stderr, "earnest prepare %s: %s\n", verb, e.msg);
+    else report(a->out, &seqs, &codes, time_now_s() - t0);
+    prep_seqs_free(&seqs);
+    prep_codes_free(&codes);
+    return rc ? 1 : 0;
+}
+
+static int run_raw(PrepareArgs *a) {
+    int rc = need(a->format, "--format", "raw") | need(a->input, "--input", "raw") |
+             need(a->name, "--name", "raw") | need(a->out, "--out", "raw");
+    if (rc || check_name(a->name)) return 2;
+    RawFormat fmt;
+    if (raw_format_parse(a->format, &fmt) != 0) {
+        fprintf(stderr, "earnest prepare raw: --format must be amazon or movielens (got '%s')\n", a->format);
+        return 2;
+    }
+    double t0 = time_now_s();
+    Error e;
+    RawLog log;
+    raw_log_init(&log);
+    if (raw_read_file(&log, fmt, a->input, &e) != 0) {
+        fprintf(stderr, "earnest prepare raw: %s\n", e.msg);
+        raw_log_free(&log);
+        return 1;
+    }
+    fprintf(stderr, "earnest prepare raw: %zu lines, %zu with rating < 4 dropped\n", log.n_lines, log.n_low_rating);
+    char source[1024];
+    snprintf(source, sizeof source, "%s:%s", a->format, a->input);
+    rc = split_and_write(&log, a, a->name, source, t0, "raw");
+    raw_log_free(&log);
+    return rc;
+}
+
+static int run_synthetic(PrepareArgs *a) {
+    if (need(a->out, "--out", "synthetic")) return 2;
+    const char *name = a->name ? a->name : "synthetic";
+    if (check_name(name)) return 2;
+    Error e;
+    if (synth_check(&a->synth, &e) != 0) {
+        fprintf(stderr, "earnest prepare synthetic: %s\n", e.msg);
+        return 2;
+    }
+    double t0 = time_now_s();
+    RawLog log;
+    raw_log_init(&log);
+    synth_generate(&log, NULL, &a->synth);
+    char source[512];
+    snprintf(source, sizeof source,
+             "synthetic:users=%d,items=%d,clusters=%d,len=%d..%d,p_follow=%.3g,p_stay=%.3g,seed=%llu",
+             a->synth.n_users, a->synth.n_items, a->synth.n_clusters, a->synth.min_len, a->synth.max_len,
+             a->synth.p_follow, a->synth.p_stay, (unsigned long long)a->synth.seed);
+    int rc = split_and_write(&log, a, name, source, t0, "synthetic");
+    raw_log_free(&log);
+    return rc;
+}
+
+static int run_codes(PrepareArgs *a) {
+    if (need(a->data, "--data", "codes")) return 2;
+    double t0 = time_now_s();
+    Error e;
+    PrepSeqs seqs;
+    PrepCodes old, codes;
+    PrepMeta meta;
+    if (prep_read_dir(&seqs, &old, &meta, a->data, &e) != 0) {
+        fprintf(stderr, "earnest prepare codes: %s\n", e.msg);
+        return 1;
+    }
+    prep_codes_free(&old);
+    prep_build_codes(&codes, &seqs, &a->semid);
+    snprintf(meta.codes_method, sizeof meta.codes_method, "earnest-rkmeans");
+    meta.has_seed = 1;
+    meta.seed = a->semid.seed;
+    meta.has_semid = 1;
+    meta.semid = a->semid;
+    int rc = prep_write_dir(a->data, &meta, &seqs, &codes, &e);
+    if (rc != 0) fprintf(stderr, "earnest prepare codes: %s\n", e.msg);
+    else report(a->data, &seqs, &codes, time_now_s() - t0);
+    prep_seqs_free(&seqs);
+    prep_codes_free(&codes);
+    return rc ? 1 : 0;
+}
+
+static int run_codes_check(PrepareArgs *a) {
+    if (need(a->data, "--data", "codes-check")) return 2;
+    Error e;
+    PrepSeqs seqs;
+    PrepCodes codes;
+    PrepMeta meta;
+    if (prep_read_dir(&seqs, &codes, &meta, a->data, &e) != 0) {
+        fprintf(stderr, "earnest prepare codes-check: %s\n", e.msg);
+        return 1;
+    }
+    SemIdCheck r;
+    semid_check(&r, codes.codes, codes.levels, seqs.offsets[PREP_TRAIN], seqs.items[PREP_TRAIN], seqs.n_users,
+                seqs.n_items, a->semid.window);
+    printf("data=%s codes=%s window=%d cooc_pairs=%zu p_same_a_cooc=%.4f p_same_a_random=%.4f ratio=%.2f\n",
+           a->data, meta.codes_method, a->semid.window, r.n_pairs, r.p_cooc, r.p_random, r.ratio);
+    prep_seqs_free(&seqs);
+    prep_codes_free(&codes);
+    return 0;
+}
+
+int cmd_prepare(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        prepare_usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (int i = 2; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            prepare_usage(stdout);
+            return 0;
+        }
+    PrepareArgs a;
+    memset(&a, 0, sizeof a);
+    semid_config_default(&a.semid);
+    synth_config_default(&a.synth);
+    int rc = parse_args(&a, argc, argv);
+    if (rc) return rc;
+    threads_init(a.threads);
+    const char *src = argv[1];
+    if (!strcmp(src, "atspeed")) return run_atspeed(&a);
+    if (!strcmp(src, "raw")) return run_raw(&a);
+    if (!strcmp(src, "synthetic")) return run_synthetic(&a);
+    if (!strcmp(src, "codes")) return run_codes(&a);
+    if (!strcmp(src, "codes-check")) return run_codes_check(&a);
+    fprintf(stderr, "earnest prepare: unknown source '%s'\n", src);
+    prepare_usage(stderr);
+    return 2;
+}
