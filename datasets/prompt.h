@@ -20,17 +20,12 @@
 #include <stdint.h>
 
 #include "datasets/dataset.h"
+#include "runtime/plan.h"
 #include "datasets/vocab.h"
 
-// Every prompt token has a kind (the `kinds` array of attention dumps, DESIGN.md).
-typedef enum {
-    TOKEN_KIND_SPECIAL = 0,       // <bos>
-    TOKEN_KIND_PREFIX_REG = 1,
-    TOKEN_KIND_INSTRUCTION = 2,   // template words
-    TOKEN_KIND_HISTORY = 3,       // history codes and the "," between items
-    TOKEN_KIND_SUFFIX_REG = 4,
-    TOKEN_KIND_TARGET = 5,        // the target's code tokens (training)
-} TokenKind;
+// Every prompt token has a kind: TokenKind of runtime/plan.h (the `kinds` array of
+// attention dumps, DESIGN.md); the layer plan decides depths from it. History
+// kinds cover the history codes and the "," between items; <bos> is special.
 
 typedef enum { PROMPT_TEMPLATE_LCREC = 0, PROMPT_TEMPLATE_TIGER = 1 } PromptTemplate;
 

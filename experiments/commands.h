@@ -7,6 +7,7 @@
 int cmd_forward(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_init(int argc, char **argv);
+int cmd_dump_attn(int argc, char **argv);
 int cmd_prepare(int argc, char **argv);
 int cmd_data(int argc, char **argv);
 int cmd_analyze(int argc, char **argv);

@@ -14,6 +14,7 @@ typedef struct {
 static const Verb VERBS[] = {
     {"forward", cmd_forward, "run a model on token ids; write logits (and attention) to HDF5"},
     {"bench", cmd_bench, "time prefill and decode; compare with the machine's sgemm rate"},
+    {"dump-attn", cmd_dump_attn, "run a model over prompts (dataset samples or text) and write an attention dump"},
     {"init", cmd_init, "write a randomly initialised model checkpoint of a preset shape"},
     {"prepare", cmd_prepare, "write a prepared dataset dir (atspeed, raw, synthetic); build semantic IDs"},
     {"data", cmd_data, "dataset statistics of a prepared dataset directory (validates it)"},

@@ -6,7 +6,7 @@ load ARG0[1:strstrt(ARG0, "density.gp") - 1]."layers_common.gp"
 OUT = ARG1; DIR = ARG2; LABELS = ARG3
 n = words(LABELS)
 do for [fmt in "png svg"] {
-    if (fmt eq "png") { set terminal pngcairo size 1100,450 font "Sans,10" } else { set terminal svg size 1100,450 font "Sans,10" }
+    if (fmt eq "png") { set terminal pngcairo noenhanced size 1100,450 font "Sans,10" } else { set terminal svg noenhanced size 1100,450 font "Sans,10" }
     set output OUT.".".fmt
     set multiplot layout 1,2 title "Attention density per layer (density_eps = share of visible keys with p > eps)"
     set ylabel "density_eps"

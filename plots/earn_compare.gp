@@ -8,7 +8,7 @@ if (K > 0) { set arrow 1 from first K - 0.5, graph 0 to first K - 0.5, graph 1 n
 cols = "2 3 4 5"
 names = "density_eps sink_head sink_tail entropy_norm"
 do for [fmt in "png svg"] {
-    if (fmt eq "png") { set terminal pngcairo size 1100,800 font "Sans,10" } else { set terminal svg size 1100,800 font "Sans,10" }
+    if (fmt eq "png") { set terminal pngcairo noenhanced size 1100,800 font "Sans,10" } else { set terminal svg noenhanced size 1100,800 font "Sans,10" }
     set output OUT.".".fmt
     set multiplot layout 2,2 title "Decision-row attention, mean over heads: ".FTL." vs ".EAL.(K > 0 ? sprintf(" (dotted: EARN split k = %d)", int(K)) : "")
     do for [j=1:4] {

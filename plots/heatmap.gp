@@ -10,7 +10,6 @@ set ylabel "query position"
 unset grid
 set xtics autofreq
 set ytics autofreq
-set yrange [*:*] reverse
 set size ratio -1
 set cblabel "sqrt(p)"
 set cbrange [0:1]
@@ -20,11 +19,13 @@ unset key
 stats HEAT skip 1 using 1 nooutput
 T = STATS_max + 1
 set xrange [-3.5:T - 0.5]
+# grey behind the matrix: entries the query cannot see (nan) are drawn transparent
+set object 1 rectangle from first -0.5, first -0.5 to first T - 0.5, first T - 0.5 behind fc rgb "#d9d9d9" fs solid noborder
 set yrange [T - 0.5:-3.5]
 do for [fmt in "png svg"] {
-    if (fmt eq "png") { set terminal pngcairo size 800,760 font "Sans,10" } else { set terminal svg size 800,760 font "Sans,10" }
+    if (fmt eq "png") { set terminal pngcairo noenhanced size 800,760 font "Sans,10" } else { set terminal svg noenhanced size 800,760 font "Sans,10" }
     set output OUT.".".fmt
-    set title TITLE."  (bands: token kind; blue prefix_reg, olive instruction, green history, red suffix_reg, purple target, grey special)"
+    set title TITLE."\nbands: token kind (blue prefix_reg, olive instruction, green history, red suffix_reg,\npurple target, grey special); grey cells: not visible to the query"
     # key-kind band above the matrix (rows with query 0 list every key once), query-kind band left of it
     plot HEAT skip 1 using 2:1:(sqrt($3)) with image, \
          HEAT skip 1 using ($1 == 0 ? $2 : NaN):(-2):(0.5):(1.0):(kind_rgb($5)) with boxxyerror lc rgb variable, \

@@ -7,7 +7,7 @@ set style fill solid 0.9 border rgb "white"
 set boxwidth 0.8
 set yrange [0:1.05]
 do for [fmt in "png svg"] {
-    if (fmt eq "png") { set terminal pngcairo size 1100,450 font "Sans,10" } else { set terminal svg size 1100,450 font "Sans,10" }
+    if (fmt eq "png") { set terminal pngcairo noenhanced size 1100,450 font "Sans,10" } else { set terminal svg noenhanced size 1100,450 font "Sans,10" }
     set output OUT.".".fmt
     set multiplot layout 1,2 title "Attention mass per token kind per layer: ".LABEL
     set ylabel "attention mass"

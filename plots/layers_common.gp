@@ -3,9 +3,9 @@
 #   1 layer  2 density_eps  3 sink_head  4 sink_tail  5 entropy_norm  6 topk_mass
 #   7 first_mass  8 mass_special  9 mass_prefix_reg  10 mass_instruction
 #   11 mass_history  12 mass_suffix_reg  13 mass_target  14 entropy  15 n_keys
-set termoption noenhanced
+# every terminal below is set noenhanced: names like sink_head stay literal
 set grid ytics lc rgb "#dddddd"
-set key outside right top
+set key below vertical maxrows 2 height 1
 set xlabel "layer"
 set xtics 1
 set style data linespoints
