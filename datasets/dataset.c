@@ -4,6 +4,7 @@
 #include "datasets/dataset.h"
 
 #include <jansson.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,11 +45,12 @@ static int line_next(Line *ln, const char *text, size_t len, size_t *pos) {
     return 1;
 }
 
-// Quotes the token at p (up to the next blank / end, at most 24 chars) for messages.
+// The length of the token at p to quote in messages: up to the next blank or
+// the end, at most 24 chars; a lone blank is shown as itself.
 static int token_len(const char *p, const char *end) {
     int n = 0;
     while (p + n < end && !is_blank(p[n]) && n < 24) n++;
-    return n;
+    return (n == 0 && p < end) ? 1 : n;
 }
 
 // Parses a decimal id at ln->p (digits only, at least one) into *v and
@@ -261,7 +263,9 @@ static int meta_string(const char *path, json_t *root, const char *key, int requ
     return 0;
 }
 
-static int meta_load(Dataset *d, const char *path, Error *e) {
+// expect[s]: the optional "interactions": {"train": N, ...} counts (-1 when absent),
+// checked against the split files once they are loaded.
+static int meta_load(Dataset *d, long long expect[SPLIT_COUNT], const char *path, Error *e) {
     char *text;
     size_t len;
     if (file_read_all(path, &text, &len, e) != 0) return -1;
@@ -291,7 +295,7 @@ static int meta_load(Dataset *d, const char *path, Error *e) {
     d->n_items = (int)v;
     if (meta_int(path, root, "code_levels", 1, DATASET_MAX_LEVELS, 1, &v, e) != 0) goto done;
     d->code_levels = (int)v;
-    if (meta_int(path, root, "seed", 0, (long long)1 << 62, 0, &v, e) < 0) goto done;
+    if (meta_int(path, root, "seed", 0, LLONG_MAX, 0, &v, e) < 0) goto done;
     json_t *cpl = json_object_get(root, "codes_per_level");
     if (!cpl) { err_set(e, "%s: missing field \"codes_per_level\"", path); goto done; }
     if (!json_is_array(cpl) || json_array_size(cpl) != (size_t)d->code_levels) {
@@ -306,6 +310,20 @@ static int meta_load(Dataset *d, const char *path, Error *e) {
             goto done;
         }
         d->codes_per_level[j] = (int)json_integer_value(x);
+    }
+    for (int sp = 0; sp < SPLIT_COUNT; sp++) expect[sp] = -1;
+    json_t *inter = json_object_get(root, "interactions");
+    if (inter) {
+        if (!json_is_object(inter)) { err_set(e, "%s: field \"interactions\" must be an object", path); goto done; }
+        for (int sp = 0; sp < SPLIT_COUNT; sp++) {
+            json_t *x = json_object_get(inter, SPLIT_NAMES[sp]);
+            if (!x) continue;
+            if (!json_is_integer(x) || json_integer_value(x) < 0) {
+                err_set(e, "%s: interactions.%s must be a non-negative integer", path, SPLIT_NAMES[sp]);
+                goto done;
+            }
+            expect[sp] = json_integer_value(x);
+        }
     }
     rc = 0;
 done:
@@ -330,10 +348,18 @@ int dataset_load(Dataset *d, const char *dir, Error *e) {
     memset(d, 0, sizeof *d);
     char path[4096];
     if (path_join(path, sizeof path, dir, "meta.json") != 0) return err_set(e, "%s: path too long", dir);
-    if (meta_load(d, path, e) != 0) goto fail;
+    long long expect[SPLIT_COUNT];
+    if (meta_load(d, expect, path, e) != 0) goto fail;
     static const char *FILES[SPLIT_COUNT] = {"train.txt", "valid.txt", "test.txt"};
-    for (int s = 0; s < SPLIT_COUNT; s++)
+    for (int s = 0; s < SPLIT_COUNT; s++) {
         if (load_split_file(&d->splits[s], dir, FILES[s], d, e) != 0) goto fail;
+        size_t got = d->splits[s].offsets[d->n_users];
+        if (expect[s] >= 0 && (size_t)expect[s] != got) {
+            err_set(e, "%s/%s: %zu interactions, meta.json interactions.%s says %lld", dir, FILES[s], got,
+                    SPLIT_NAMES[s], expect[s]);
+            goto fail;
+        }
+    }
     if (path_join(path, sizeof path, dir, "codes.tsv") != 0) { err_set(e, "%s: path too long", dir); goto fail; }
     char *text;
     size_t len;

@@ -20,6 +20,7 @@
 
 #define VOCAB_MAX_TOKEN_LEN 256
 #define VOCAB_MAX_REGS 1024
+#define VOCAB_DEFAULT_REGS 8   // registers of each side a vocabulary reserves unless told otherwise
 
 typedef enum {
     VOCAB_SPECIAL = 0,   // <pad> <bos> <eos> <unk>

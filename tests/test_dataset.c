@@ -23,7 +23,8 @@
 
 static const char *META =
     "{\"format\": \"earnest-dataset\", \"version\": 1, \"name\": \"tiny\", \"source\": \"test\",\n"
-    " \"n_users\": 4, \"n_items\": 6, \"code_levels\": 3, \"codes_per_level\": [3, 4, 5], \"seed\": 7}\n";
+    " \"n_users\": 4, \"n_items\": 6, \"code_levels\": 3, \"codes_per_level\": [3, 4, 5], \"seed\": 7,\n"
+    " \"interactions\": {\"train\": 29, \"valid\": 5, \"test\": 4}}\n";
 static const char *TRAIN =
     "1 1 2 3\n"
     "2 4 5\n"
@@ -132,6 +133,10 @@ static void test_load_good(void **state) {
 // Tolerated variations: CRLF line ends, no final newline, runs of blanks.
 static void test_load_tolerated(void **state) {
     Fx *fx = *state;
+    // "interactions" is optional in meta.json; without it the counts are not checked.
+    write_file(fx, "meta.json",
+               "{\"format\": \"earnest-dataset\", \"version\": 1, \"name\": \"tiny\", \"n_users\": 4,"
+               " \"n_items\": 6, \"code_levels\": 3, \"codes_per_level\": [3, 4, 5]}");
     write_file(fx, "train.txt", "1 1 2 3\r\n2\t4  5 \r\n3 6\r\n4 5");
     write_file(fx, "codes.tsv",
                "1\t<a_0><b_1><c_2>\r\n2\t<a_0><b_1><c_3>\n3\t<a_1><b_0><c_0>\n4\t<a_0><b_1><c_2>\n"
@@ -200,6 +205,10 @@ static void test_bad_meta(void **state) {
          "{\"format\": \"earnest-dataset\", \"version\": 1, \"name\": \"t\", \"n_users\": 4, \"n_items\": 6,"
          " \"code_levels\": 3, \"codes_per_level\": [3, 0, 5]}",
          "codes_per_level[1]", NULL},
+        {"meta.json",
+         "{\"format\": \"earnest-dataset\", \"version\": 1, \"name\": \"t\", \"n_users\": 4, \"n_items\": 6,"
+         " \"code_levels\": 3, \"codes_per_level\": [3, 4, 5], \"interactions\": {\"valid\": 6}}",
+         "valid.txt: 5 interactions, meta.json interactions.valid says 6", NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) expect_error(fx, &cases[i]);
 }
