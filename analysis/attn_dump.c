@@ -11,12 +11,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *KIND_NAMES[ATTN_KIND_COUNT] = {
+static const char *KIND_NAMES[TOKEN_KIND_COUNT] = {
     "special", "prefix_reg", "instruction", "history", "suffix_reg", "target",
 };
 
 const char *attn_kind_name(int kind) {
-    return kind >= 0 && kind < ATTN_KIND_COUNT ? KIND_NAMES[kind] : "?";
+    return kind >= 0 && kind < TOKEN_KIND_COUNT ? KIND_NAMES[kind] : "?";
 }
 
 static void hdf5_quiet(void) {
@@ -255,9 +255,9 @@ int attn_dump_sample_begin(AttnDumpWriter *w, int T, const int32_t *tokens,
     if (T < 1 || T > ATTN_DUMP_MAX_T)
         return err_set(e, "%s: sample %d: T = %d must be in 1..%d", w->path, w->n_samples, T, ATTN_DUMP_MAX_T);
     for (int t = 0; t < T; t++)
-        if (kinds[t] >= ATTN_KIND_COUNT)
+        if (kinds[t] >= TOKEN_KIND_COUNT)
             return err_set(e, "%s: sample %d: kinds[%d] = %d is not a token kind (0..%d)", w->path,
-                           w->n_samples, t, kinds[t], ATTN_KIND_COUNT - 1);
+                           w->n_samples, t, kinds[t], TOKEN_KIND_COUNT - 1);
     size_t L = (size_t)w->info.n_layers, H = (size_t)w->info.n_heads, n = (size_t)T;
     size_t n_attn;
     if (!size_mul_ok(L * H, n * n, &n_attn) || !size_mul_ok(n_attn, sizeof(float), &(size_t){0}))
@@ -666,9 +666,9 @@ int attn_dump_read_sample(AttnSample *out, AttnDumpReader *r, int i, Error *e) {
         dataset_read(NULL, 0, g, "attn", H5T_FLOAT, H5T_NATIVE_FLOAT, 4, w4, r->path, group, e))
         goto done;
     for (size_t t = 0; t < n; t++)
-        if (out->kinds[t] >= ATTN_KIND_COUNT) {
+        if (out->kinds[t] >= TOKEN_KIND_COUNT) {
             err_set(e, "%s: %s/kinds[%zu] = %d is not a token kind (0..%d)", r->path, group, t,
-                    out->kinds[t], ATTN_KIND_COUNT - 1);
+                    out->kinds[t], TOKEN_KIND_COUNT - 1);
             goto done;
         }
     rc = 0;

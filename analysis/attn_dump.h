@@ -9,7 +9,7 @@
 //   /samples/NNNNNN        one group per sample, NNNNNN = 000000, 000001, ...
 //     tokens     int32   [T]        token ids
 //     positions  int32   [T]        RoPE positions
-//     kinds      uint8   [T]        AttnKind of each token
+//     kinds      uint8   [T]        TokenKind of each token
 //     attn       float32 [L,H,T,T]  post-softmax; attn[l,h,q,k] = 0 where query q
 //                                   cannot see key k or was not computed in layer l;
 //                                   chunked [1,1,T,T] (one chunk per layer and head),
@@ -31,6 +31,7 @@
 
 #include <hdf5.h>
 
+#include "runtime/plan.h"
 #include "runtime/util.h"
 
 #define ATTN_DUMP_FORMAT "earnest-attn"
@@ -38,16 +39,8 @@
 #define ATTN_DUMP_MAX_SAMPLES 1000000 // six-digit sample names
 #define ATTN_DUMP_MAX_T 32767         // one [T,T] float chunk must stay under HDF5's 4 GiB
 
-// What a token is in the prompt; stored as uint8 in /samples/N/kinds.
-typedef enum {
-    ATTN_KIND_SPECIAL = 0,     // BOS/EOS and other control tokens
-    ATTN_KIND_PREFIX_REG = 1,  // EARN register before the prompt
-    ATTN_KIND_INSTRUCTION = 2, // template words
-    ATTN_KIND_HISTORY = 3,     // item codes of the user's history
-    ATTN_KIND_SUFFIX_REG = 4,  // EARN register after the prompt
-    ATTN_KIND_TARGET = 5,      // the item tokens to predict (not part of the prompt)
-    ATTN_KIND_COUNT = 6,
-} AttnKind;
+// What a token is in the prompt: TokenKind (runtime/plan.h), stored as uint8 in
+// /samples/N/kinds.
 
 const char *attn_kind_name(int kind); // "special", "prefix_reg", ...; "?" when out of range
 

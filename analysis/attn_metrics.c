@@ -64,7 +64,7 @@ void attn_row_metrics(double *out, const float *p, const uint8_t *kinds, int n,
         if (v > 0) entropy -= v * log(v);
         if (i < o->head) head += v;
         if (i >= n - o->tail) tail += v;
-        if (kinds[i] < ATTN_KIND_COUNT) out[ATTN_METRIC_MASS_KIND0 + kinds[i]] += v;
+        if (kinds[i] < TOKEN_KIND_COUNT) out[ATTN_METRIC_MASS_KIND0 + kinds[i]] += v;
     }
     out[ATTN_METRIC_DENSITY] = (double)above / n;
     out[ATTN_METRIC_SINK_HEAD] = head;
@@ -78,7 +78,7 @@ void attn_row_metrics(double *out, const float *p, const uint8_t *kinds, int n,
 
 int attn_decision_row(const uint8_t *kinds, int T) {
     for (int t = T - 1; t >= 0; t--)
-        if (kinds[t] != ATTN_KIND_TARGET) return t;
+        if (kinds[t] != TOKEN_KIND_TARGET) return t;
     return -1;
 }
 

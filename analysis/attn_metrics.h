@@ -40,8 +40,8 @@ typedef enum {
     ATTN_METRIC_ENTROPY_NORM,
     ATTN_METRIC_TOPK_MASS,
     ATTN_METRIC_FIRST_MASS,
-    ATTN_METRIC_MASS_KIND0, // mass_special; + AttnKind for the others
-    ATTN_METRIC_N_KEYS = ATTN_METRIC_MASS_KIND0 + ATTN_KIND_COUNT,
+    ATTN_METRIC_MASS_KIND0, // mass_special; + TokenKind for the others
+    ATTN_METRIC_N_KEYS = ATTN_METRIC_MASS_KIND0 + TOKEN_KIND_COUNT,
     ATTN_METRIC_COUNT,
 } AttnMetric;
 

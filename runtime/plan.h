@@ -17,6 +17,7 @@ typedef enum {
     TOKEN_KIND_HISTORY = 3,
     TOKEN_KIND_SUFFIX_REG = 4,
     TOKEN_KIND_TARGET = 5,
+    TOKEN_KIND_COUNT = 6,
 } TokenKind;
 
 // depth [T]: every token through every layer.

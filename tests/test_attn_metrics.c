@@ -48,10 +48,10 @@ static void test_uniform_row(void **state) {
     assert_near(m[ATTN_METRIC_ENTROPY_NORM], 1.0, TOL, "entropy_norm");
     assert_near(m[ATTN_METRIC_TOPK_MASS], 1.0, TOL, "topk");
     assert_near(m[ATTN_METRIC_FIRST_MASS], 0.25, TOL, "first");
-    assert_near(m[ATTN_METRIC_MASS_KIND0 + ATTN_KIND_PREFIX_REG], 0.25, TOL, "mass prefix");
-    assert_near(m[ATTN_METRIC_MASS_KIND0 + ATTN_KIND_HISTORY], 0.5, TOL, "mass history");
-    assert_near(m[ATTN_METRIC_MASS_KIND0 + ATTN_KIND_SUFFIX_REG], 0.25, TOL, "mass suffix");
-    assert_near(m[ATTN_METRIC_MASS_KIND0 + ATTN_KIND_INSTRUCTION], 0.0, TOL, "mass instruction");
+    assert_near(m[ATTN_METRIC_MASS_KIND0 + TOKEN_KIND_PREFIX_REG], 0.25, TOL, "mass prefix");
+    assert_near(m[ATTN_METRIC_MASS_KIND0 + TOKEN_KIND_HISTORY], 0.5, TOL, "mass history");
+    assert_near(m[ATTN_METRIC_MASS_KIND0 + TOKEN_KIND_SUFFIX_REG], 0.25, TOL, "mass suffix");
+    assert_near(m[ATTN_METRIC_MASS_KIND0 + TOKEN_KIND_INSTRUCTION], 0.0, TOL, "mass instruction");
     assert_near(m[ATTN_METRIC_N_KEYS], 4, 0, "n_keys");
 }
 
@@ -72,7 +72,7 @@ static void test_one_hot_row(void **state) {
     assert_near(m[ATTN_METRIC_ENTROPY_NORM], 0.0, TOL, "entropy_norm");
     assert_near(m[ATTN_METRIC_TOPK_MASS], 1.0, TOL, "topk");
     assert_near(m[ATTN_METRIC_FIRST_MASS], 0.0, TOL, "first");
-    assert_near(m[ATTN_METRIC_MASS_KIND0 + ATTN_KIND_HISTORY], 1.0, TOL, "mass history");
+    assert_near(m[ATTN_METRIC_MASS_KIND0 + TOKEN_KIND_HISTORY], 1.0, TOL, "mass history");
     // with head = tail = 2, key 2 of 5 is in neither the first 2 nor the last 2
     o = opts(0.05, 2, 2, 5);
     attn_row_metrics(m, p, k, 5, &o);
@@ -153,7 +153,7 @@ static void test_causal_uniform_matrix(void **state) {
     assert_near(all[ATTN_METRIC_SINK_HEAD], 0.9375, TOL, "all sink_head");
     assert_near(all[ATTN_METRIC_ENTROPY], 0.7945135, TOL, "all entropy");
     assert_near(all[ATTN_METRIC_ENTROPY_NORM], 0.75, TOL, "all entropy_norm");
-    assert_near(all[ATTN_METRIC_MASS_KIND0 + ATTN_KIND_PREFIX_REG], 0.5208333, TOL, "all mass prefix");
+    assert_near(all[ATTN_METRIC_MASS_KIND0 + TOKEN_KIND_PREFIX_REG], 0.5208333, TOL, "all mass prefix");
     assert_near(all[ATTN_METRIC_N_KEYS], 2.5, TOL, "all n_keys");
 }
 
@@ -191,15 +191,15 @@ static void test_earn_masks(void **state) {
     assert_near(dec[ATTN_METRIC_N_KEYS], 2, TOL, "dec n_keys");
     assert_near(dec[ATTN_METRIC_SINK_HEAD], 0.6, TOL, "dec sink_head");
     assert_near(dec[ATTN_METRIC_SINK_TAIL], 0.4, TOL, "dec sink_tail");
-    assert_near(dec[ATTN_METRIC_MASS_KIND0 + ATTN_KIND_PREFIX_REG], 0.6, TOL, "dec mass prefix");
-    assert_near(dec[ATTN_METRIC_MASS_KIND0 + ATTN_KIND_SUFFIX_REG], 0.4, TOL, "dec mass suffix");
-    assert_near(dec[ATTN_METRIC_MASS_KIND0 + ATTN_KIND_HISTORY], 0.0, TOL, "dec mass history");
+    assert_near(dec[ATTN_METRIC_MASS_KIND0 + TOKEN_KIND_PREFIX_REG], 0.6, TOL, "dec mass prefix");
+    assert_near(dec[ATTN_METRIC_MASS_KIND0 + TOKEN_KIND_SUFFIX_REG], 0.4, TOL, "dec mass suffix");
+    assert_near(dec[ATTN_METRIC_MASS_KIND0 + TOKEN_KIND_HISTORY], 0.0, TOL, "dec mass history");
     assert_near(dec[ATTN_METRIC_ENTROPY], 0.6730117, TOL, "dec entropy");
     assert_near(all[ATTN_METRIC_N_KEYS], 2.5, TOL, "all n_keys");
     assert_near(all[ATTN_METRIC_FIRST_MASS], 0.475, TOL, "all first_mass");
     assert_near(all[ATTN_METRIC_SINK_TAIL], 0.575, TOL, "all sink_tail");
-    assert_near(all[ATTN_METRIC_MASS_KIND0 + ATTN_KIND_TARGET], 0.3, TOL, "all mass target");
-    assert_near(all[ATTN_METRIC_MASS_KIND0 + ATTN_KIND_HISTORY], 0.0, TOL, "all mass history");
+    assert_near(all[ATTN_METRIC_MASS_KIND0 + TOKEN_KIND_TARGET], 0.3, TOL, "all mass target");
+    assert_near(all[ATTN_METRIC_MASS_KIND0 + TOKEN_KIND_HISTORY], 0.0, TOL, "all mass history");
     assert_near(all[ATTN_METRIC_DENSITY], 0.9375, TOL, "all density");
 
     // a layer that does not compute the decision row has no decision value
