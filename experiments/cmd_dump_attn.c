@@ -5,6 +5,7 @@
 //   --data DIR --split S --samples N   recommendation prompts (the model's template and
 //                                      registers), N samples spread evenly over the split;
 //   --text "..." (repeatable)          text, encoded with the model's tokenizer.bin (NLP side);
+//   --text-file FILE                   the same, one text per non-empty line;
 //   --tokens "ids" [--kinds "k ..."]   one raw token sequence.
 // Each prompt is one prefill; an EARN model runs its layer plan, so rows of
 // queries a layer does not compute and keys it does not keep are 0 and
@@ -26,7 +27,7 @@
 static const char *DUMP_USAGE =
     "usage: earnest dump-attn --model DIR --out A.h5\n"
     "         (--data DATA_DIR [--split test] [--samples 64] [--template lcrec|tiger] [--with-target]\n"
-    "          | --text \"...\" [--text \"...\" ...]\n"
+    "          | --text \"...\" [--text \"...\" ...] | --text-file FILE\n"
     "          | --tokens \"ID ...\" [--kinds \"K ...\"])  [--threads N]\n"
     "  Writes /samples/NNNNNN {tokens, positions, kinds, attn [L,H,T,T], row_mask, key_mask} with\n"
     "  root attributes describing the model (format earnest-attn, version 1). --with-target\n"
@@ -66,6 +67,8 @@ static int dump_one(AttnDumpWriter *w, Model *m, const Prompt *p, Error *e) {
 int cmd_dump_attn(int argc, char **argv) {
     const char *model_dir = NULL, *out = NULL, *data_dir = NULL, *split_s = "test", *template_s = "lcrec";
     const char *tokens_s = NULL, *kinds_s = NULL, *texts[DUMP_MAX_TEXTS];
+    const char *text_file = NULL;
+    char *text_buf = NULL;
     int n_texts = 0, n_samples = 64, with_target = 0, threads = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
@@ -81,6 +84,7 @@ int cmd_dump_attn(int argc, char **argv) {
         else if (!strcmp(a, "--with-target")) with_target = 1;
         else if (!strcmp(a, "--samples")) { VAL(); if (cli_int("dump-attn", a, v, 1, ATTN_DUMP_MAX_SAMPLES, &n_samples)) return 2; }
         else if (!strcmp(a, "--threads")) { VAL(); if (cli_int("dump-attn", a, v, 1, 1024, &threads)) return 2; }
+        else if (!strcmp(a, "--text-file")) { VAL(); text_file = v; }
         else if (!strcmp(a, "--text")) {
             VAL();
             if (n_texts == DUMP_MAX_TEXTS) { fprintf(stderr, "earnest dump-attn: at most %d --text\n", DUMP_MAX_TEXTS); return 2; }
@@ -91,23 +95,51 @@ int cmd_dump_attn(int argc, char **argv) {
         }
 #undef VAL
     }
+    if (text_file) {
+        // One text per non-empty line, appended to the --text ones.
+        Error fe;
+        if (file_read_all(text_file, &text_buf, NULL, &fe)) return cli_fail("dump-attn", &fe);
+        for (char *line = strtok(text_buf, "\n"); line; line = strtok(NULL, "\n")) {
+            if (!*line) continue;
+            if (n_texts == DUMP_MAX_TEXTS) {
+                fprintf(stderr, "earnest dump-attn: %s: more than %d texts\n", text_file, DUMP_MAX_TEXTS);
+                free(text_buf);
+                return 2;
+            }
+            texts[n_texts++] = line;
+        }
+        if (!n_texts) {
+            fprintf(stderr, "earnest dump-attn: %s: no text in the file\n", text_file);
+            free(text_buf);
+            return 2;
+        }
+    }
     int sources = !!data_dir + !!n_texts + !!tokens_s;
     if (!model_dir || !out || sources != 1) {
         fprintf(stderr, "earnest dump-attn: need --model, --out and exactly one of --data, --text, --tokens\n%s", DUMP_USAGE);
+        free(text_buf);
         return 2;
     }
     Split split;
     PromptTemplate tmpl;
-    if (split_parse(split_s, &split)) { fprintf(stderr, "earnest dump-attn: --split: unknown split '%s'\n", split_s); return 2; }
+    if (split_parse(split_s, &split)) {
+        fprintf(stderr, "earnest dump-attn: --split: unknown split '%s'\n", split_s);
+        free(text_buf);
+        return 2;
+    }
     if (prompt_template_parse(template_s, &tmpl)) {
         fprintf(stderr, "earnest dump-attn: --template: unknown template '%s' (lcrec, tiger)\n", template_s);
+        free(text_buf);
         return 2;
     }
     threads_init(threads);
 
     Error e = {{0}};
     Model m;
-    if (model_load(&m, model_dir, &e)) return cli_fail("dump-attn", &e);
+    if (model_load(&m, model_dir, &e)) {
+        free(text_buf);
+        return cli_fail("dump-attn", &e);
+    }
     const ModelConfig *c = &m.config;
 
     // Build the prompts.
@@ -220,5 +252,6 @@ int cmd_dump_attn(int argc, char **argv) {
     if (have_v) vocab_free(&v);
     if (have_d) dataset_free(&d);
     model_free(&m);
+    free(text_buf);
     return rc == 2 ? 2 : rc ? 1 : 0;
 }
