@@ -213,7 +213,7 @@ void semid_embed(float *emb, const size_t *off, const int *items, int n_users, i
     }
     csr_matmul(emb, &m, q, r);
 
-    // L2-normalise; rows without co-occurrence get a seeded random unit vector.
+    // L2-normalise; rows without positive-PMI context get a seeded random unit vector.
     for (int i = 0; i < n_items; i++) {
         float *e = emb + (size_t)i * r;
         double s = 0.0;
@@ -407,15 +407,15 @@ void semid_quantize(int *codes, int *codes_per_level, const float *emb, int n_it
 }
 
 void semid_check(SemIdCheck *out, const int *codes, int levels, const size_t *off, const int *items,
-                 int n_users, int n_items, int window) {
+                 const size_t *later_from, int n_users, int n_items, int window) {
     size_t n_pairs = 0, same = 0;
     for (int u = 0; u < n_users; u++) {
         const int *s = items + off[u];
-        size_t len = off[u + 1] - off[u];
+        size_t len = off[u + 1] - off[u], from = later_from ? later_from[u] : 0;
         for (size_t p = 0; p < len; p++)
             for (size_t q = p + 1; q < len && q <= p + (size_t)window; q++) {
                 int i = s[p] - 1, j = s[q] - 1;
-                if (i == j) continue;
+                if (i == j || q < from) continue;
                 n_pairs++;
                 same += codes[(size_t)i * levels] == codes[(size_t)j * levels];
             }

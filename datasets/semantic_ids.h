@@ -7,14 +7,17 @@
 //    embedding of item i is row i of M Q (M the PPMI matrix, Q the subspace
 //    basis): the rank-dim approximation of M's rows in the basis Q, which equals
 //    U_r Lambda_r up to a rotation, and k-means is blind to rotations. Rows are
-//    L2-normalised. Items with no train co-occurrence (seen only in valid/test)
-//    get a seeded random unit vector: their code then carries no signal, only a
-//    unique identity.
+//    L2-normalised. Items with no positive-PMI context in train (above all items
+//    seen only in valid/test) get a seeded random unit vector: their code then
+//    carries no signal, only an identity.
 // 2. Residual k-means (semid_quantize): `levels` levels; level l clusters the
-//    residuals left by levels < l into k = min(codes, max(1, n_items / 16)) clusters
-//    (so a small catalogue gets fewer, fuller clusters), k-means++ initialisation
-//    from the seeded Rng, then `iters` Lloyd iterations (distances via cblas_sgemm;
-//    an emptied cluster keeps its previous centroid; ties go to the lower index).
+//    residuals left by levels < l, each rescaled to unit length (so that a tight
+//    group of items, whose residuals are tiny, is still split by their
+//    directions instead of all falling into the cluster nearest the origin), into
+//    k = min(codes, max(1, n_items / 16)) clusters (a small catalogue gets fewer,
+//    fuller clusters); k-means++ initialisation from the seeded Rng, then `iters`
+//    Lloyd iterations (distances via cblas_sgemm; an emptied cluster keeps its
+//    previous centroid; ties go to the lower index).
 // 3. A last level that separates collisions: items sharing the whole k-means code
 //    get 0, 1, 2, ... in increasing item id; its size is the largest group.
 // Deterministic for a seed and a thread count.
@@ -60,15 +63,19 @@ void semid_quantize(int *codes, int *codes_per_level, const float *emb, int n_it
 // columns filled; fills the last column and returns its size (>= 1).
 int semid_separate_collisions(int *codes, int n, int levels);
 
-// Agreement of first-level codes with train co-occurrence: over all ordered
-// pairs (i, j), i != j, at distance 1..window in a train sequence (weighted by
-// how often they co-occur), the fraction with the same first-level code; and the
-// same fraction over all pairs of distinct items. codes: [n_items, levels].
+// Agreement of first-level codes with co-occurrence: over all pairs of
+// positions (p, q), p < q <= p + window, of each sequence whose items differ
+// (so a pair counts as often as it co-occurs), the fraction with the same
+// first-level code; and the same fraction over all pairs of distinct items.
+// later_from (NULL: every pair) counts only pairs whose later position q is at
+// least later_from[u] in user u's sequence: with sequences = train + valid +
+// test and later_from = the train length, only pairs reaching into held-out
+// data count. codes: [n_items, levels].
 typedef struct {
     double p_cooc, p_random, ratio;
     size_t n_pairs; // co-occurring pairs counted
 } SemIdCheck;
 void semid_check(SemIdCheck *out, const int *codes, int levels, const size_t *off, const int *items,
-                 int n_users, int n_items, int window);
+                 const size_t *later_from, int n_users, int n_items, int window);
 
 #endif

@@ -21,12 +21,14 @@ static void prepare_usage(FILE *f) {
         "      timeline 8:1:1, drops users with < 2 train items, then builds semantic IDs.\n"
         "  earnest prepare synthetic --out DIR [--name synthetic --users 2000 --items 500\n"
         "      --clusters 20 --min-len 5 --max-len 30 --p-follow 0.6 --p-stay 0.3] [codes options]\n"
-        "      generated data with planted next-item structure; same split as raw.\n"
+        "      generated data with planted next-item structure; same split as raw;\n"
+        "      codes use --window 1 unless given (the clusters show in adjacent items).\n"
         "  earnest prepare codes --data DIR [codes options]\n"
         "      rebuilds DIR's codes from its own train split (in place, atomically).\n"
         "  earnest prepare codes-check --data DIR [--window 3]\n"
-        "      P(same first-level code | pair co-occurs in train within the window) over\n"
-        "      P(same first-level code | random pair of items).\n"
+        "      P(same first-level code | pair co-occurs within the window) over\n"
+        "      P(same first-level code | random pair of items), for pairs inside train\n"
+        "      sequences and for held-out pairs (the later item in valid or test).\n"
         "codes options: --seed 1 --levels 3 --codes 256 --dim 32 --window 3 --iters 20\n"
         "      --power-iters 6 (k-means levels, clusters per level at most, embedding size,\n"
         "      co-occurrence window, Lloyd iterations, subspace iterations); a collision\n"
@@ -37,7 +39,7 @@ typedef struct {
     const char *src, *name, *out, *format, *input, *data;
     SemIdConfig semid;
     SynthConfig synth;
-    int seed_given, threads;
+    int window_given, threads;
 } PrepareArgs;
 
 static int parse_int_arg(const char *flag, const char *s, long lo, long hi, long *out) {
@@ -82,11 +84,14 @@ static int parse_args(PrepareArgs *a, int argc, char **argv) {
         else if (!strcmp(f, "--seed")) {
             rc = parse_int_arg(f, v, 0, 2147483647L, &x);
             a->semid.seed = a->synth.seed = (uint64_t)x;
-            a->seed_given = 1;
         } else if (!strcmp(f, "--levels")) { rc = parse_int_arg(f, v, 1, 7, &x); a->semid.levels = (int)x; }
         else if (!strcmp(f, "--codes")) { rc = parse_int_arg(f, v, 1, 100000, &x); a->semid.codes = (int)x; }
         else if (!strcmp(f, "--dim")) { rc = parse_int_arg(f, v, 1, 1024, &x); a->semid.dim = (int)x; }
-        else if (!strcmp(f, "--window")) { rc = parse_int_arg(f, v, 1, 1000, &x); a->semid.window = (int)x; }
+        else if (!strcmp(f, "--window")) {
+            rc = parse_int_arg(f, v, 1, 1000, &x);
+            a->semid.window = (int)x;
+            a->window_given = 1;
+        }
         else if (!strcmp(f, "--iters")) { rc = parse_int_arg(f, v, 0, 10000, &x); a->semid.iters = (int)x; }
         else if (!strcmp(f, "--power-iters")) { rc = parse_int_arg(f, v, 0, 1000, &x); a->semid.power_iters = (int)x; }
         else if (!strcmp(f, "--threads")) { rc = parse_int_arg(f, v, 1, 4096, &x); a->threads = (int)x; }
@@ -216,6 +221,9 @@ static int run_synthetic(PrepareArgs *a) {
         fprintf(stderr, "earnest prepare synthetic: %s\n", e.msg);
         return 2;
     }
+    // The planted clusters show in adjacent items (a user dwells in a cluster,
+    // then jumps to the next one), so by default the codes look at neighbours only.
+    if (!a->window_given) a->semid.window = 1;
     double t0 = time_now_s();
     RawLog log;
     raw_log_init(&log);
@@ -266,11 +274,34 @@ static int run_codes_check(PrepareArgs *a) {
         fprintf(stderr, "earnest prepare codes-check: %s\n", e.msg);
         return 1;
     }
-    SemIdCheck r;
-    semid_check(&r, codes.codes, codes.levels, seqs.offsets[PREP_TRAIN], seqs.items[PREP_TRAIN], seqs.n_users,
+    // train: pairs inside the train sequences (what codes built here learned from);
+    // heldout: pairs in train + valid + test whose later item is in valid or test.
+    int U = seqs.n_users;
+    size_t *off = xmalloc(((size_t)U + 1) * sizeof *off), *from = xmalloc(((size_t)U + 1) * sizeof *from);
+    size_t total = 0;
+    for (int k = 0; k < PREP_NSPLITS; k++) total += prep_seqs_count(&seqs, k);
+    int *all = xmalloc((total ? total : 1) * sizeof *all);
+    off[0] = 0;
+    for (int u = 1; u <= U; u++) {
+        size_t w = off[u - 1];
+        for (int k = 0; k < PREP_NSPLITS; k++) {
+            if (k == PREP_VALID) from[u - 1] = w - off[u - 1];
+            for (size_t t = seqs.offsets[k][u - 1]; t < seqs.offsets[k][u]; t++) all[w++] = seqs.items[k][t];
+        }
+        off[u] = w;
+    }
+    SemIdCheck r[2];
+    semid_check(&r[0], codes.codes, codes.levels, seqs.offsets[PREP_TRAIN], seqs.items[PREP_TRAIN], NULL, U,
                 seqs.n_items, a->semid.window);
-    printf("data=%s codes=%s window=%d cooc_pairs=%zu p_same_a_cooc=%.4f p_same_a_random=%.4f ratio=%.2f\n",
-           a->data, meta.codes_method, a->semid.window, r.n_pairs, r.p_cooc, r.p_random, r.ratio);
+    semid_check(&r[1], codes.codes, codes.levels, off, all, from, U, seqs.n_items, a->semid.window);
+    const char *pairs[2] = {"train", "heldout"};
+    for (int k = 0; k < 2; k++)
+        printf("data=%s codes=%s pairs=%s window=%d n_pairs=%zu p_same_a_cooc=%.4f p_same_a_random=%.4f "
+               "ratio=%.2f\n", a->data, meta.codes_method, pairs[k], a->semid.window, r[k].n_pairs, r[k].p_cooc,
+               r[k].p_random, r[k].ratio);
+    free(off);
+    free(from);
+    free(all);
     prep_seqs_free(&seqs);
     prep_codes_free(&codes);
     return 0;

@@ -24,9 +24,17 @@ if [ -f "$SHARED/models/stories260K/stories260K.bin" ]; then
   "$EARNEST" convert --llama2c "$SHARED/models/stories260K/stories260K.bin" \
     --tokenizer "$SHARED/models/stories260K/tok512.bin" --out "$OUT/models/stories260K"
   "$EARNEST" forward --model "$OUT/models/stories260K" --tokens "1 403 407 261 378" --attn --out "$OUT/stories_forward.h5"
+  step "4b. attention of the pretrained LM on TinyStories-style text -> $OUT/attn/nlp_stories260K.{h5,csv}"
+  mkdir -p "$OUT/attn"
+  "$EARNEST" dump-attn --model "$OUT/models/stories260K" --text-file "$SRC/experiments/data/tinystories_like.txt" \
+    --out "$OUT/attn/nlp_stories260K.h5"
+  "$EARNEST" analyze "$OUT/attn/nlp_stories260K.h5" --out "$OUT/attn/nlp_stories260K.csv"
 fi
 
 step "5. benchmark: full vs EARN prefill/decode on the small preset -> $OUT/bench.csv"
 "$EARNEST" bench --preset small --method full,earn --k 2 --prompt-len 256 --batch 4 --beam 4 --reps 2 --out "$OUT/bench.csv"
+
+step "6. figures from the analysis CSVs -> $OUT/figures"
+bash "$SRC/plots/figures.sh" --out "$OUT/figures" "$OUT"/attn/*.csv
 
 step "done: results under $OUT/"
