@@ -215,6 +215,7 @@ int attn_dump_create(AttnDumpWriter *w, const char *path, const AttnDumpInfo *in
     w->info = *info;
     atomic_init(&w->bad_put, 0);
 
+    if (make_parent_dirs(path, e)) return -1;
     w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (w->file < 0) return err_set(e, "%s: cannot create HDF5 file %s: %s", path, w->tmp, strerror(errno));
     const AttnDumpInfo *in = &w->info;

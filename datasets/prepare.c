@@ -360,6 +360,7 @@ int prep_write_dir(const char *dir, const PrepMeta *meta, const PrepSeqs *seqs,
     char tmp[4200], path[4400];
     atomic_tmp_path(tmp, sizeof tmp, dir);
     remove_tree(tmp);
+    if (make_parent_dirs(dir, e)) return -1;
     if (mkdir(tmp, 0755) != 0) return err_set(e, "%s: cannot create: %s", tmp, strerror(errno));
     for (int k = 0; k < PREP_NSPLITS; k++) {
         char file[32];

@@ -121,7 +121,9 @@ int cmd_convert(int argc, char **argv) {
         char tmp[4200];
         atomic_tmp_path(tmp, sizeof tmp, out);
         remove_tree(tmp);
-        if (mkdir(tmp, 0777) != 0) {
+        if (make_parent_dirs(out, &e)) {
+            rc = -1;
+        } else if (mkdir(tmp, 0777) != 0) {
             rc = err_set(&e, "%s: cannot create directory %s: %s", out, tmp, strerror(errno));
         } else {
             rc = convert_write(tmp, &m, tok_bytes, tok_len, &e);

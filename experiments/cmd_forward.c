@@ -74,6 +74,7 @@ static int forward_write(const char *path, const int *tokens, int T, const float
     char tmp[4200];
     atomic_tmp_path(tmp, sizeof tmp, path);
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    if (make_parent_dirs(path, e)) return -1;
     hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (f < 0) return err_set(e, "%s: cannot create HDF5 file %s", path, tmp);
     hsize_t dt[1] = {(hsize_t)T}, dl[2] = {(hsize_t)T, (hsize_t)V};

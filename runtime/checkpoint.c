@@ -111,25 +111,6 @@ int model_load(Model *m, const char *dir, Error *e) {
     return rc;
 }
 
-// mkdir -p: creates dir and its missing parents.
-static int make_dirs(const char *dir, Error *e) {
-    char buf[4096];
-    if (strlen(dir) >= sizeof buf) return err_set(e, "%s: path too long", dir);
-    snprintf(buf, sizeof buf, "%s", dir);
-    for (char *p = buf + 1;; p++) {
-        if (*p != '/' && *p != 0) continue;
-        char saved = *p;
-        *p = 0;
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-            return err_set(e, "%s: cannot create directory %s: %s", dir, buf, strerror(errno));
-        *p = saved;
-        if (saved == 0) break;
-    }
-    struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) return err_set(e, "%s: not a directory", dir);
-    return 0;
-}
-
 int model_save(const Model *m, const char *dir, Error *e) {
     const ModelConfig *c = &m->config;
     if (config_validate(c, dir, e) != 0) return -1;

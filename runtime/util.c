@@ -110,6 +110,7 @@ int atomic_open(AtomicFile *af, const char *path, Error *e) {
     if (strlen(path) >= sizeof af->path) return err_set(e, "%s: path too long", path);
     snprintf(af->path, sizeof af->path, "%s", path);
     atomic_tmp_path(af->tmp, sizeof af->tmp, path);
+    if (make_parent_dirs(path, e)) return -1;
     af->f = fopen(af->tmp, "wb");
     if (!af->f) return err_set(e, "%s: cannot create: %s", af->tmp, strerror(errno));
     return 0;
@@ -150,6 +151,34 @@ int remove_tree(const char *path) {
     struct stat st;
     if (lstat(path, &st) != 0) return 0;
     return nftw(path, remove_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+int make_dirs(const char *dir, Error *e) {
+    char buf[4096];
+    if (strlen(dir) >= sizeof buf) return err_set(e, "%s: path too long", dir);
+    snprintf(buf, sizeof buf, "%s", dir);
+    for (char *p = buf + 1;; p++) {
+        if (*p != '/' && *p != 0) continue;
+        char saved = *p;
+        *p = 0;
+        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+            return err_set(e, "%s: cannot create directory %s: %s", dir, buf, strerror(errno));
+        *p = saved;
+        if (saved == 0) break;
+    }
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) return err_set(e, "%s: not a directory", dir);
+    return 0;
+}
+
+int make_parent_dirs(const char *path, Error *e) {
+    char buf[4096];
+    if (strlen(path) >= sizeof buf) return err_set(e, "%s: path too long", path);
+    snprintf(buf, sizeof buf, "%s", path);
+    char *slash = strrchr(buf, '/');
+    if (!slash || slash == buf) return 0;
+    *slash = 0;
+    return make_dirs(buf, e);
 }
 
 int rename_dir_into_place(const char *tmp_dir, const char *dir, Error *e) {

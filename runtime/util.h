@@ -62,6 +62,10 @@ int rename_into_place(const char *tmp, const char *path, Error *e);
 // existing `dir` is moved aside first and removed after the swap.
 int rename_dir_into_place(const char *tmp_dir, const char *dir, Error *e);
 int remove_tree(const char *path);
+// mkdir -p: creates dir and its missing parents.
+int make_dirs(const char *dir, Error *e);
+// Creates the missing parent directories of path (every tool's --out may name new folders).
+int make_parent_dirs(const char *path, Error *e);
 
 // Whole-file read into a NUL-terminated buffer (binary safe, *len excludes the NUL).
 int file_read_all(const char *path, char **data, size_t *len, Error *e);
