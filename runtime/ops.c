@@ -9,6 +9,35 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/util.h"
+
+// ---------------------------------------------------------------------------
+// exp and sigmoid in a form the compiler vectorises (libm's expf is a scalar
+// call, and these run over every attention score and MLP activation).
+
+// exp(x) for x <= 0: x = n ln2 + r with |r| <= ln2/2, e^r by its degree-7
+// Taylor polynomial (relative error < 2e-7 on that interval), 2^n from the
+// exponent bits; rintf (unlike roundf) is one instruction. Below -87 the
+// result flushes to 0 (e^-87 < FLT_MIN anyway).
+static inline float exp_nonpos(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    float n = rintf(x * 1.44269504088896341f);
+    float r = x - n * 0.693145751953125f - n * 1.428606765330187e-06f; // ln2 split in two for precision
+    float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.6666667e-1f + r * (4.1666668e-2f +
+              r * (8.3333338e-3f + r * (1.3888889e-3f + r * 1.9841270e-4f))))));
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, 4);
+    return p * scale;
+}
+
+// sig(g) from t = e^-|g| in (0, 1]: 1/(1+t) for g >= 0, t/(1+t) below (no overflow either way).
+static inline float sigmoid_vec(float g) {
+    float t = exp_nonpos(-fabsf(g));
+    float s = 1.0f / (1.0f + t);
+    return g >= 0.0f ? s : t * s;
+}
+
 // ---------------------------------------------------------------------------
 // matmul
 
@@ -42,6 +71,56 @@ void matmul_forward_ref(float *out, const float *inp, const float *weight, const
     }
 }
 
+
+// Backward. dbias is a sum over rows: it runs over slices of output columns
+// in parallel, each slice summing its rows in order, so no two threads write
+// the same float and the result does not depend on the thread count.
+enum { COL_SLICE = 32 };
+
+void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                     const float *weight, size_t N, size_t C, size_t OC) {
+    if (N == 0) return;
+    // dinp [N, C] += dout [N, OC] @ weight [OC, C]
+    if (dinp)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)C, (int)OC, 1.0f, dout, (int)OC,
+                    weight, (int)C, 1.0f, dinp, (int)C);
+    // dweight [OC, C] += dout^T [OC, N] @ inp [N, C]
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)OC, (int)C, (int)N, 1.0f, dout, (int)OC, inp,
+                (int)C, 1.0f, dweight, (int)C);
+    if (dbias) {
+        size_t n_slices = (OC + COL_SLICE - 1) / COL_SLICE;
+        #pragma omp parallel for schedule(static) if (N * OC > 65536)
+        for (size_t sl = 0; sl < n_slices; sl++) {
+            size_t o0 = sl * COL_SLICE, o1 = o0 + COL_SLICE < OC ? o0 + COL_SLICE : OC;
+            for (size_t n = 0; n < N; n++)
+                for (size_t o = o0; o < o1; o++) dbias[o] += dout[n * OC + o];
+        }
+    }
+}
+
+void matmul_backward_ref(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                         const float *weight, size_t N, size_t C, size_t OC) {
+    if (dinp)
+        for (size_t n = 0; n < N; n++)
+            for (size_t c = 0; c < C; c++) {
+                double acc = 0.0;
+                for (size_t o = 0; o < OC; o++) acc += (double)dout[n * OC + o] * weight[o * C + c];
+                dinp[n * C + c] += (float)acc;
+            }
+    for (size_t o = 0; o < OC; o++)
+        for (size_t c = 0; c < C; c++) {
+            double acc = 0.0;
+            for (size_t n = 0; n < N; n++) acc += (double)dout[n * OC + o] * inp[n * C + c];
+            dweight[o * C + c] += (float)acc;
+        }
+    if (dbias)
+        for (size_t o = 0; o < OC; o++) {
+            double acc = 0.0;
+            for (size_t n = 0; n < N; n++) acc += dout[n * OC + o];
+            dbias[o] += (float)acc;
+        }
+}
+
 // ---------------------------------------------------------------------------
 // rmsnorm
 
@@ -63,6 +142,56 @@ void rmsnorm_forward_ref(float *out, const float *inp, const float *weight, size
         for (size_t c = 0; c < C; c++) ss += (double)inp[n * C + c] * inp[n * C + c];
         double s = 1.0 / sqrt(ss / (double)C + eps);
         for (size_t c = 0; c < C; c++) out[n * C + c] = (float)(inp[n * C + c] * s * weight[c]);
+    }
+}
+
+
+// Backward. With s = 1/sqrt(mean(x^2) + eps) and y = x * s * w:
+//   dx_j = s * w_j * dy_j - x_j * s^3 / C * sum_c dy_c * w_c * x_c
+//   dw_c = sum_n dy_nc * x_nc * s_n
+// Rows in parallel for dx; dw by column slices (rows summed in order).
+void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
+                      size_t N, size_t C, float eps) {
+    if (N == 0) return;
+    float *rstd = xmalloc(N * sizeof(float));
+    #pragma omp parallel for if (N * C > 32768)
+    for (size_t n = 0; n < N; n++) {
+        const float *x = inp + n * C, *dy = dout + n * C;
+        float ss = 0.0f, dot = 0.0f;
+        for (size_t c = 0; c < C; c++) {
+            ss += x[c] * x[c];
+            dot += dy[c] * weight[c] * x[c];
+        }
+        float s = 1.0f / sqrtf(ss / (float)C + eps);
+        rstd[n] = s;
+        float k = dot * s * s * s / (float)C;
+        float *dx = dinp + n * C;
+        for (size_t c = 0; c < C; c++) dx[c] += s * weight[c] * dy[c] - x[c] * k;
+    }
+    size_t n_slices = (C + COL_SLICE - 1) / COL_SLICE;
+    #pragma omp parallel for schedule(static) if (N * C > 32768)
+    for (size_t sl = 0; sl < n_slices; sl++) {
+        size_t c0 = sl * COL_SLICE, c1 = c0 + COL_SLICE < C ? c0 + COL_SLICE : C;
+        for (size_t n = 0; n < N; n++)
+            for (size_t c = c0; c < c1; c++) dweight[c] += dout[n * C + c] * inp[n * C + c] * rstd[n];
+    }
+    free(rstd);
+}
+
+void rmsnorm_backward_ref(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
+                          size_t N, size_t C, float eps) {
+    for (size_t n = 0; n < N; n++) {
+        const float *x = inp + n * C, *dy = dout + n * C;
+        double ss = 0.0, dot = 0.0;
+        for (size_t c = 0; c < C; c++) {
+            ss += (double)x[c] * x[c];
+            dot += (double)dy[c] * weight[c] * x[c];
+        }
+        double s = 1.0 / sqrt(ss / (double)C + eps);
+        for (size_t c = 0; c < C; c++) {
+            dinp[n * C + c] += (float)(s * weight[c] * dy[c] - x[c] * dot * s * s * s / (double)C);
+            dweight[c] += (float)((double)dy[c] * x[c] * s);
+        }
     }
 }
 
@@ -106,15 +235,54 @@ void rope_forward_ref(float *x, const int *positions, const float *inv_freq, siz
     }
 }
 
+
+// Backward: the transpose of the rotation [[c, -s], [s, c]] on each pair.
+void rope_backward(float *dx, const int *positions, const float *inv_freq, size_t N, size_t H, size_t E,
+                   size_t stride) {
+    size_t half = E / 2;
+    #pragma omp parallel for if (N * H * E > 32768)
+    for (size_t n = 0; n < N; n++) {
+        float pos = (float)positions[n];
+        for (size_t i = 0; i < half; i++) {
+            // the same angle expression as the forward, so the rotation is its exact inverse
+            float c = cosf(pos * inv_freq[i]), s = sinf(pos * inv_freq[i]);
+            for (size_t h = 0; h < H; h++) {
+                float *v = dx + n * stride + h * E;
+                float a = v[i], b = v[i + half];
+                v[i] = a * c + b * s;
+                v[i + half] = b * c - a * s;
+            }
+        }
+    }
+}
+
+void rope_backward_ref(float *dx, const int *positions, const float *inv_freq, size_t N, size_t H, size_t E,
+                       size_t stride) {
+    // Rotation by the negative angle, in the rotate_half form of the forward reference.
+    size_t half = E / 2;
+    float tmp[1024];
+    for (size_t n = 0; n < N; n++) {
+        for (size_t h = 0; h < H; h++) {
+            float *v = dx + n * stride + h * E;
+            for (size_t i = 0; i < E; i++) {
+                double ang = -(double)positions[n] * (double)inv_freq[i % half];
+                double rot = i < half ? -(double)v[i + half] : (double)v[i - half];
+                tmp[i] = (float)((double)v[i] * cos(ang) + rot * sin(ang));
+            }
+            memcpy(v, tmp, E * sizeof(float));
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // swiglu
 
 void swiglu_forward(float *out, const float *gate, const float *up, size_t N, size_t F) {
     size_t n = N * F;
-    #pragma omp parallel for if (n > 65536)
+    #pragma omp parallel for simd if (n > 65536)
     for (size_t i = 0; i < n; i++) {
         float g = gate[i];
-        out[i] = g / (1.0f + expf(-g)) * up[i];
+        out[i] = g * sigmoid_vec(g) * up[i];
     }
 }
 
@@ -125,24 +293,31 @@ void swiglu_forward_ref(float *out, const float *gate, const float *up, size_t N
     }
 }
 
+
+// Backward: silu(g) = g * sig(g), silu'(g) = sig(g) * (1 + g * (1 - sig(g))).
+//
+void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
+                     size_t N, size_t F) {
+    size_t n = N * F;
+    #pragma omp parallel for simd if (n > 65536)
+    for (size_t i = 0; i < n; i++) {
+        float g = gate[i], sig = sigmoid_vec(g);
+        dgate[i] += dout[i] * up[i] * sig * (1.0f + g * (1.0f - sig));
+        dup[i] += dout[i] * g * sig;
+    }
+}
+
+void swiglu_backward_ref(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
+                         size_t N, size_t F) {
+    for (size_t i = 0; i < N * F; i++) {
+        double g = gate[i], sig = 1.0 / (1.0 + exp(-g));
+        dgate[i] += (float)((double)dout[i] * up[i] * sig * (1.0 + g * (1.0 - sig)));
+        dup[i] += (float)((double)dout[i] * g * sig);
+    }
+}
+
 // ---------------------------------------------------------------------------
 // softmax
-
-// exp(x) for x <= 0 (softmax arguments after subtracting the max) in a form the
-// compiler vectorises: x = n ln2 + r with |r| <= ln2/2, e^r by its degree-7
-// Taylor polynomial (relative error < 2e-7 on that interval), 2^n from the
-// exponent bits. Below -87 the result flushes to 0 (e^-87 < FLT_MIN anyway).
-static inline float exp_nonpos(float x) {
-    x = x < -87.0f ? -87.0f : x;
-    float n = __builtin_roundf(x * 1.44269504088896341f);
-    float r = x - n * 0.693145751953125f - n * 1.428606765330187e-06f; // ln2 split in two for precision
-    float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.6666667e-1f + r * (4.1666668e-2f +
-              r * (8.3333338e-3f + r * (1.3888889e-3f + r * 1.9841270e-4f))))));
-    int32_t bits = ((int32_t)n + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, 4);
-    return p * scale;
-}
 
 void softmax_row(float *x, size_t n) {
     float mx = -INFINITY;
@@ -165,4 +340,214 @@ void softmax_row_ref(float *x, size_t n) {
     for (size_t i = 0; i < n; i++) { e[i] = x[i] == -INFINITY ? 0.0 : exp((double)x[i] - mx); sum += e[i]; }
     for (size_t i = 0; i < n; i++) x[i] = sum > 0.0 ? (float)(e[i] / sum) : 0.0f;
     free(e);
+}
+
+// ---------------------------------------------------------------------------
+// embedding
+
+void embedding_forward(float *out, const int *tokens, const float *table, size_t N, size_t C) {
+    #pragma omp parallel for if (N * C > 65536)
+    for (size_t n = 0; n < N; n++) memcpy(out + n * C, table + (size_t)tokens[n] * C, C * sizeof(float));
+}
+
+void embedding_forward_ref(float *out, const int *tokens, const float *table, size_t N, size_t C) {
+    for (size_t n = 0; n < N; n++)
+        for (size_t c = 0; c < C; c++) out[n * C + c] = table[(size_t)tokens[n] * C + c];
+}
+
+void embedding_backward(float *dtable, const float *dout, const int *tokens, size_t N, size_t C) {
+    size_t n_slices = (C + COL_SLICE - 1) / COL_SLICE;
+    #pragma omp parallel for schedule(static) if (N * C > 32768)
+    for (size_t sl = 0; sl < n_slices; sl++) {
+        size_t c0 = sl * COL_SLICE, c1 = c0 + COL_SLICE < C ? c0 + COL_SLICE : C;
+        for (size_t n = 0; n < N; n++) {
+            float *row = dtable + (size_t)tokens[n] * C;
+            for (size_t c = c0; c < c1; c++) row[c] += dout[n * C + c];
+        }
+    }
+}
+
+void embedding_backward_ref(float *dtable, const float *dout, const int *tokens, size_t N, size_t C) {
+    for (size_t n = 0; n < N; n++)
+        for (size_t c = 0; c < C; c++) dtable[(size_t)tokens[n] * C + c] += dout[n * C + c];
+}
+
+// ---------------------------------------------------------------------------
+// attention (one head, one sequence; see ops.h)
+
+static int attn_visible(const uint8_t *mask, const int *idx, size_t mask_n, size_t i, size_t j) {
+    if (j > i) return 0;
+    if (j == i || !mask) return 1;
+    size_t qi = idx ? (size_t)idx[i] : i, kj = idx ? (size_t)idx[j] : j;
+    return mask[qi * mask_n + kj] != 0;
+}
+
+void attention_forward(float *out, float *probs, const float *q, const float *k, const float *v,
+                       const uint8_t *mask, const int *idx, size_t mask_n, size_t N, size_t E, size_t sq,
+                       size_t sk) {
+    const float scale = 1.0f / sqrtf((float)E);
+    for (size_t i0 = 0; i0 < N; i0 += ATTN_BLOCK) {
+        size_t i1 = i0 + ATTN_BLOCK < N ? i0 + ATTN_BLOCK : N, bq = i1 - i0;
+        float *P = probs + i0 * N; // block rows, row stride N, keys 0..i1-1
+        // scores [bq, i1] = q_blk [bq, E] @ k[0:i1]^T * scale
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)bq, (int)i1, (int)E, scale, q + i0 * sq,
+                    (int)sq, k, (int)sk, 0.0f, P, (int)N);
+        for (size_t i = i0; i < i1; i++) {
+            float *row = P + (i - i0) * N;
+            if (mask)
+                for (size_t j = 0; j < i; j++)
+                    if (!attn_visible(mask, idx, mask_n, i, j)) row[j] = -INFINITY;
+            softmax_row(row, i + 1);
+            memset(row + i + 1, 0, (N - i - 1) * sizeof(float));
+        }
+        // out_blk [bq, E] = P [bq, i1] @ v[0:i1]
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)bq, (int)E, (int)i1, 1.0f, P, (int)N, v,
+                    (int)sk, 0.0f, out + i0 * sq, (int)sq);
+    }
+}
+
+void attention_forward_ref(float *out, float *probs, const float *q, const float *k, const float *v,
+                           const uint8_t *mask, const int *idx, size_t mask_n, size_t N, size_t E, size_t sq,
+                           size_t sk) {
+    double *sc = xmalloc(N * sizeof(double));
+    for (size_t i = 0; i < N; i++) {
+        double mx = -INFINITY, sum = 0.0;
+        for (size_t j = 0; j < N; j++) {
+            if (!attn_visible(mask, idx, mask_n, i, j)) { sc[j] = -INFINITY; continue; }
+            double d = 0.0;
+            for (size_t e = 0; e < E; e++) d += (double)q[i * sq + e] * k[j * sk + e];
+            sc[j] = d / sqrt((double)E);
+            mx = sc[j] > mx ? sc[j] : mx;
+        }
+        for (size_t j = 0; j < N; j++) { sc[j] = sc[j] == -INFINITY ? 0.0 : exp(sc[j] - mx); sum += sc[j]; }
+        for (size_t j = 0; j < N; j++) probs[i * N + j] = (float)(sc[j] / sum);
+        for (size_t e = 0; e < E; e++) {
+            double acc = 0.0;
+            for (size_t j = 0; j < N; j++) acc += sc[j] / sum * v[j * sk + e];
+            out[i * sq + e] = (float)acc;
+        }
+    }
+    free(sc);
+}
+
+// Backward, block of queries [i0, i1) at a time against keys [0, i1):
+//   dv += P^T dO,  dP = dO v^T,  dS = P * (dP - rowsum(P * dP)) / sqrt(E),
+//   dq += dS k,    dk += dS^T q.
+// Entries a query cannot see have P = 0, hence dS = 0: masks need no special case.
+void attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout, const float *probs,
+                        const float *q, const float *k, const float *v, size_t N, size_t E, size_t sq, size_t sk) {
+    const float scale = 1.0f / sqrtf((float)E);
+    for (size_t i0 = 0; i0 < N; i0 += ATTN_BLOCK) {
+        size_t i1 = i0 + ATTN_BLOCK < N ? i0 + ATTN_BLOCK : N, bq = i1 - i0;
+        const float *P = probs + i0 * N, *dO = dout + i0 * sq;
+        float *dS = scratch; // [bq, i1]
+        // dv[0:i1] [i1, E] += P^T [i1, bq] @ dO [bq, E]
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)i1, (int)E, (int)bq, 1.0f, P, (int)N, dO,
+                    (int)sq, 1.0f, dv, (int)sk);
+        // dP [bq, i1] = dO [bq, E] @ v[0:i1]^T
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)bq, (int)i1, (int)E, 1.0f, dO, (int)sq, v,
+                    (int)sk, 0.0f, dS, (int)i1);
+        for (size_t r = 0; r < bq; r++) {
+            const float *p = P + r * N;
+            float *d = dS + r * i1;
+            size_t n_vis = i0 + r + 1; // beyond the diagonal p = 0
+            float dot = 0.0f;
+            for (size_t j = 0; j < n_vis; j++) dot += p[j] * d[j];
+            for (size_t j = 0; j < n_vis; j++) d[j] = p[j] * (d[j] - dot) * scale;
+            for (size_t j = n_vis; j < i1; j++) d[j] = 0.0f;
+        }
+        // dq_blk [bq, E] += dS [bq, i1] @ k[0:i1]
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)bq, (int)E, (int)i1, 1.0f, dS, (int)i1, k,
+                    (int)sk, 1.0f, dq + i0 * sq, (int)sq);
+        // dk[0:i1] [i1, E] += dS^T [i1, bq] @ q_blk [bq, E]
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)i1, (int)E, (int)bq, 1.0f, dS, (int)i1,
+                    q + i0 * sq, (int)sq, 1.0f, dk, (int)sk);
+    }
+}
+
+void attention_backward_ref(float *dq, float *dk, float *dv, float *scratch, const float *dout,
+                            const float *probs, const float *q, const float *k, const float *v, size_t N, size_t E,
+                            size_t sq, size_t sk) {
+    (void)scratch;
+    double scale = 1.0 / sqrt((double)E);
+    double *dp = xmalloc(N * sizeof(double));
+    for (size_t i = 0; i < N; i++) {
+        const float *p = probs + i * N;
+        double dot = 0.0;
+        for (size_t j = 0; j < N; j++) {
+            double acc = 0.0;
+            for (size_t e = 0; e < E; e++) acc += (double)dout[i * sq + e] * v[j * sk + e];
+            dp[j] = acc;
+            dot += p[j] * acc;
+        }
+        for (size_t j = 0; j < N; j++) {
+            double ds = p[j] * (dp[j] - dot) * scale;
+            for (size_t e = 0; e < E; e++) {
+                dq[i * sq + e] += (float)(ds * k[j * sk + e]);
+                dk[j * sk + e] += (float)(ds * q[i * sq + e]);
+                dv[j * sk + e] += (float)((double)p[j] * dout[i * sq + e]);
+            }
+        }
+    }
+    free(dp);
+}
+
+// ---------------------------------------------------------------------------
+// cross-entropy
+
+void crossentropy_forward(float *losses, const float *logits, const int *labels, size_t N, size_t V) {
+    #pragma omp parallel for if (N * V > 65536)
+    for (size_t n = 0; n < N; n++) {
+        if (labels[n] < 0) { losses[n] = 0.0f; continue; }
+        const float *x = logits + n * V;
+        float mx = -INFINITY;
+        for (size_t i = 0; i < V; i++) mx = x[i] > mx ? x[i] : mx;
+        float sum = 0.0f;
+        for (size_t i = 0; i < V; i++) sum += expf(x[i] - mx);
+        losses[n] = logf(sum) + mx - x[labels[n]];
+    }
+}
+
+void crossentropy_forward_ref(float *losses, const float *logits, const int *labels, size_t N, size_t V) {
+    for (size_t n = 0; n < N; n++) {
+        if (labels[n] < 0) { losses[n] = 0.0f; continue; }
+        double mx = -INFINITY, sum = 0.0;
+        for (size_t i = 0; i < V; i++) mx = logits[n * V + i] > mx ? logits[n * V + i] : mx;
+        for (size_t i = 0; i < V; i++) sum += exp(logits[n * V + i] - mx);
+        losses[n] = (float)(log(sum) + mx - logits[n * V + labels[n]]);
+    }
+}
+
+void crossentropy_backward(float *dlogits, const float *logits, const int *labels, float dloss, size_t N,
+                           size_t V) {
+    #pragma omp parallel for if (N * V > 65536)
+    for (size_t n = 0; n < N; n++) {
+        const float *x = logits + n * V;
+        float *d = dlogits + n * V;
+        if (labels[n] < 0) { memset(d, 0, V * sizeof(float)); continue; }
+        float mx = -INFINITY;
+        for (size_t i = 0; i < V; i++) mx = x[i] > mx ? x[i] : mx;
+        float sum = 0.0f;
+        for (size_t i = 0; i < V; i++) sum += expf(x[i] - mx);
+        float inv = dloss / sum;
+        for (size_t i = 0; i < V; i++) d[i] = expf(x[i] - mx) * inv; // reads x[i] before writing d[i]
+        d[labels[n]] -= dloss;
+    }
+}
+
+void crossentropy_backward_ref(float *dlogits, const float *logits, const int *labels, float dloss, size_t N,
+                               size_t V) {
+    double *p = xmalloc(V * sizeof(double));
+    for (size_t n = 0; n < N; n++) {
+        if (labels[n] < 0) {
+            for (size_t i = 0; i < V; i++) dlogits[n * V + i] = 0.0f;
+            continue;
+        }
+        double mx = -INFINITY, sum = 0.0;
+        for (size_t i = 0; i < V; i++) mx = logits[n * V + i] > mx ? logits[n * V + i] : mx;
+        for (size_t i = 0; i < V; i++) { p[i] = exp(logits[n * V + i] - mx); sum += p[i]; }
+        for (size_t i = 0; i < V; i++)
+            dlogits[n * V + i] = (float)(dloss * (p[i] / sum - (i == (size_t)labels[n] ? 1.0 : 0.0)));
+    }
+    free(p);
 }

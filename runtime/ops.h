@@ -17,9 +17,29 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
 void matmul_forward_ref(float *out, const float *inp, const float *weight, const float *bias,
                         size_t N, size_t C, size_t OC, float beta);
 
+// Backward of matmul_forward (also the output head): given dout [N, OC],
+// dinp [N, C] += dout @ weight, dweight [OC, C] += dout^T @ inp,
+// dbias [OC] += column sums of dout. Any of dinp, dbias may be NULL (not needed).
+//
+// Every *_backward in this file ADDS into its gradient outputs (so gradients
+// of a tensor used twice, e.g. tied embeddings, simply accumulate); callers
+// zero them first. Two exceptions, said at their declarations: rope_backward
+// works in place, crossentropy_backward overwrites.
+void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                     const float *weight, size_t N, size_t C, size_t OC);
+void matmul_backward_ref(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                         const float *weight, size_t N, size_t C, size_t OC);
+
 // out [N, C] = inp / rms(inp) * weight; rms over C with eps inside the root.
 void rmsnorm_forward(float *out, const float *inp, const float *weight, size_t N, size_t C, float eps);
 void rmsnorm_forward_ref(float *out, const float *inp, const float *weight, size_t N, size_t C, float eps);
+
+// Backward of rmsnorm_forward: dinp [N, C] += d/dinp, dweight [C] += d/dweight,
+// from dout [N, C] and the forward's inp [N, C] (the rms is recomputed).
+void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
+                      size_t N, size_t C, float eps);
+void rmsnorm_backward_ref(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
+                          size_t N, size_t C, float eps);
 
 // Rotary embedding in place on x [N, H, E] (HF "rotate_half" layout: pairs
 // (i, i + E/2)), angle positions[n] * inv_freq[i], inv_freq [E/2].
@@ -29,13 +49,81 @@ void rope_forward(float *x, const int *positions, const float *inv_freq, size_t 
 void rope_forward_ref(float *x, const int *positions, const float *inv_freq, size_t N, size_t H, size_t E,
                       size_t stride);
 
+// Backward of rope_forward, in place on the gradient dx [N, H, E] (row stride
+// `stride`): the rotation is orthogonal, so its backward is the inverse
+// rotation (angle -positions[n] * inv_freq[i]). Overwrites (no accumulation).
+void rope_backward(float *dx, const int *positions, const float *inv_freq, size_t N, size_t H, size_t E,
+                   size_t stride);
+void rope_backward_ref(float *dx, const int *positions, const float *inv_freq, size_t N, size_t H, size_t E,
+                       size_t stride);
+
 // out [N, F] = silu(gate) * up, gate/up [N, F].
 void swiglu_forward(float *out, const float *gate, const float *up, size_t N, size_t F);
 void swiglu_forward_ref(float *out, const float *gate, const float *up, size_t N, size_t F);
+
+// Backward of swiglu_forward: dgate, dup [N, F] += from dout [N, F].
+void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
+                     size_t N, size_t F);
+void swiglu_backward_ref(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
+                         size_t N, size_t F);
 
 // Softmax of one row in place over its first n entries; entries equal to
 // -INFINITY get probability exactly 0.
 void softmax_row(float *x, size_t n);
 void softmax_row_ref(float *x, size_t n);
+
+
+// ---------------------------------------------------------------------------
+// Training ops (forward + backward pairs)
+
+// Embedding lookup: out [N, C] = table[tokens[n]] with table [V, C].
+void embedding_forward(float *out, const int *tokens, const float *table, size_t N, size_t C);
+void embedding_forward_ref(float *out, const int *tokens, const float *table, size_t N, size_t C);
+// dtable [V, C] += scatter of dout [N, C] to rows tokens[n]. Parallel over
+// column slices: every thread owns a slice of every row, so no two threads
+// write the same float and each float sums its tokens in packed order (the
+// result does not depend on the thread count).
+void embedding_backward(float *dtable, const float *dout, const int *tokens, size_t N, size_t C);
+void embedding_backward_ref(float *dtable, const float *dout, const int *tokens, size_t N, size_t C);
+
+// Causal softmax attention of ONE head over ONE sequence of N tokens (the
+// rows a layer computes, in order). q [N, E] and out [N, E] have row stride
+// sq, k and v [N, E] row stride sk (so they can be one head's columns of the
+// packed q/k/v matrices). Query i sees keys j <= i; for j < i also
+// mask[idx[i] * mask_n + idx[j]] must be 1 when mask is given (idx NULL:
+// identity; idx maps a layer's rows to the sequence's tokens under a layer
+// plan). Scores are scaled by 1/sqrt(E).
+// probs [N, N] receives the post-softmax probabilities (0 where not visible,
+// including every j > i); the backward needs them.
+// Queries are done in blocks of ATTN_BLOCK rows so that a block's keys stop at
+// its last query (the upper triangle beyond a block is never computed).
+#define ATTN_BLOCK 64
+void attention_forward(float *out, float *probs, const float *q, const float *k, const float *v,
+                       const uint8_t *mask, const int *idx, size_t mask_n, size_t N, size_t E, size_t sq,
+                       size_t sk);
+void attention_forward_ref(float *out, float *probs, const float *q, const float *k, const float *v,
+                           const uint8_t *mask, const int *idx, size_t mask_n, size_t N, size_t E, size_t sq,
+                           size_t sk);
+// Backward from dout [N, E] (stride sq) and the forward's probs: dq [N, E]
+// (stride sq), dk, dv [N, E] (stride sk) += their gradients. scratch holds
+// ATTN_BLOCK * N floats. Heads sharing a KV head (GQA) add into the same
+// dk/dv, so callers must not run two of them at once.
+void attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout, const float *probs,
+                        const float *q, const float *k, const float *v, size_t N, size_t E, size_t sq, size_t sk);
+void attention_backward_ref(float *dq, float *dk, float *dv, float *scratch, const float *dout,
+                            const float *probs, const float *q, const float *k, const float *v, size_t N, size_t E,
+                            size_t sq, size_t sk);
+
+// Cross-entropy of rows of logits [N, V] against labels [N] (-1: no loss):
+// losses[n] = -log softmax(logits[n])[labels[n]] (0 for label -1).
+void crossentropy_forward(float *losses, const float *logits, const int *labels, size_t N, size_t V);
+void crossentropy_forward_ref(float *losses, const float *logits, const int *labels, size_t N, size_t V);
+// Fused softmax + cross-entropy backward for the objective dloss * sum_n losses[n]:
+// dlogits[n] = dloss * (softmax(logits[n]) - onehot(labels[n])), rows with label -1
+// get 0. Overwrites dlogits, which may be the logits buffer itself (in place).
+void crossentropy_backward(float *dlogits, const float *logits, const int *labels, float dloss, size_t N,
+                           size_t V);
+void crossentropy_backward_ref(float *dlogits, const float *logits, const int *labels, float dloss, size_t N,
+                               size_t V);
 
 #endif

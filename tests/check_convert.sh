@@ -116,5 +116,9 @@ expect_fail "truncated model" "$TMP/short.bin" --llama2c "$TMP/short.bin" --toke
 expect_fail "missing tokenizer" "$TMP/nope_tok.bin" --llama2c "$MODEL" --tokenizer "$TMP/nope_tok.bin" --out "$TMP/bad_out"
 head -c 3000 "$TOK" >"$TMP/short_tok.bin"
 expect_fail "truncated tokenizer" "$TMP/short_tok.bin" --llama2c "$MODEL" --tokenizer "$TMP/short_tok.bin" --out "$TMP/bad_out"
-expect_fail "unwritable output" "$TMP/no/such/dir" --llama2c "$MODEL" --tokenizer "$TOK" --out "$TMP/no/such/dir"
+# Missing parent folders are created; a parent that is a regular file cannot be.
+echo x >"$TMP/a_file"
+expect_fail "unwritable output" "$TMP/a_file" --llama2c "$MODEL" --tokenizer "$TOK" --out "$TMP/a_file/sub/model"
+"$EARNEST_BIN" convert --llama2c "$MODEL" --tokenizer "$TOK" --out "$TMP/new/parents/model" >/dev/null
+[ -f "$TMP/new/parents/model/config.json" ] || { echo "FAIL: --out with missing parents"; exit 1; }
 echo "check_convert: ok"
