@@ -2,13 +2,15 @@
 // methods side by side, on the same weights, and prints the machine's own
 // cblas_sgemm rate measured in the same run as the ceiling to compare with.
 //
-// Work per configuration (prompt length L, batch B, beam W, G generated tokens):
+// Work per configuration (prompt length L, batch B, beam W, G code tokens):
 //   prefill: B sequences of L prompt tokens (EARN: plus P + S registers) in one
 //            batched call; each sequence's prompt KV is kept once;
-//   decode : G steps; each step feeds one token to each of the B*W beams, which
-//            share their sequence's prompt KV (a read-only parent) and own only
-//            their generated tokens' KV.
-// kv_bytes is what the caches allocate, which is exactly what the plan needs.
+//   decode : the constrained beam search of runtime/beam.h over a synthetic
+//            trie of 4096 random G-token codes: G selections and G - 1 forward
+//            steps over the B*W beams, which share their sequence's prompt KV (a
+//            read-only parent) and own only their generated tokens' KV.
+// kv_bytes is what the caches allocate after the last token (one batch), which
+// is exactly what the plan needs.
 #include <math.h>
 #include <cblas.h>
 #include <stdlib.h>
@@ -16,6 +18,8 @@
 
 #include "experiments/cli.h"
 #include "experiments/commands.h"
+#include "datasets/trie.h"
+#include "runtime/beam.h"
 #include "runtime/checkpoint.h"
 #include "runtime/plan.h"
 #include "runtime/preset.h"
@@ -27,6 +31,7 @@ static const char *BENCH_USAGE =
     "                     [--out B.csv]\n"
     "  Times batched prefill and beam decode (shared prompt KV) for each method, on the same\n"
     "  weights, and reports GFLOP/s next to the cblas_sgemm rate measured in the same run.\n"
+    "  Decode is the constrained beam search (width --beam) over a synthetic trie of --gen-token codes.\n"
     "  Lists run every combination. 'full' is the ordinary model; 'earn' splits at layer K\n"
     "  (default N/4) with P prefix and S suffix registers (default 1 and 1).\n"
     "  CSV columns: method,k,prefix_regs,suffix_regs,prompt_len,batch,beam,device,prefill_ms,\n"
@@ -70,7 +75,32 @@ typedef struct {
     size_t kv_bytes;
 } BenchRow;
 
+// A synthetic item set for the beam search: n_items random codes of G levels,
+// level j drawn from its own block of `per_level` token ids at the top of the
+// vocabulary (prompt tokens are drawn below them).
+static void bench_trie(Trie *t, int vocab, int G, int n_items, uint64_t seed, int *first_code_tok) {
+    int per_level = (vocab / 2) / (G > 0 ? G : 1);
+    if (per_level > 256) per_level = 256;
+    if (per_level < 1) per_level = 1;
+    int base = vocab - per_level * G;
+    *first_code_tok = base;
+    int *it = xmalloc((size_t)(n_items + 1) * (size_t)G * sizeof(int));
+    Rng r;
+    rng_seed(&r, seed);
+    for (int j = 0; j < G; j++) it[j] = -1;
+    for (size_t i = (size_t)G; i < (size_t)(n_items + 1) * (size_t)G; i++) {
+        int j = (int)(i % (size_t)G);
+        it[i] = base + j * per_level + (int)(rng_u64(&r) % (uint64_t)per_level);
+    }
+    trie_build(t, it, n_items, G);
+    free(it);
+}
+
 // Runs one configuration; returns -1 with e set on failure.
+//   prefill: B prompts of L tokens (EARN: plus P + S registers) in one call;
+//   decode : constrained beam search of width W over a synthetic trie of G-token
+//            codes (G - 1 decode forwards over all B*W beams, which share their
+//            prompt's KV), timed from the prefill's end to the last selection.
 static int bench_one(BenchRow *row, Model *m, ModelMethod method, int k, int P, int S, int L, int B, int W, int G,
                      int reps, uint64_t seed, Error *e) {
     ModelConfig saved = m->config;
@@ -79,61 +109,55 @@ static int bench_one(BenchRow *row, Model *m, ModelMethod method, int k, int P, 
     m->config.n_prefix_regs = method == METHOD_EARN ? P : 0;
     m->config.n_suffix_regs = method == METHOD_EARN ? S : 0;
     const ModelConfig *c = &m->config;
-    int regs = c->n_prefix_regs + c->n_suffix_regs, T1 = L + regs, N = c->n_layers;
-    size_t T = (size_t)B * (size_t)T1;
-    int *tokens = xmalloc(T * sizeof(int)), *depth = xmalloc(T * sizeof(int)), *n_new = xmalloc((size_t)B * sizeof(int));
+    int regs = c->n_prefix_regs + c->n_suffix_regs, T1 = L + regs;
+    Trie trie;
+    int code_tok0;
+    bench_trie(&trie, c->vocab_size, G, 4096, seed + 7, &code_tok0);
+    int **prompts = xmalloc((size_t)B * sizeof(int *)), *lens = xmalloc((size_t)B * sizeof(int));
     uint8_t *kinds = xmalloc((size_t)T1);
+    const uint8_t **kp = xmalloc((size_t)B * sizeof(uint8_t *));
     for (int i = 0; i < T1; i++)
         kinds[i] = i < c->n_prefix_regs ? TOKEN_KIND_PREFIX_REG : i >= c->n_prefix_regs + L ? TOKEN_KIND_SUFFIX_REG
                                                                                               : TOKEN_KIND_HISTORY;
     Rng rng;
     rng_seed(&rng, seed);
-    for (size_t i = 0; i < T; i++) tokens[i] = (int)(rng_u64(&rng) % (uint64_t)c->vocab_size);
     for (int b = 0; b < B; b++) {
-        n_new[b] = T1;
-        plan_depth_for(depth + (size_t)b * T1, kinds, T1, c);
+        prompts[b] = xmalloc((size_t)T1 * sizeof(int));
+        for (int i = 0; i < T1; i++) prompts[b][i] = (int)(rng_u64(&rng) % (uint64_t)(code_tok0 > 0 ? code_tok0 : 1));
+        lens[b] = T1;
+        kp[b] = kinds;
     }
-    int *cap = xmalloc((size_t)N * sizeof(int)), *gcap = xmalloc((size_t)N * sizeof(int));
-    plan_kv_capacity(cap, c, L, regs, 0);
-    plan_kv_capacity(gcap, c, 0, 0, G);
-    KVCache *prompt = xmalloc((size_t)B * sizeof(KVCache)), **pk = xmalloc((size_t)B * sizeof(KVCache *));
-    int nb = B * W;
-    KVCache *beams = xmalloc((size_t)nb * sizeof(KVCache)), **bk = xmalloc((size_t)nb * sizeof(KVCache *));
-    for (int b = 0; b < B; b++) {
-        kvcache_init(&prompt[b], N, c->n_kv_heads, c->head_dim, cap);
-        pk[b] = &prompt[b];
-    }
-    for (int i = 0; i < nb; i++) {
-        kvcache_init_child(&beams[i], &prompt[i / W], gcap);
-        bk[i] = &beams[i];
-    }
-    float *logits = xmalloc((size_t)nb * (size_t)c->vocab_size * sizeof(float));
-    int *step_tok = xmalloc((size_t)nb * sizeof(int)), *ones = xmalloc((size_t)nb * sizeof(int)),
-        *step_depth = xmalloc((size_t)nb * sizeof(int));
-    for (int i = 0; i < nb; i++) { ones[i] = 1; step_depth[i] = N; }
-    ForwardScratch s = {0};
+    BeamSearch bs;
+    BeamHyps *h = xcalloc((size_t)B, sizeof(BeamHyps));
     double tp[32], td[32], flops = 0;
-    int rc = 0;
+    int rc = beam_search_init(&bs, m, &trie, W, e);
     for (int r = 0; r < reps && !rc; r++) {
-        for (int b = 0; b < B; b++) kvcache_reset(&prompt[b]);
-        ForwardBatch fb = {.n_seqs = B, .n_new = n_new, .tokens = tokens, .depth = depth, .caches = pk,
+        rc = beam_search_run(h, &bs, B, (const int *const *)prompts, kp, lens, e);
+        if (rc) break;
+        tp[r] = bs.prefill_s;
+        td[r] = bs.decode_s;
+        for (int b = 0; b < B; b++) beam_hyps_free(&h[b]);
+    }
+    if (!rc) {
+        // FLOPs of the prefill alone, for the GFLOP/s column: one more prefill-only call.
+        int N = c->n_layers;
+        size_t T = (size_t)B * (size_t)T1;
+        int *tokens = xmalloc(T * sizeof(int)), *depth = xmalloc(T * sizeof(int)), *cap = xmalloc((size_t)N * sizeof(int));
+        KVCache *pc = xmalloc((size_t)B * sizeof(KVCache)), **pk = xmalloc((size_t)B * sizeof(KVCache *));
+        plan_kv_capacity(cap, c, L, regs, 0);
+        for (int b = 0; b < B; b++) {
+            memcpy(tokens + (size_t)b * T1, prompts[b], (size_t)T1 * sizeof(int));
+            plan_depth_for(depth + (size_t)b * T1, kinds, T1, c);
+            kvcache_init(&pc[b], N, c->n_kv_heads, c->head_dim, cap);
+            pk[b] = &pc[b];
+        }
+        float *lg = xmalloc((size_t)B * (size_t)c->vocab_size * sizeof(float));
+        ForwardBatch fb = {.n_seqs = B, .n_new = lens, .tokens = tokens, .depth = depth, .caches = pk,
                            .logits_mode = LOGITS_LAST};
-        double t0 = time_now_s();
-        rc = model_forward(logits, m, &fb, &s, e);
-        tp[r] = time_now_s() - t0;
-        flops = s.last_flops;
-        for (int i = 0; i < nb; i++) {
-            beams[i].n_seen = prompt[i / W].n_seen;
-            kvcache_reset(&beams[i]);
-        }
-        t0 = time_now_s();
-        for (int g = 0; g < G && !rc; g++) {
-            for (int i = 0; i < nb; i++) step_tok[i] = (int)(rng_u64(&rng) % (uint64_t)c->vocab_size);
-            ForwardBatch step = {.n_seqs = nb, .n_new = ones, .tokens = step_tok, .depth = step_depth, .caches = bk,
-                                 .logits_mode = LOGITS_LAST};
-            rc = model_forward(logits, m, &step, &s, e);
-        }
-        td[r] = time_now_s() - t0;
+        rc = model_forward(lg, m, &fb, &bs.scratch, e);
+        flops = bs.scratch.last_flops;
+        for (int b = 0; b < B; b++) kvcache_free(&pc[b]);
+        free(tokens); free(depth); free(cap); free(pc); free(pk); free(lg);
     }
     if (!rc) {
         row->method = method == METHOD_EARN ? "earn" : "full";
@@ -144,15 +168,12 @@ static int bench_one(BenchRow *row, Model *m, ModelMethod method, int k, int P, 
         row->prefill_ms = 1e3 * median(tp, reps);
         row->decode_ms = 1e3 * median(td, reps);
         row->gflops = flops / (row->prefill_ms * 1e-3) * 1e-9;
-        row->kv_bytes = 0;
-        for (int b = 0; b < B; b++) row->kv_bytes += prompt[b].bytes;
-        for (int i = 0; i < nb; i++) row->kv_bytes += beams[i].bytes;
+        row->kv_bytes = bs.kv_bytes;
     }
-    for (int i = 0; i < nb; i++) kvcache_free(&beams[i]);
-    for (int b = 0; b < B; b++) kvcache_free(&prompt[b]);
-    forward_scratch_free(&s);
-    free(tokens); free(depth); free(n_new); free(kinds); free(cap); free(gcap); free(prompt); free(pk);
-    free(beams); free(bk); free(logits); free(step_tok); free(ones); free(step_depth);
+    beam_search_free(&bs);
+    trie_free(&trie);
+    for (int b = 0; b < B; b++) free(prompts[b]);
+    free(prompts); free(lens); free(kinds); free(kp); free(h);
     m->config = saved;
     return rc;
 }
@@ -177,7 +198,7 @@ int cmd_bench(int argc, char **argv) {
         INT("--k", 1, 1024, k)
         INT("--prefix-regs", 0, 64, P)
         INT("--suffix-regs", 0, 64, S)
-        INT("--gen", 0, 64, G)
+        INT("--gen", 1, 8, G)
         INT("--reps", 1, 32, reps)
         INT("--threads", 1, 1024, threads)
         INT("--seed", 0, 1 << 30, seed)
@@ -288,7 +309,7 @@ int cmd_bench(int argc, char **argv) {
                 fprintf(af.f, "%s,%d,%d,%d,%d,%d,%d,cpu,%.4f,%.4f,%.4f,%zu,%.4f,%.4f,%.3f,%.3f,%.4f,%d\n", w->method, w->k,
                         w->P, w->S, w->L, w->B, w->W, w->prefill_ms, w->decode_ms, tot, w->kv_bytes,
                         (base->prefill_ms + base->decode_ms) / tot, 1.0 - (double)w->kv_bytes / (double)base->kv_bytes,
-                        w->gflops, sg, G ? w->decode_ms / G : 0.0, n_threads);
+                        w->gflops, sg, w->decode_ms / G, n_threads);
             }
             if (atomic_commit(&af, &e)) rc = cli_fail("bench", &e);
         }

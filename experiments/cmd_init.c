@@ -6,16 +6,20 @@
 
 #include "experiments/cli.h"
 #include "experiments/commands.h"
+#include "datasets/prompt.h"
+#include "datasets/vocab.h"
 #include "runtime/checkpoint.h"
 #include "runtime/preset.h"
 
 static const char *INIT_USAGE =
-    "usage: earnest init --preset tiny|small --vocab-size V --out MODEL_DIR [--seed S] [--std 0.02]\n"
-    "                    [--method finetune|earn --k K --prefix-regs P --suffix-regs S]\n"
-    "  Writes a randomly initialised checkpoint (config.json + model.safetensors, f32).\n";
+    "usage: earnest init --preset tiny|small (--vocab-size V | --data DATA_DIR) --out MODEL_DIR [--seed S]\n"
+    "                    [--std 0.02] [--method finetune|earn --k K --prefix-regs P --suffix-regs S]\n"
+    "  Writes a randomly initialised checkpoint (config.json + model.safetensors, f32). With --data,\n"
+    "  the vocabulary is built from the dataset (registers: the model's P and S), written as\n"
+    "  MODEL_DIR/vocab.txt, and sizes the model.\n";
 
 int cmd_init(int argc, char **argv) {
-    const char *preset = NULL, *out = NULL, *method_s = "finetune";
+    const char *preset = NULL, *out = NULL, *method_s = "finetune", *data = NULL;
     int vocab = 0, seed = 1, k = 0, P = 0, S = 0;
     float stdev = 0.02f;
     for (int i = 1; i < argc; i++) {
@@ -24,6 +28,7 @@ int cmd_init(int argc, char **argv) {
 #define VAL() do { if (!(v = cli_value(argc, argv, &i))) return 2; } while (0)
         else if (!strcmp(a, "--preset")) { VAL(); preset = v; }
         else if (!strcmp(a, "--out")) { VAL(); out = v; }
+        else if (!strcmp(a, "--data")) { VAL(); data = v; }
         else if (!strcmp(a, "--method")) { VAL(); method_s = v; }
         else if (!strcmp(a, "--vocab-size")) { VAL(); if (cli_int("init", a, v, 2, 1 << 22, &vocab)) return 2; }
         else if (!strcmp(a, "--seed")) { VAL(); if (cli_int("init", a, v, 0, 1 << 30, &seed)) return 2; }
@@ -37,11 +42,21 @@ int cmd_init(int argc, char **argv) {
         }
 #undef VAL
     }
-    if (!preset || !out || !vocab) {
-        fprintf(stderr, "earnest init: --preset, --vocab-size and --out are required\n%s", INIT_USAGE);
+    if (!preset || !out || !vocab == !data) {
+        fprintf(stderr, "earnest init: --preset, --out and one of --vocab-size and --data are required\n%s", INIT_USAGE);
         return 2;
     }
     Error e;
+    Vocab voc;
+    if (data) {
+        // The vocabulary of models trained on this dataset, with room for this model's registers.
+        Dataset d;
+        if (dataset_load(&d, data, &e)) return cli_fail("init", &e);
+        int rc = prompt_vocab_build(&voc, &d, P, S, &e);
+        dataset_free(&d);
+        if (rc) return cli_fail("init", &e);
+        vocab = voc.size;
+    }
     ModelConfig c;
     if (preset_config(&c, preset, vocab, &e)) return cli_fail("init", &e);
     if (config_method_parse(method_s, &c.method)) {
@@ -53,11 +68,20 @@ int cmd_init(int argc, char **argv) {
         c.n_prefix_regs = P;
         c.n_suffix_regs = S;
     }
-    if (config_validate(&c, "--preset/--method flags", &e)) return cli_fail("init", &e);
+    if (config_validate(&c, "--preset/--method flags", &e)) {
+        if (data) vocab_free(&voc);
+        return cli_fail("init", &e);
+    }
     Model m;
     model_init_random(&m, &c, (uint64_t)seed, stdev);
     int rc = model_save(&m, out, &e);
     model_free(&m);
+    if (!rc && data) {
+        char path[4096];
+        if (path_join(path, sizeof path, out, "vocab.txt")) rc = err_set(&e, "%s: path too long", out);
+        else rc = vocab_save(&voc, path, &e);
+    }
+    if (data) vocab_free(&voc);
     if (rc) return cli_fail("init", &e);
     printf("wrote %s (%s, %d layers, d=%d, vocab %d, %s)\n", out, preset, c.n_layers, c.dim, c.vocab_size,
            config_method_name(c.method));

@@ -12,5 +12,7 @@ int cmd_prepare(int argc, char **argv);
 int cmd_data(int argc, char **argv);
 int cmd_analyze(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_train(int argc, char **argv);
 
 #endif

@@ -20,6 +20,8 @@ static const Verb VERBS[] = {
     {"data", cmd_data, "dataset statistics of a prepared dataset directory (validates it)"},
     {"analyze", cmd_analyze, "attention metrics (density, sinks, entropy, ...) of an attention dump"},
     {"convert", cmd_convert, "convert a llama2.c .bin model (+ tokenizer.bin) into a model directory"},
+    {"eval", cmd_eval, "rank item codes (constrained beam search or MostPop); Recall/NDCG, efficiency"},
+    {"train", cmd_train, "train a model (finetune or EARN) on a dataset: packed multi-target, resumable"},
 };
 
 static void usage(FILE *f) {

@@ -112,7 +112,7 @@ void model_free(Model *m) {
 // layers below). All projections are one sgemm over all rows of all sequences;
 // attention runs per (sequence, head, block of queries) in parallel.
 
-enum { ATTN_QUERY_BLOCK = 64 };
+enum { ATTN_QUERY_BLOCK = 256 };
 
 void forward_scratch_free(ForwardScratch *s) {
     free(s->memory);
@@ -136,7 +136,10 @@ typedef struct {
     int32_t *row_order; // [T] sequence index of each active row (the hook's q_tok)
     int *row_pos;   // [T] RoPE position of each active row
     int *row_start; // [S+1] first active row of each sequence
-    int *task_start;// [S+1] first attention task of each sequence
+    int *grp_first; // [S+1] first sequence of each attention group (see attention_group)
+    int *task_start;// [S+1] first attention task of each group
+    int n_groups;
+    int grp_block;  // active rows per task of a shared-parent group
     int32_t *k_tok; // [n_threads * max_keys] key sequence indices for the attention hook
 } BatchIndex;
 
@@ -198,6 +201,91 @@ static void attention_block(float *att, const float *q, float *scores, int32_t *
                     kvcache_v(par, l, g), (int)E, 0.0f, ob, (int)QD);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, (int)E, n_own, 1.0f, scores + P, nk,
                 kvcache_v(own, l, g), (int)E, P > 0 ? 1.0f : 0.0f, ob, (int)QD);
+}
+
+// Beams of one user share the prompt's cache as a read-only parent. Attending
+// to it beam by beam would be one matrix-vector product per (beam, head), each
+// reading the whole parent: decode time would grow with beams x prompt length.
+// Instead, one task takes a run of sequences b0..b1-1 with the same parent,
+// one KV head g and a block [ra, rb) of their active rows (consecutive, since
+// rows are packed by sequence): the queries of all those rows and of the
+// hpg = H/G query heads that read kv head g are stacked into one matrix, so
+// the parent's keys and values are read by one sgemm each. Each row's own keys
+// (its generated tokens, a handful) are plain dot products. The softmax runs
+// jointly over [parent | own], so the result is exactly that of attention_block.
+static void attention_group(float *att, const float *q, float *scores, float *qbuf, float *obuf, const Model *m,
+                            const ForwardBatch *fb, const BatchIndex *bi, int l, int g, int ra, int rb) {
+    const ModelConfig *c = &m->config;
+    const size_t E = (size_t)c->head_dim, QD = (size_t)c->n_heads * E;
+    const int G = c->n_kv_heads, hpg = c->n_heads / G, nr = rb - ra, M = nr * hpg;
+    const int b_first = bi->seq[bi->row_tok[ra]], b_last = bi->seq[bi->row_tok[rb - 1]];
+    const KVCache *par = fb->caches[b_first]->parent;
+    const int P = par->len[l * G + g];
+    const float scale = 1.0f / sqrtf((float)E);
+    int max_own = 0;
+    for (int b = b_first; b <= b_last; b++) {
+        int O = fb->caches[b]->len[l * G + g];
+        max_own = O > max_own ? O : max_own;
+    }
+    const size_t ld = (size_t)P + (size_t)max_own;
+
+    // qbuf [M, E]: row j*nr + (r - ra) is query head g*hpg + j of active row r.
+    for (int j = 0; j < hpg; j++)
+        for (int r = ra; r < rb; r++)
+            memcpy(qbuf + ((size_t)j * nr + (size_t)(r - ra)) * E, q + (size_t)r * QD + (size_t)(g * hpg + j) * E,
+                   E * sizeof(float));
+
+    // scores[:, :P] = qbuf . K_parent^T, all rows at once.
+    if (P > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, P, (int)E, scale, qbuf, (int)E, kvcache_k(par, l, g),
+                    (int)E, 0.0f, scores, (int)ld);
+
+    // Own keys row by row (causal among the sequence's new tokens, the mask), then the joint softmax.
+    for (int j = 0; j < hpg; j++) {
+        for (int r = ra; r < rb; r++) {
+            int b = bi->seq[bi->row_tok[r]];
+            const KVCache *own = fb->caches[b];
+            int r0 = bi->row_start[b], nq = bi->row_start[b + 1] - r0, i = r - r0;
+            int n_old = own->len[l * G + g] - nq, n_vis_own = n_old + i + 1;
+            const float *qr = qbuf + ((size_t)j * nr + (size_t)(r - ra)) * E, *ko = kvcache_k(own, l, g);
+            float *row = scores + ((size_t)j * nr + (size_t)(r - ra)) * ld;
+            for (int t = 0; t < n_vis_own; t++) {
+                float dot = 0.0f;
+                for (size_t d = 0; d < E; d++) dot += qr[d] * ko[(size_t)t * E + d];
+                row[P + t] = scale * dot;
+            }
+            const uint8_t *mask = fb->mask ? fb->mask[b] : NULL;
+            if (mask) {
+                int qi = bi->local[bi->row_tok[r]], n_new_b = fb->n_new[b];
+                for (int t = 0; t < i; t++) {
+                    int kj = bi->local[bi->row_tok[r0 + t]];
+                    if (!mask[(size_t)qi * (size_t)n_new_b + (size_t)kj]) row[P + n_old + t] = -INFINITY;
+                }
+            }
+            softmax_row(row, (size_t)(P + n_vis_own));
+            memset(row + P + n_vis_own, 0, (ld - (size_t)(P + n_vis_own)) * sizeof(float));
+        }
+    }
+
+    // obuf [M, E] = probs[:, :P] . V_parent (one sgemm), then each row's own values.
+    if (P > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, (int)E, P, 1.0f, scores, (int)ld,
+                    kvcache_v(par, l, g), (int)E, 0.0f, obuf, (int)E);
+    else
+        memset(obuf, 0, (size_t)M * E * sizeof(float));
+    for (int j = 0; j < hpg; j++) {
+        for (int r = ra; r < rb; r++) {
+            int b = bi->seq[bi->row_tok[r]];
+            const KVCache *own = fb->caches[b];
+            int r0 = bi->row_start[b], nq = bi->row_start[b + 1] - r0, i = r - r0;
+            int n_vis_own = own->len[l * G + g] - nq + i + 1;
+            const float *row = scores + ((size_t)j * nr + (size_t)(r - ra)) * ld + P, *vo = kvcache_v(own, l, g);
+            float *orow = obuf + ((size_t)j * nr + (size_t)(r - ra)) * E;
+            for (int t = 0; t < n_vis_own; t++)
+                for (size_t d = 0; d < E; d++) orow[d] += row[t] * vo[(size_t)t * E + d];
+            memcpy(att + (size_t)r * QD + (size_t)(g * hpg + j) * E, orow, E * sizeof(float));
+        }
+    }
 }
 
 // Validates the batch against the model and the caches.
@@ -269,11 +357,14 @@ int model_forward(float *logits, Model *m, const ForwardBatch *fb, ForwardScratc
 
     // Scratch: floats, then the int bookkeeping after them.
     size_t nf = 0, ni;
-    size_t score_floats = (size_t)qblock * max_keys;
+    // A shared-parent group task stacks hpg heads of up to grp_block rows each.
+    const int hpg = H / G, grp_block = qblock / hpg > 0 ? qblock / hpg : 1;
+    const size_t task_rows = (size_t)(qblock > hpg ? qblock : hpg);
+    size_t score_floats = task_rows * max_keys + 2 * task_rows * E; // scores, then qbuf and obuf
 #define F16(n) (((n) + 15) & ~(size_t)15)
     nf += 2 * F16(T * D) + F16(T * QD) + 2 * F16(T * KD) + F16(T * QD) + 2 * F16(T * F);
     nf += (size_t)n_threads * F16(score_floats);
-    ni = 8 * T + 2 * ((size_t)S + 1) + (size_t)n_threads * max_keys;
+    ni = 8 * T + 3 * ((size_t)S + 1) + (size_t)n_threads * max_keys;
     size_t need = nf + ni + 16;
 #undef F16
     if (s->capacity < need) {
@@ -302,7 +393,18 @@ int model_forward(float *logits, Model *m, const ForwardBatch *fb, ForwardScratc
     bi.row_order = (int32_t *)ip; ip += T;
     bi.row_pos = ip; ip += T;
     bi.row_start = ip; ip += S + 1;
+    bi.grp_first = ip; ip += S + 1;
     bi.task_start = ip; ip += S + 1;
+    bi.grp_block = grp_block;
+    // Groups: runs of consecutive sequences reading the same parent (beams of one
+    // prompt) attend together; any other sequence is a group of its own. A hook
+    // wants per-sequence probabilities, so it turns grouping off.
+    bi.n_groups = 0;
+    for (int b = 0; b < S; b++) {
+        const KVCache *par = fb->caches[b]->parent;
+        if (b == 0 || !par || fb->attn_hook || fb->caches[b - 1]->parent != par) bi.grp_first[bi.n_groups++] = b;
+    }
+    bi.grp_first[bi.n_groups] = S;
     bi.k_tok = (int32_t *)ip;
 
     // Packed bookkeeping and the embedding lookup.
@@ -338,9 +440,12 @@ int model_forward(float *logits, Model *m, const ForwardBatch *fb, ForwardScratc
         }
         for (int b = 0; b < S; b++) bi.row_start[b + 1] += bi.row_start[b];
         bi.task_start[0] = 0;
-        for (int b = 0; b < S; b++) {
-            int nq = bi.row_start[b + 1] - bi.row_start[b];
-            bi.task_start[b + 1] = bi.task_start[b] + H * ((nq + qblock - 1) / qblock);
+        for (int gi = 0; gi < bi.n_groups; gi++) {
+            int b0 = bi.grp_first[gi], b1 = bi.grp_first[gi + 1];
+            int nq = bi.row_start[b1] - bi.row_start[b0];
+            int grouped = fb->caches[b0]->parent && !fb->attn_hook;
+            bi.task_start[gi + 1] = bi.task_start[gi] + (grouped ? G * ((nq + grp_block - 1) / grp_block)
+                                                                  : H * ((nq + qblock - 1) / qblock));
         }
         if (rows == 0) continue;
 
@@ -369,19 +474,30 @@ int model_forward(float *logits, Model *m, const ForwardBatch *fb, ForwardScratc
             }
         }
 
-        // Attention per (sequence, head, query block), in parallel unless a hook listens.
-        int n_tasks = bi.task_start[S];
+        // Attention per (sequence, head, query block), or per (shared-parent group,
+        // kv head, row block), in parallel unless a hook listens.
+        int n_tasks = bi.task_start[bi.n_groups];
         #pragma omp parallel for schedule(dynamic, 1) if (!fb->attn_hook)
         for (int task = 0; task < n_tasks; task++) {
-            int b = 0;
-            while (bi.task_start[b + 1] <= task) b++;
+            int gi = 0;
+            while (bi.task_start[gi + 1] <= task) gi++;
+            int b0 = bi.grp_first[gi], b1 = bi.grp_first[gi + 1], j = task - bi.task_start[gi];
+            int th = omp_get_thread_num();
+            float *sc = scores + (size_t)th * ((score_floats + 15) & ~(size_t)15);
+            if (fb->caches[b0]->parent && !fb->attn_hook) {
+                int ra0 = bi.row_start[b0], nq = bi.row_start[b1] - ra0;
+                int nb = (nq + grp_block - 1) / grp_block, g = j / nb, blk = j % nb;
+                int ra = ra0 + blk * grp_block, rb = ra + grp_block < ra0 + nq ? ra + grp_block : ra0 + nq;
+                float *qbuf = sc + task_rows * max_keys, *obuf = qbuf + task_rows * E;
+                attention_group(att, q, sc, qbuf, obuf, m, fb, &bi, l, g, ra, rb);
+                continue;
+            }
+            int b = b0;
             int nq = bi.row_start[b + 1] - bi.row_start[b];
-            int nb = (nq + qblock - 1) / qblock, j = task - bi.task_start[b];
+            int nb = (nq + qblock - 1) / qblock;
             int h = j / nb, blk = j % nb;
             int i0 = blk * qblock, i1 = i0 + qblock < nq ? i0 + qblock : nq;
-            int th = omp_get_thread_num();
-            attention_block(att, q, scores + (size_t)th * ((score_floats + 15) & ~(size_t)15),
-                            bi.k_tok + (size_t)th * max_keys, m, fb, &bi, l, b, h, i0, i1);
+            attention_block(att, q, sc, bi.k_tok + (size_t)th * max_keys, m, fb, &bi, l, b, h, i0, i1);
         }
         for (int b = 0; b < S; b++) {
             const KVCache *kv = fb->caches[b];

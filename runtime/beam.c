@@ -1,0 +1,276 @@
+// beam.c: see beam.h.
+#include "runtime/beam.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/plan.h"
+
+int beam_search_init(BeamSearch *bs, Model *model, const Trie *trie, int width, Error *e) {
+    memset(bs, 0, sizeof *bs);
+    if (width < 1) return err_set(e, "beam search: width %d < 1", width);
+    if (trie->levels < 1) return err_set(e, "beam search: the trie has no code levels");
+    for (int i = 0; i < trie->n_nodes - 1; i++)
+        if (trie->edge_token[i] < 0 || trie->edge_token[i] >= model->config.vocab_size)
+            return err_set(e, "beam search: code token id %d is outside the model's vocabulary [0, %d)",
+                           trie->edge_token[i], model->config.vocab_size);
+    bs->model = model;
+    bs->trie = trie;
+    bs->width = width;
+    bs->steps = trie->levels;
+    bs->n_leaves = trie->depth_start[trie->levels + 1] - trie->depth_start[trie->levels];
+    return 0;
+}
+
+void beam_search_free(BeamSearch *bs) {
+    forward_scratch_free(&bs->scratch);
+    memset(bs, 0, sizeof *bs);
+}
+
+void beam_hyps_free(BeamHyps *h) {
+    free(h->tokens);
+    free(h->scores);
+    memset(h, 0, sizeof *h);
+}
+
+size_t beam_kv_bytes_closed_form(const ModelConfig *c, int L, int r, int beams, int gen) {
+    size_t bptl = 2 * (size_t)c->n_kv_heads * (size_t)c->head_dim * sizeof(float);
+    size_t N = (size_t)c->n_layers, tail = (size_t)beams * (size_t)gen;
+    if (c->method == METHOD_EARN)
+        return bptl * ((size_t)c->layer_split_k * (size_t)L + N * ((size_t)r + tail));
+    return bptl * N * ((size_t)L + (size_t)r + tail);
+}
+
+// log of the softmax denominator of one logits row (double: V terms).
+static double log_sum_exp(const float *x, size_t V) {
+    float mx = -INFINITY;
+    for (size_t i = 0; i < V; i++) mx = x[i] > mx ? x[i] : mx;
+    double s = 0.0;
+    for (size_t i = 0; i < V; i++) s += exp((double)x[i] - (double)mx);
+    return (double)mx + log(s);
+}
+
+// A (beam, token) candidate of one user's step.
+typedef struct {
+    double score;
+    int beam;   // the beam it extends (index within the user's beams)
+    int edge;   // trie edge: token edge_token[edge], leads to node edge + 1
+} Cand;
+
+// Best first; ties: earlier beam, then earlier edge (edges are sorted by token).
+static int cand_cmp(const void *a, const void *b) {
+    const Cand *x = a, *y = b;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    if (x->beam != y->beam) return x->beam < y->beam ? -1 : 1;
+    return (x->edge > y->edge) - (x->edge < y->edge);
+}
+
+// Per-user beam state during a call.
+typedef struct {
+    int n;            // active beams
+    int *node;        // [W] trie node of each beam
+    double *score;    // [W]
+    int *tokens;      // [W * steps]
+    KVCache **cache;  // [W] each beam's child cache (pointers are permuted on reorder)
+} UserBeams;
+
+// One step of one user: candidates from `rows` (one logits row per beam, or the
+// prompt's row for step 0 with one virtual beam at the root), top-W, reorder.
+static void user_step(UserBeams *ub, Cand *cand, int *used, KVCache **tmp, int *tmp_tok, double *tmp_score,
+                      int *tmp_node, const Trie *t, const float *rows, size_t V, int W, int steps, int step) {
+    int n_beams = step == 0 ? 1 : ub->n, nc = 0;
+    for (int j = 0; j < n_beams; j++) {
+        const float *row = rows + (size_t)j * V;
+        double lz = log_sum_exp(row, V), base = step == 0 ? 0.0 : ub->score[j];
+        int node = step == 0 ? 0 : ub->node[j];
+        for (int ed = t->first_edge[node]; ed < t->first_edge[node + 1]; ed++)
+            cand[nc++] = (Cand){base + ((double)row[t->edge_token[ed]] - lz), j, ed};
+    }
+    qsort(cand, (size_t)nc, sizeof(Cand), cand_cmp);
+    int n_new = nc < W ? nc : W;
+
+    // New beam i continues old beam cand[i].beam. The first new beam to take an
+    // old beam gets its cache as is; later ones get a copy, written into the
+    // caches no new beam took.
+    if (step > 0) {
+        for (int j = 0; j < W; j++) used[j] = -1; // used[old] = new beam holding old's cache
+        for (int i = 0; i < n_new; i++) {
+            int o = cand[i].beam;
+            if (used[o] < 0) { used[o] = i; tmp[i] = ub->cache[o]; }
+            else tmp[i] = NULL;
+        }
+        int free_at = 0;
+        for (int i = 0; i < n_new; i++) {
+            if (tmp[i]) continue;
+            while (used[free_at] >= 0) free_at++; // an old cache nobody took (exists: fewer distinct olds than new)
+            used[free_at] = W; // taken as a copy target
+            tmp[i] = ub->cache[free_at];
+            kvcache_copy(tmp[i], ub->cache[cand[i].beam]);
+        }
+        // Caches of old beams still not taken stay with the user for later steps.
+        int at = n_new;
+        for (int j = 0; j < W; j++)
+            if (used[j] < 0) tmp[at++] = ub->cache[j];
+        memcpy(ub->cache, tmp, (size_t)W * sizeof(KVCache *));
+    }
+    for (int i = 0; i < n_new; i++) {
+        int o = cand[i].beam;
+        if (step > 0) memcpy(tmp_tok + (size_t)i * steps, ub->tokens + (size_t)o * steps, (size_t)step * sizeof(int));
+        tmp_tok[(size_t)i * steps + step] = t->edge_token[cand[i].edge];
+        tmp_score[i] = cand[i].score;
+        tmp_node[i] = cand[i].edge + 1;
+    }
+    memcpy(ub->tokens, tmp_tok, (size_t)n_new * steps * sizeof(int));
+    memcpy(ub->score, tmp_score, (size_t)n_new * sizeof(double));
+    memcpy(ub->node, tmp_node, (size_t)n_new * sizeof(int));
+    ub->n = n_new;
+}
+
+int beam_search_run(BeamHyps *out, BeamSearch *bs, int n_users, const int *const *prompts,
+                    const uint8_t *const *kinds, const int *prompt_len, Error *e) {
+    Model *m = bs->model;
+    const ModelConfig *c = &m->config;
+    const Trie *t = bs->trie;
+    const int N = c->n_layers, steps = bs->steps;
+    const int W = bs->width < bs->n_leaves ? bs->width : bs->n_leaves; // beams never exceed the codes
+    const size_t V = (size_t)c->vocab_size;
+    if (n_users < 1) return err_set(e, "beam search: no users");
+    if (W < 1) return err_set(e, "beam search: the trie holds no item code");
+    if (c->method == METHOD_EARN && !kinds)
+        return err_set(e, "beam search: an EARN model needs the token kinds of the prompt (its layer plan)");
+    size_t T = 0;
+    for (int u = 0; u < n_users; u++) {
+        if (prompt_len[u] < 1) return err_set(e, "beam search: user %d has an empty prompt", u);
+        T += (size_t)prompt_len[u];
+    }
+    bs->prefill_s = bs->decode_s = 0.0;
+    bs->kv_bytes = 0;
+    bs->prompt_tokens = T;
+    bs->gen_tokens = 0;
+
+    // Prefill: every user's prompt in one call; caches sized by the plan (layer l
+    // holds the tokens whose depth exceeds l: exactly what is stored).
+    int *tokens = xmalloc(T * sizeof(int)), *depth = xmalloc(T * sizeof(int));
+    int *cap = xmalloc((size_t)N * sizeof(int)), *gcap = xmalloc((size_t)N * sizeof(int));
+    KVCache *prompt = xcalloc((size_t)n_users, sizeof(KVCache));
+    KVCache **pk = xmalloc((size_t)n_users * sizeof(KVCache *));
+    size_t at = 0;
+    for (int u = 0; u < n_users; u++) {
+        int n = prompt_len[u];
+        memcpy(tokens + at, prompts[u], (size_t)n * sizeof(int));
+        if (kinds) plan_depth_for(depth + at, kinds[u], n, c);
+        else plan_depth_full(depth + at, n, N);
+        for (int l = 0; l < N; l++) {
+            cap[l] = 0;
+            for (int i = 0; i < n; i++) cap[l] += depth[at + (size_t)i] > l;
+        }
+        kvcache_init(&prompt[u], N, c->n_kv_heads, c->head_dim, cap);
+        pk[u] = &prompt[u];
+        at += (size_t)n;
+    }
+    float *logits = xmalloc((size_t)n_users * (size_t)W * V * sizeof(float));
+    ForwardBatch fb = {.n_seqs = n_users, .n_new = prompt_len, .tokens = tokens, .depth = depth, .caches = pk,
+                       .logits_mode = LOGITS_LAST};
+    double t0 = time_now_s();
+    int rc = model_forward(logits, m, &fb, &bs->scratch, e);
+    bs->prefill_s = time_now_s() - t0;
+    free(tokens);
+    free(depth);
+    if (rc) {
+        for (int u = 0; u < n_users; u++) kvcache_free(&prompt[u]);
+        free(prompt); free(pk); free(cap); free(gcap); free(logits);
+        return err_prefix(e, "beam search prefill: ");
+    }
+
+    // Beams: W child caches per user, room for the steps - 1 tokens that are fed.
+    t0 = time_now_s();
+    for (int l = 0; l < N; l++) gcap[l] = steps - 1;
+    size_t UW = (size_t)n_users * (size_t)W;
+    KVCache *child = xcalloc(UW, sizeof(KVCache));
+    UserBeams *ub = xcalloc((size_t)n_users, sizeof(UserBeams));
+    int *node_mem = xmalloc(UW * sizeof(int)), *tok_mem = xmalloc(UW * (size_t)steps * sizeof(int));
+    double *score_mem = xmalloc(UW * sizeof(double));
+    KVCache **cache_mem = xmalloc(UW * sizeof(KVCache *));
+    for (int u = 0; u < n_users; u++) {
+        ub[u].node = node_mem + (size_t)u * W;
+        ub[u].score = score_mem + (size_t)u * W;
+        ub[u].tokens = tok_mem + (size_t)u * W * steps;
+        ub[u].cache = cache_mem + (size_t)u * W;
+        for (int j = 0; j < W; j++) {
+            KVCache *ch = &child[(size_t)u * W + j];
+            if (steps > 1) kvcache_init_child(ch, &prompt[u], gcap);
+            ub[u].cache[j] = ch;
+        }
+    }
+    // Step scratch: candidates of one user, reorder buffers, the batch of a decode step.
+    size_t max_cand = 1;
+    for (int x = 0; x < t->n_nodes; x++) {
+        size_t d = (size_t)(t->first_edge[x + 1] - t->first_edge[x]);
+        max_cand = d > max_cand ? d : max_cand;
+    }
+    max_cand *= (size_t)W;
+    Cand *cand = xmalloc(max_cand * sizeof(Cand));
+    int *used = xmalloc((size_t)W * sizeof(int)), *tmp_tok = xmalloc((size_t)W * steps * sizeof(int));
+    int *tmp_node = xmalloc((size_t)W * sizeof(int));
+    double *tmp_score = xmalloc((size_t)W * sizeof(double));
+    KVCache **tmp = xmalloc((size_t)W * sizeof(KVCache *));
+    int *step_tok = xmalloc(UW * sizeof(int)), *ones = xmalloc(UW * sizeof(int)), *row_user = xmalloc(UW * sizeof(int));
+    int *row_tokens = xmalloc(UW * (size_t)steps * sizeof(int));
+    KVCache **step_cache = xmalloc(UW * sizeof(KVCache *));
+    for (size_t i = 0; i < UW; i++) ones[i] = 1;
+
+    if (bs->hook) {
+        for (int u = 0; u < n_users; u++) row_user[u] = u;
+        bs->hook(bs->hook_ctx, 0, n_users, row_user, row_tokens, 0, logits);
+    }
+    for (int u = 0; u < n_users; u++)
+        user_step(&ub[u], cand, used, tmp, tmp_tok, tmp_score, tmp_node, t, logits + (size_t)u * V, V, W, steps, 0);
+
+    for (int s = 1; s < steps && !rc; s++) {
+        // Feed each beam its last token; beams of one user are consecutive, so
+        // the forward pass reads their shared prompt KV once per (layer, kv head).
+        int rows = 0;
+        for (int u = 0; u < n_users; u++)
+            for (int j = 0; j < ub[u].n; j++, rows++) {
+                step_tok[rows] = ub[u].tokens[(size_t)j * steps + s - 1];
+                step_cache[rows] = ub[u].cache[j];
+                row_user[rows] = u;
+                memcpy(row_tokens + (size_t)rows * s, ub[u].tokens + (size_t)j * steps, (size_t)s * sizeof(int));
+            }
+        ForwardBatch step = {.n_seqs = rows, .n_new = ones, .tokens = step_tok, .caches = step_cache,
+                             .logits_mode = LOGITS_LAST};
+        rc = model_forward(logits, m, &step, &bs->scratch, e);
+        if (rc) { err_prefix(e, "beam search step %d: ", s + 1); break; }
+        if (bs->hook) bs->hook(bs->hook_ctx, s, rows, row_user, row_tokens, s, logits);
+        size_t r0 = 0;
+        for (int u = 0; u < n_users; u++) {
+            int n_before = ub[u].n;
+            user_step(&ub[u], cand, used, tmp, tmp_tok, tmp_score, tmp_node, t, logits + r0 * V, V, W, steps, s);
+            r0 += (size_t)n_before;
+        }
+    }
+    bs->decode_s = time_now_s() - t0;
+
+    if (!rc) {
+        for (int u = 0; u < n_users; u++) {
+            bs->kv_bytes += prompt[u].bytes;
+            for (int j = 0; j < W; j++) bs->kv_bytes += child[(size_t)u * W + j].bytes;
+            BeamHyps *h = &out[u];
+            h->n = ub[u].n;
+            h->tokens = xmalloc((size_t)bs->width * steps * sizeof(int));
+            h->scores = xmalloc((size_t)bs->width * sizeof(double));
+            memcpy(h->tokens, ub[u].tokens, (size_t)h->n * steps * sizeof(int));
+            memcpy(h->scores, ub[u].score, (size_t)h->n * sizeof(double));
+            bs->gen_tokens += (size_t)h->n * (size_t)steps;
+        }
+    }
+    for (size_t i = 0; i < UW; i++)
+        if (child[i].cap) kvcache_free(&child[i]);
+    for (int u = 0; u < n_users; u++) kvcache_free(&prompt[u]);
+    free(prompt); free(pk); free(cap); free(gcap); free(logits); free(child); free(ub);
+    free(node_mem); free(tok_mem); free(score_mem); free(cache_mem); free(cand); free(used); free(tmp_tok);
+    free(tmp_node); free(tmp_score); free(tmp); free(step_tok); free(ones); free(row_user); free(row_tokens);
+    free(step_cache);
+    return rc;
+}
