@@ -157,3 +157,21 @@ int prompter_build(int *tokens, uint8_t *kinds, const Prompter *p, const int *hi
 #undef EMIT
     return n;
 }
+
+int prompt_template_for_model(PromptTemplate *t, const char *flag, const char *model_template, const char *model_dir,
+                              Error *e) {
+    PromptTemplate mt;
+    int has_mt = model_template && model_template[0];
+    if (has_mt && prompt_template_parse(model_template, &mt))
+        return err_set(e, "%s: config.json names an unknown prompt template \"%s\" (known: lcrec, tiger)", model_dir,
+                       model_template);
+    if (flag) {
+        if (prompt_template_parse(flag, t))
+            return err_set(e, "--template: unknown template '%s' (known: lcrec, tiger)", flag);
+        if (has_mt && *t != mt)
+            return err_set(e, "--template %s: %s was trained with the %s template", flag, model_dir, model_template);
+        return 0;
+    }
+    *t = has_mt ? mt : PROMPT_TEMPLATE_LCREC;
+    return 0;
+}

@@ -31,6 +31,11 @@ typedef enum { PROMPT_TEMPLATE_LCREC = 0, PROMPT_TEMPLATE_TIGER = 1 } PromptTemp
 
 const char *prompt_template_name(PromptTemplate t);          // "lcrec", "tiger"
 int prompt_template_parse(const char *name, PromptTemplate *t);  // 0 ok, -1 unknown
+// The template to build a model's prompts with: `flag` (a --template value, or
+// NULL) must agree with the template recorded in the model's config when it
+// has one; with neither, lcrec.
+int prompt_template_for_model(PromptTemplate *t, const char *flag, const char *model_template, const char *model_dir,
+                              Error *e);
 
 // The vocabulary for models trained on dataset d: specials, max_prefix_regs +
 // max_suffix_regs registers, the template words of every template, and d's code tokens.

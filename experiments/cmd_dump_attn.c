@@ -65,7 +65,7 @@ static int dump_one(AttnDumpWriter *w, Model *m, const Prompt *p, Error *e) {
 }
 
 int cmd_dump_attn(int argc, char **argv) {
-    const char *model_dir = NULL, *out = NULL, *data_dir = NULL, *split_s = "test", *template_s = "lcrec";
+    const char *model_dir = NULL, *out = NULL, *data_dir = NULL, *split_s = "test", *template_s = NULL;
     const char *tokens_s = NULL, *kinds_s = NULL, *texts[DUMP_MAX_TEXTS];
     const char *text_file = NULL;
     char *text_buf = NULL;
@@ -127,7 +127,7 @@ int cmd_dump_attn(int argc, char **argv) {
         free(text_buf);
         return 2;
     }
-    if (prompt_template_parse(template_s, &tmpl)) {
+    if (template_s && prompt_template_parse(template_s, &tmpl)) {
         fprintf(stderr, "earnest dump-attn: --template: unknown template '%s' (lcrec, tiger)\n", template_s);
         free(text_buf);
         return 2;
@@ -151,9 +151,10 @@ int cmd_dump_attn(int argc, char **argv) {
     SampleSet ss = {0};
     int have_d = 0, have_v = 0, have_pr = 0, have_ss = 0;
     if (data_dir) {
-        rc = dataset_load(&d, data_dir, &e);
+        rc = prompt_template_for_model(&tmpl, template_s, c->prompt_template, model_dir, &e) ||
+             dataset_load(&d, data_dir, &e);
         have_d = !rc;
-        rc = rc || model_vocab_load(&v, model_dir, &d, c->vocab_size, &e);
+        rc = rc || model_vocab_load(&v, model_dir, &d, c, &e);
         have_v = have_d && !rc;
         rc = rc || prompter_init(&pr, &v, &d, tmpl, c->n_prefix_regs, c->n_suffix_regs, &e);
         have_pr = have_v && !rc;
@@ -228,7 +229,7 @@ int cmd_dump_attn(int argc, char **argv) {
         rc = attn_dump_create(&w, out, &info, &e) || attn_dump_set_attr(&w, "model", model_dir, &e) ||
              (data_dir && (attn_dump_set_attr(&w, "dataset", data_dir, &e) ||
                            attn_dump_set_attr(&w, "split", split_s, &e) ||
-                           attn_dump_set_attr(&w, "template", template_s, &e))) ||
+                           attn_dump_set_attr(&w, "template", prompt_template_name(tmpl), &e))) ||
              (n_texts && attn_dump_set_attr(&w, "source", "text", &e));
         double t0 = time_now_s();
         for (int i = 0; i < n_prompts && !rc; i++) {

@@ -23,6 +23,7 @@
 #include "analysis/recmetrics.h"
 #include "datasets/dataset.h"
 #include "datasets/mostpop.h"
+#include "datasets/model_vocab.h"
 #include "datasets/prompt.h"
 #include "datasets/samples.h"
 #include "datasets/trie.h"
@@ -114,33 +115,10 @@ static int baseline_total_ms(double *ms, const char *path, const char *split, lo
 }
 
 // The model's vocabulary: MODEL_DIR/vocab.txt, or built from the dataset.
-static int eval_vocab(Vocab *v, const char *model_dir, const Dataset *d, const ModelConfig *c, Error *e) {
-    char path[4096];
-    if (path_join(path, sizeof path, model_dir, "vocab.txt")) return err_set(e, "%s: path too long", model_dir);
-    if (access(path, F_OK) == 0) {
-        if (vocab_load(v, path, e)) return -1;
-    } else {
-        if (prompt_vocab_build(v, d, c->n_prefix_regs, c->n_suffix_regs, e)) return -1;
-        if (v->size != c->vocab_size) {
-            int n = v->size;
-            vocab_free(v);
-            return err_set(e, "%s has no vocab.txt, and the vocabulary built from dataset '%s' has %d tokens, not the "
-                              "model's vocab_size %d (make the model with `earnest init --data DIR`)",
-                           model_dir, d->name, n, c->vocab_size);
-        }
-        return 0;
-    }
-    if (v->size != c->vocab_size) {
-        int n = v->size;
-        vocab_free(v);
-        return err_set(e, "%s: vocab.txt has %d tokens, config.json says vocab_size %d", path, n, c->vocab_size);
-    }
-    return 0;
-}
-
 int cmd_eval(int argc, char **argv) {
     const char *model_dir = NULL, *method = NULL, *data = NULL, *split_s = "test", *out = NULL, *rank_path = NULL;
-    const char *tmpl_s = "lcrec", *baseline = NULL;
+    const char *tmpl_s = NULL, *baseline = NULL; // template: the model's own unless --template
+
     int W = BEAM_DEFAULT_WIDTH, batch = 16, limit = 0, max_hist = SAMPLES_MAX_HISTORY, threads = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
@@ -184,8 +162,8 @@ int cmd_eval(int argc, char **argv) {
         fprintf(stderr, "earnest eval: --split: '%s' is not test or valid\n", split_s);
         return 2;
     }
-    PromptTemplate tmpl;
-    if (prompt_template_parse(tmpl_s, &tmpl)) {
+    PromptTemplate tmpl = PROMPT_TEMPLATE_LCREC;
+    if (tmpl_s && prompt_template_parse(tmpl_s, &tmpl)) {
         fprintf(stderr, "earnest eval: --template: unknown template '%s' (known: lcrec, tiger)\n", tmpl_s);
         return 2;
     }
@@ -215,7 +193,12 @@ int cmd_eval(int argc, char **argv) {
     memset(&m, 0, sizeof m);
     if (have_model) {
         if (model_load(&m, model_dir, &e)) { rc = cli_fail("eval", &e); goto done_data; }
-        if (eval_vocab(&voc, model_dir, &d, &m.config, &e)) { rc = cli_fail("eval", &e); model_free(&m); goto done_data; }
+        if (prompt_template_for_model(&tmpl, tmpl_s, m.config.prompt_template, model_dir, &e)) {
+            model_free(&m);
+            rc = cli_fail("eval", &e);
+            goto done_data;
+        }
+        if (model_vocab_load(&voc, model_dir, &d, &m.config, &e)) { rc = cli_fail("eval", &e); model_free(&m); goto done_data; }
         if (prompter_init(&pr, &voc, &d, tmpl, m.config.n_prefix_regs, m.config.n_suffix_regs, &e)) {
             err_prefix(&e, "%s with dataset %s: ", model_dir, data);
             rc = cli_fail("eval", &e);

@@ -6,6 +6,7 @@
 
 #include "experiments/cli.h"
 #include "experiments/commands.h"
+#include "datasets/model_vocab.h"
 #include "datasets/prompt.h"
 #include "datasets/vocab.h"
 #include "runtime/checkpoint.h"
@@ -15,7 +16,7 @@ static const char *INIT_USAGE =
     "usage: earnest init --preset tiny|small (--vocab-size V | --data DATA_DIR) --out MODEL_DIR [--seed S]\n"
     "                    [--std 0.02] [--method finetune|earn --k K --prefix-regs P --suffix-regs S]\n"
     "  Writes a randomly initialised checkpoint (config.json + model.safetensors, f32). With --data,\n"
-    "  the vocabulary is built from the dataset (registers: the model's P and S), written as\n"
+    "  the vocabulary is built from the dataset (registers: max(8, P) and max(8, S), as earnest train does), written as\n"
     "  MODEL_DIR/vocab.txt, and sizes the model.\n";
 
 int cmd_init(int argc, char **argv) {
@@ -52,7 +53,7 @@ int cmd_init(int argc, char **argv) {
         // The vocabulary of models trained on this dataset, with room for this model's registers.
         Dataset d;
         if (dataset_load(&d, data, &e)) return cli_fail("init", &e);
-        int rc = prompt_vocab_build(&voc, &d, P, S, &e);
+        int rc = model_vocab_build(&voc, &d, P, S, &e);
         dataset_free(&d);
         if (rc) return cli_fail("init", &e);
         vocab = voc.size;

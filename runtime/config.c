@@ -177,11 +177,12 @@ static int parse_arch(ModelArch *a, json_t *root, const char *path, Error *e) {
     return 0;
 }
 
-// The "earnest" object: {"method", "layer_split_k", "prefix_regs", "suffix_regs"}.
+// The "earnest" object: {"method", "layer_split_k", "prefix_regs", "suffix_regs", "template"}.
 static int parse_earnest(ModelConfig *c, json_t *root, const char *path, Error *e) {
     c->method = METHOD_FINETUNE;
     c->layer_split_k = 0;
     c->n_prefix_regs = c->n_suffix_regs = 0;
+    c->prompt_template[0] = 0;
     json_t *ea = json_object_get(root, "earnest");
     if (!ea || json_is_null(ea)) return 0;
     if (!json_is_object(ea))
@@ -190,9 +191,9 @@ static int parse_earnest(ModelConfig *c, json_t *root, const char *path, Error *
     json_t *v;
     json_object_foreach(ea, key, v) { // a misspelt key would silently mean a different model
         if (strcmp(key, "method") && strcmp(key, "layer_split_k") && strcmp(key, "prefix_regs") &&
-            strcmp(key, "suffix_regs"))
+            strcmp(key, "suffix_regs") && strcmp(key, "template"))
             return err_set(e, "%s: unknown field \"earnest.%s\" (known: method, layer_split_k, prefix_regs, "
-                           "suffix_regs)", path, key);
+                           "suffix_regs, template)", path, key);
     }
     json_t *m = json_object_get(ea, "method");
     if (m) {
@@ -205,6 +206,13 @@ static int parse_earnest(ModelConfig *c, json_t *root, const char *path, Error *
     if (get_int(&c->layer_split_k, ea, "earnest.", "layer_split_k", 0, 0, path, e) != 0) return -1;
     if (get_int(&c->n_prefix_regs, ea, "earnest.", "prefix_regs", 0, 0, path, e) != 0) return -1;
     if (get_int(&c->n_suffix_regs, ea, "earnest.", "suffix_regs", 0, 0, path, e) != 0) return -1;
+    json_t *t = json_object_get(ea, "template");
+    if (t) {
+        const char *ts = json_is_string(t) ? json_string_value(t) : NULL;
+        if (!ts || !*ts || strlen(ts) >= sizeof c->prompt_template || strspn(ts, "abcdefghijklmnopqrstuvwxyz_") != strlen(ts))
+            return err_set(e, "%s: field \"earnest.template\" must be a template name such as \"lcrec\" or \"tiger\"", path);
+        snprintf(c->prompt_template, sizeof c->prompt_template, "%s", ts);
+    }
     return 0;
 }
 
@@ -323,6 +331,7 @@ int config_save(const ModelConfig *c, const char *path, Error *e) {
     obj_set(ea, "layer_split_k", json_integer(c->layer_split_k));
     obj_set(ea, "prefix_regs", json_integer(c->n_prefix_regs));
     obj_set(ea, "suffix_regs", json_integer(c->n_suffix_regs));
+    if (c->prompt_template[0]) obj_set(ea, "template", json_string(c->prompt_template));
     obj_set(root, "earnest", ea);
     char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
     json_decref(root);

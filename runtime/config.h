@@ -35,6 +35,8 @@ typedef struct {
     int layer_split_k;  // EARN: layers 0..k-1 see the whole prompt
     int n_prefix_regs;  // EARN: register tokens before the prompt
     int n_suffix_regs;  // EARN: register tokens after the prompt
+    char prompt_template[16]; // the prompt template the model was trained with ("lcrec", "tiger"),
+                              // "" when unknown; eval and dump-attn default to it
 } ModelConfig;
 
 // Checks internal consistency (positive sizes, heads dividing, k in 1..N-1

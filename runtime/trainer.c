@@ -215,12 +215,6 @@ static int args_compare(json_t *saved, json_t *now, const char *path, Error *e) 
 // ---------------------------------------------------------------------------
 // Model and vocabulary
 
-// The dataset's vocabulary with room for at least MODEL_VOCAB_MAX_REGS registers of each kind.
-static int dataset_vocab(Vocab *v, const Dataset *d, int P, int S, Error *e) {
-    int rp = P > MODEL_VOCAB_MAX_REGS ? P : MODEL_VOCAB_MAX_REGS;
-    int rs = S > MODEL_VOCAB_MAX_REGS ? S : MODEL_VOCAB_MAX_REGS;
-    return prompt_vocab_build(v, d, rp, rs, e);
-}
 
 static void set_norms_to_one(Model *m) {
     const ModelConfig *c = &m->config;
@@ -286,7 +280,7 @@ static int model_setup(Trainer *t, Error *e) {
     int P = o->prefix_regs, S = o->suffix_regs;
     if (!o->init_dir) {
         if (!o->preset) return err_set(e, "--preset is required when training from scratch (no --init)");
-        if (dataset_vocab(&t->v, &t->d, P, S, e)) return -1;
+        if (model_vocab_build(&t->v, &t->d, P, S, e)) return -1;
         ModelConfig c;
         if (preset_config(&c, o->preset, t->v.size, e)) return -1;
         model_init_random(&t->m, &c, o->seed, o->init_std);
@@ -311,13 +305,13 @@ static int model_setup(Trainer *t, Error *e) {
     char path[4096];
     if (join(path, sizeof path, o->init_dir, "vocab.txt", e)) { model_free(&init); return -1; }
     Vocab dv;
-    if (dataset_vocab(&dv, &t->d, P, S, e)) { model_free(&init); return -1; }
+    if (model_vocab_build(&dv, &t->d, P, S, e)) { model_free(&init); return -1; }
     char tok_path[4096];
     int has_tokenizer = join(tok_path, sizeof tok_path, o->init_dir, "tokenizer.bin", e) == 0 && file_exists(tok_path);
     if (file_exists(path) || (!has_tokenizer && dv.size == init.config.vocab_size)) {
         // A model made for earnest prompts: its own vocabulary (or the dataset's, rebuilt).
         vocab_free(&dv);
-        if (model_vocab_load(&t->v, o->init_dir, &t->d, init.config.vocab_size, e)) {
+        if (model_vocab_load(&t->v, o->init_dir, &t->d, &init.config, e)) {
             model_free(&init);
             return err_prefix(e, "--init: ");
         }
@@ -363,6 +357,7 @@ static int config_apply(Trainer *t, Error *e) {
         c->n_prefix_regs = o->prefix_regs >= 0 ? o->prefix_regs : 0;
         c->n_suffix_regs = o->suffix_regs >= 0 ? o->suffix_regs : 0;
     }
+    snprintf(c->prompt_template, sizeof c->prompt_template, "%s", prompt_template_name(o->tmpl));
     if (config_validate(c, "the training configuration", e)) return -1;
     if (c->n_prefix_regs > t->v.n_reg_pre || c->n_suffix_regs > t->v.n_reg_suf)
         return err_set(e, "--prefix-regs %d / --suffix-regs %d do not fit the vocabulary, which has %d prefix and %d "

@@ -162,6 +162,7 @@ static void assert_config_equal(const ModelConfig *a, const ModelConfig *b) {
     assert_int_equal(a->method, b->method);
     assert_int_equal(a->layer_split_k, b->layer_split_k);
     assert_int_equal(a->n_prefix_regs, b->n_prefix_regs);
+    assert_string_equal(a->prompt_template, b->prompt_template);
     assert_int_equal(a->n_suffix_regs, b->n_suffix_regs);
 }
 
@@ -178,6 +179,7 @@ static void test_save_load_round_trip(void **state) {
     want[1].rms_eps = 1e-6f;
     want[2].rms_eps = 3.14159274e-7f; // a float needing 9 digits
     want[2].rope_theta = 10000.0f;
+    snprintf(want[2].prompt_template, sizeof want[2].prompt_template, "tiger"); // the prompt template travels too
     for (int i = 0; i < 3; i++) {
         ModelConfig got;
         if (config_save(&want[i], fx->path, &e) != 0) fail_msg("%s", e.msg);
@@ -243,6 +245,10 @@ static void test_errors(void **state) {
     expect_error(fx, "{\"architectures\": [\"GPT2LMHeadModel\"], \"hidden_size\": 8}",
                  "unknown architecture GPT2LMHeadModel");
     expect_error(fx, "{\"model_type\": \"mistral\", \"hidden_size\": 8}", "unknown architecture mistral");
+    expect_error(fx, "{" BASE ", \"hidden_size\": 8, \"num_attention_heads\": 2, \"earnest\": {\"template\": 3}}",
+                 "\"earnest.template\" must be a template name");
+    expect_error(fx, "{" BASE ", \"hidden_size\": 8, \"num_attention_heads\": 2, \"earnest\": {\"template\": \"Bad Name\"}}",
+                 "\"earnest.template\"");
     expect_error(fx, "{\"hidden_size\": 8}", "\"architectures\"");
     expect_error(fx, "{" BASE ", \"hidden_size\": 8, \"num_attention_heads\": 2,"
                      " \"rope_scaling\": {\"type\": \"llama3\", \"factor\": 8.0}}", "\"rope_scaling\"");
