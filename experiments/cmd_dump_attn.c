@@ -22,6 +22,7 @@
 #include "experiments/commands.h"
 #include "runtime/checkpoint.h"
 #include "runtime/plan.h"
+#include "runtime/progress.h"
 #include "runtime/tokenizer.h"
 
 static const char *DUMP_USAGE =
@@ -231,18 +232,20 @@ int cmd_dump_attn(int argc, char **argv) {
                            attn_dump_set_attr(&w, "split", split_s, &e) ||
                            attn_dump_set_attr(&w, "template", prompt_template_name(tmpl), &e))) ||
              (n_texts && attn_dump_set_attr(&w, "source", "text", &e));
-        double t0 = time_now_s();
+        Progress prog;
+        progress_init(&prog, 1);
         for (int i = 0; i < n_prompts && !rc; i++) {
             rc = dump_one(&w, &m, &prompts[i], &e);
-            fprintf(stderr, "\rdump-attn: %d/%d samples", i + 1, n_prompts);
+            char text[64];
+            snprintf(text, sizeof text, "%d/%d samples", i + 1, n_prompts);
+            progress_show(&prog, "dump-attn", (double)(i + 1) / n_prompts, text, i + 1 == n_prompts);
         }
-        fputc('\n', stderr);
         if (rc) attn_dump_abort(&w);
         else rc = attn_dump_close(&w, &e);
         if (!rc) {
             struct stat st;
             long long bytes = stat(out, &st) == 0 ? (long long)st.st_size : -1;
-            printf("wrote %s: %d samples, %.1f MB, %.2f s\n", out, n_prompts, bytes / 1e6, time_now_s() - t0);
+            printf("wrote %s: %d samples, %.1f MB, %.2f s\n", out, n_prompts, bytes / 1e6, progress_elapsed(&prog));
         }
     }
     if (rc == -1 || (rc && e.msg[0])) cli_fail("dump-attn", &e);

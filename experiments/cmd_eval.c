@@ -32,6 +32,7 @@
 #include "experiments/commands.h"
 #include "runtime/beam.h"
 #include "runtime/checkpoint.h"
+#include "runtime/progress.h"
 
 static const char *EVAL_USAGE =
     "usage: earnest eval (--model DIR | --method mostpop) --data DIR [--split test|valid] [--beam 20]\n"
@@ -46,28 +47,6 @@ static const char *EVAL_USAGE =
     "  have the model's vocab_size).\n";
 
 static const int EVAL_KS[4] = {1, 5, 10, 20};
-
-typedef struct {
-    int is_tty, last_pct;
-    size_t total;
-    double t0;
-} Progress;
-
-static void progress_update(Progress *p, size_t done) {
-    int pct = p->total ? (int)(100.0 * (double)done / (double)p->total) : 100;
-    double el = time_now_s() - p->t0, rate = el > 0 ? (double)done / el : 0.0;
-    if (p->is_tty) {
-        char bar[41];
-        int fill = pct * 40 / 100;
-        for (int i = 0; i < 40; i++) bar[i] = i < fill ? '#' : '.';
-        bar[40] = 0;
-        fprintf(stderr, "\reval [%s] %zu/%zu users  %.1f users/s", bar, done, p->total, rate);
-        if (done == p->total) fputc('\n', stderr);
-    } else if (pct / 10 != p->last_pct / 10 || done == p->total) {
-        fprintf(stderr, "eval: %zu/%zu users (%d%%), %.1f users/s\n", done, p->total, pct, rate);
-    }
-    p->last_pct = pct;
-}
 
 // Distinct target items of a sample as code strings: out [n_targets][DATASET_CODE_STR_MAX].
 static int target_codes(char (*out)[DATASET_CODE_STR_MAX], const char **ptr, const Dataset *d, const Sample *s) {
@@ -239,7 +218,8 @@ int cmd_eval(int argc, char **argv) {
         size_t gen = 0, prompt_toks = 0;
         double sigma_sum = 0, sigma_full_sum = 0;
         size_t kv_peak = 0;
-        Progress prog = {isatty(2), -1, n_users, time_now_s()};
+        Progress prog;
+        progress_init(&prog, 1);
         int B = batch;
         int **prompts = xmalloc((size_t)B * sizeof(int *)), *lens = xmalloc((size_t)B * sizeof(int));
         uint8_t **kinds = xmalloc((size_t)B * sizeof(uint8_t *));
@@ -300,7 +280,11 @@ int cmd_eval(int argc, char **argv) {
                         fprintf(rf.f, "%d\t%d\t%s\t%d\n", s->user, j + 1, mp_codes[j], mp.counts[j]);
                 }
             }
-            progress_update(&prog, u0 + (size_t)nb);
+            size_t done = u0 + (size_t)nb;
+            char text[96];
+            snprintf(text, sizeof text, "%zu/%zu users, %.1f users/s", done, n_users,
+                     (double)done / (progress_elapsed(&prog) + 1e-9));
+            progress_show(&prog, "eval", n_users ? (double)done / (double)n_users : 1.0, text, done == n_users);
         }
         for (int i = 0; i < B; i++) { free(prompts[i]); free(kinds[i]); }
         free(prompts); free(kinds); free(lens); free(hyps);

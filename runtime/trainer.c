@@ -1,5 +1,6 @@
 // trainer.c: see trainer.h.
 #include "runtime/trainer.h"
+#include "runtime/progress.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -82,7 +83,8 @@ typedef struct {
     double elapsed_before;     // training seconds of earlier invocations
     int done;                  // the run ended (1: completed or stopped early)
     // this invocation
-    double t_start, t_last_save, t_last_show;
+    double t_start, t_last_save;
+    Progress progress;
     int64_t tokens_run, step_run0;
     double last_eval[5];       // recall@5, @10, @20, ndcg@10, users of the last validation
     FILE *train_log, *eval_log;
@@ -141,14 +143,6 @@ static int write_json_atomic(const char *path, json_t *root, Error *e) {
     int rc = write_text_atomic(path, text, e);
     free(text);
     return rc;
-}
-
-static void fmt_duration(char *out, size_t n, double s) {
-    if (!(s >= 0) || s > 1e7) { snprintf(out, n, "?"); return; }
-    long t = (long)(s + 0.5);
-    if (t >= 3600) snprintf(out, n, "%ldh%02ldm", t / 3600, (t / 60) % 60);
-    else if (t >= 60) snprintf(out, n, "%ldm%02lds", t / 60, t % 60);
-    else snprintf(out, n, "%lds", t);
 }
 
 // The seed of epoch e's shuffle: a distinct stream per (seed, epoch).
@@ -687,30 +681,19 @@ static int logs_open(Trainer *t, int fresh, Error *e) {
 // ---------------------------------------------------------------------------
 // Progress display
 
-static void progress_show(Trainer *t, size_t n_batches, int final) {
-    if (!t->o.progress) return;
-    double now = time_now_s();
-    int tty = isatty(2);
-    if (!final && now - t->t_last_show < (tty ? 0.25 : 15.0)) return;
-    t->t_last_show = now;
-    double run = now - t->t_start;
+static void trainer_show_progress(Trainer *t, size_t n_batches, int final) {
+    double run = time_now_s() - t->t_start;
     double rate = run > 0 ? (double)t->tokens_run / run : 0;
     int64_t done_run = t->step - t->step_run0;
     double eta = done_run > 0 ? run / (double)done_run * (double)(t->total_steps - t->step) : -1;
-    char eta_s[32], el_s[32];
-    fmt_duration(eta_s, sizeof eta_s, eta);
-    fmt_duration(el_s, sizeof el_s, t->elapsed_before + run);
-    double frac = n_batches ? (double)t->batch / (double)n_batches : 1.0;
-    char bar[21];
-    int fill = (int)(frac * 20.0 + 1e-9);
-    for (int i = 0; i < 20; i++) bar[i] = i < fill ? '#' : '.';
-    bar[20] = 0;
-    double loss = t->ep_labels ? t->ep_loss_sum / (double)t->ep_labels : NAN;
-    fprintf(stderr, "%sepoch %d/%d [%s] %3.0f%% step %lld/%lld loss %.4f | %.0f tok/s | %s elapsed, ETA %s%s",
-            tty ? "\r" : "", t->epoch + 1, t->o.epochs, bar, 100 * frac, (long long)t->step,
-            (long long)t->total_steps, loss, rate, el_s, eta_s, tty ? "   " : "\n");
-    if (final && tty) fputc('\n', stderr);
-    fflush(stderr);
+    char eta_s[32], el_s[32], label[32], text[160];
+    progress_format_duration(eta_s, sizeof eta_s, eta);
+    progress_format_duration(el_s, sizeof el_s, t->elapsed_before + run);
+    double loss = t->ep_labels ? t->ep_loss_sum / (double)t->ep_labels : NAN; // the epoch's mean so far
+    snprintf(label, sizeof label, "epoch %d/%d", t->epoch + 1, t->o.epochs);
+    snprintf(text, sizeof text, "step %lld/%lld loss %.4f | %.0f tok/s | %s elapsed, ETA %s", (long long)t->step,
+             (long long)t->total_steps, loss, rate, el_s, eta_s);
+    progress_show(&t->progress, label, n_batches ? (double)t->batch / (double)n_batches : 1.0, text, final);
 }
 
 // ---------------------------------------------------------------------------
@@ -953,6 +936,7 @@ int trainer_run(const TrainOptions *opts, Error *e) {
                 t->o.epochs, t->o.threads, t->o.resume ? "; resumed" : "");
 
     t->t_start = t->t_last_save = time_now_s();
+    progress_init(&t->progress, t->o.progress);
     t->step_run0 = t->step;
     size_t *order = xmalloc(t->plan.n_packs * sizeof(size_t));
     size_t *starts = xmalloc((t->plan.n_packs + 1) * sizeof(size_t));
@@ -989,7 +973,7 @@ int trainer_run(const TrainOptions *opts, Error *e) {
                     if (state_save(t, e)) { free(order); free(starts); goto done; }
                 }
             }
-            progress_show(t, nb, 0);
+            trainer_show_progress(t, nb, 0);
             if (t->o.crash_after_step > 0 && t->step == t->o.crash_after_step) {
                 fflush(t->train_log);
                 raise(SIGKILL); // tests: an interruption at a known step, between saves
@@ -997,7 +981,7 @@ int trainer_run(const TrainOptions *opts, Error *e) {
             if (stop) break;
         }
         if (stop == 1) break;
-        progress_show(t, nb, 1);
+        trainer_show_progress(t, nb, 1);
         // End of the epoch (or the time limit): validate, keep the best, maybe stop early.
         if (end_of_epoch(t, stop == 0, e)) { free(order); free(starts); goto done; }
         if (stop == 0) {
