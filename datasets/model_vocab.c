@@ -29,7 +29,7 @@ int model_vocab_load(Vocab *v, const char *model_dir, const Dataset *d, const Mo
     if (v->size != vocab_size) {
         int n = v->size;
         vocab_free(v);
-        return err_set(e, "%s: %s has %d tokens but the model's vocab_size is %d", model_dir, path, n, vocab_size);
+        return err_set(e, "%s: %s has %d tokens, not the model's vocab_size %d", model_dir, path, n, vocab_size);
     }
     return 0;
 }
