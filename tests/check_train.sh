@@ -40,7 +40,7 @@ import csv, json, sys
 d = sys.argv[1]
 c = json.load(open(d + "/config.json"))
 ea = c["earnest"]
-assert ea == {"method": "earn", "layer_split_k": 2, "prefix_regs": 1, "suffix_regs": 1}, ea
+assert ea == {"method": "earn", "layer_split_k": 2, "prefix_regs": 1, "suffix_regs": 1, "template": "lcrec"}, ea
 vocab = open(d + "/vocab.txt").read().split("\n")[:-1]
 assert len(vocab) == c["vocab_size"], (len(vocab), c["vocab_size"])
 assert vocab[:2] == ["<pad>", "<bos>"] and "<reg_pre_7>" in vocab and "<reg_suf_7>" in vocab
