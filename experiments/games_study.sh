@@ -12,9 +12,9 @@ SRC=$(cd "$(dirname "$0")/.." && pwd)
 EARNEST=${EARNEST:-$SRC/build/earnest}
 WORK=${1:-$SRC/out/games_study}
 RES=$SRC/experiments/results
-MINUTES=${MINUTES:-55}          # per training run; both run at once, one core each
+MINUTES=${MINUTES:-50}          # per training run; both run at once, one core each
 THREADS_EACH=${THREADS_EACH:-1}
-EPOCHS=${EPOCHS:-3}
+EPOCHS=${EPOCHS:-2}
 TEMPLATE=${TEMPLATE:-tiger}
 export EARNEST_DATA_MIRROR=${EARNEST_DATA_MIRROR:-$SRC/../shared/datasets}
 mkdir -p "$WORK" "$RES"
@@ -23,7 +23,7 @@ make -f "$SRC/Makefile.data" games DATA="$WORK/data" EARNEST="$EARNEST"
 DATA=$WORK/data/games
 
 common=(--data "$DATA" --preset small --template "$TEMPLATE" --epochs "$EPOCHS" --max-minutes "$MINUTES"
-        --threads "$THREADS_EACH" --seed 1 --force)
+        --threads "$THREADS_EACH" --seed 1 --eval-users 500 --force)
 ( time "$EARNEST" train "${common[@]}" --method finetune --out "$WORK/finetune" ) > "$WORK/finetune.train.log" 2>&1 &
 p1=$!
 ( time "$EARNEST" train "${common[@]}" --method earn --k 2 --prefix-regs 1 --suffix-regs 1 --out "$WORK/earn" ) \
