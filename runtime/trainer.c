@@ -804,8 +804,7 @@ static int trainer_setup(Trainer *t, int *resume_threads, Error *e) {
 // The first writes into OUT of a fresh run: vocabulary, arguments, logs.
 static int out_init(Trainer *t, Error *e) {
     char path[4200];
-    if (mkdir(t->o.out_dir, 0777) != 0 && errno != EEXIST)
-        return err_set(e, "%s: cannot create: %s", t->o.out_dir, strerror(errno));
+    if (make_dirs(t->o.out_dir, e)) return -1;
     if (t->o.force) remove_tree(t->state_dir); // --force: an old run's states must not mix with this one's
     if (mkdir(t->state_dir, 0777) != 0 && errno != EEXIST)
         return err_set(e, "%s: cannot create: %s", t->state_dir, strerror(errno));
