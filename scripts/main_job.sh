@@ -9,7 +9,7 @@ EARNEST=${1:-build/earnest}
 OUT=${2:-out}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 SHARED=${EARNEST_SHARED:-$SRC/../shared}
-EPOCHS=${EPOCHS:-2}
+EPOCHS=${EPOCHS:-8}
 mkdir -p "$OUT"
 step() { printf '\n== %s\n' "$*"; }
 DATA=$OUT/data/synthetic
