@@ -23,6 +23,7 @@
 #include "runtime/checkpoint.h"
 #include "runtime/plan.h"
 #include "runtime/preset.h"
+#include "runtime/train.h"
 
 static const char *BENCH_USAGE =
     "usage: earnest bench (--model DIR | --preset tiny|small [--vocab V]) [--method full,earn]\n"
@@ -32,6 +33,9 @@ static const char *BENCH_USAGE =
     "  Times batched prefill and beam decode (shared prompt KV) for each method, on the same\n"
     "  weights, and reports GFLOP/s next to the cblas_sgemm rate measured in the same run.\n"
     "  Decode is the constrained beam search (width --beam) over a synthetic trie of --gen-token codes.\n"
+    "  --train instead times training steps (forward + backward + AdamW) on --batch sequences of\n"
+    "  --prompt-len tokens, a label on every 4th position, and prints tokens/s and GFLOP/s next to\n"
+    "  the sgemm rate measured just before each step block (median of --reps blocks of 3 steps).\n"
     "  Lists run every combination. 'full' is the ordinary model; 'earn' splits at layer K\n"
     "  (default N/4) with P prefix and S suffix registers (default 1 and 1).\n"
     "  CSV columns: method,k,prefix_regs,suffix_regs,prompt_len,batch,beam,device,prefill_ms,\n"
@@ -191,16 +195,60 @@ static int bench_one(BenchRow *row, Model *m, ModelMethod method, int k, int P, 
     return rc;
 }
 
+// Training throughput: for each (batch, length), `reps` blocks of 3 training
+// steps, each block right after an sgemm measurement; medians of tokens/s and
+// of the per-block ratio to sgemm.
+static int bench_train(Model *m, const int *lens, int n_lens, const int *batches, int n_batches, int reps,
+                       uint64_t seed, const char *out, int n_threads) {
+    const ModelConfig *c = &m->config;
+    Error e;
+    AtomicFile af;
+    if (out && atomic_open(&af, out, &e)) return cli_fail("bench", &e);
+    if (out) fprintf(af.f, "mode,prompt_len,batch,device,ms_per_step,tokens_per_s,train_gflops,sgemm_gflops,train_vs_sgemm,threads\n");
+    printf("training steps (forward + backward + AdamW), %d layers, d=%d, vocab %d, %d threads\n", c->n_layers, c->dim,
+           c->vocab_size, n_threads);
+    printf("%6s %5s %10s %10s %9s %8s %7s\n", "L", "batch", "ms/step", "tokens/s", "GFLOP/s", "sgemm", "%sgemm");
+    int rc = 0;
+    for (int il = 0; il < n_lens && !rc; il++)
+        for (int ib = 0; ib < n_batches && !rc; ib++) {
+            double tps[32], gf[32], sg[32], ratio[32], ms[32];
+            int rows = lens[il] * batches[ib] < 8192 ? lens[il] * batches[ib] : 8192;
+            for (int r = 0; r < reps && !rc; r++) {
+                TrainBenchResult tr;
+                sg[r] = sgemm_rate(rows, c->hidden_dim, c->dim, 3);
+                rc = train_bench(&tr, c, batches[ib], lens[il], 4, 3, seed + (uint64_t)r, &e);
+                tps[r] = tr.tokens_per_s;
+                gf[r] = tr.gflops;
+                ms[r] = tr.ms_per_step;
+                ratio[r] = tr.gflops / sg[r];
+            }
+            if (rc) break;
+            double t = median(tps, reps), g = median(gf, reps), s = median(sg, reps), q = median(ratio, reps);
+            double mps = median(ms, reps);
+            printf("%6d %5d %10.1f %10.0f %9.1f %8.1f %6.0f%%\n", lens[il], batches[ib], mps, t, g, s, 100 * q);
+            if (out)
+                fprintf(af.f, "train,%d,%d,cpu,%.3f,%.1f,%.3f,%.3f,%.4f,%d\n", lens[il], batches[ib], mps, t, g, s, q,
+                        n_threads);
+        }
+    if (rc) {
+        if (out) atomic_abort(&af);
+        return cli_fail("bench", &e);
+    }
+    if (out && atomic_commit(&af, &e)) return cli_fail("bench", &e);
+    return 0;
+}
+
 int cmd_bench(int argc, char **argv) {
     const char *model_dir = NULL, *preset = NULL, *out = NULL;
     const char *methods_s = "full", *lens_s = "512", *batch_s = "1", *beam_s = "1";
-    int vocab = 1024, k = 0, P = 1, S = 1, G = 4, reps = 3, threads = 0, seed = 1;
+    int vocab = 1024, k = 0, P = 1, S = 1, G = 4, reps = 3, threads = 0, seed = 1, train = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(BENCH_USAGE, stdout); return 0; }
 #define VAL() do { if (!(v = cli_value(argc, argv, &i))) return 2; } while (0)
 #define INT(flag, lo, hi, dst) else if (!strcmp(a, flag)) { VAL(); if (cli_int("bench", flag, v, lo, hi, &dst)) return 2; }
         else if (!strcmp(a, "--model")) { VAL(); model_dir = v; }
+        else if (!strcmp(a, "--train")) train = 1;
         else if (!strcmp(a, "--preset")) { VAL(); preset = v; }
         else if (!strcmp(a, "--out")) { VAL(); out = v; }
         else if (!strcmp(a, "--method")) { VAL(); methods_s = v; }
@@ -270,6 +318,13 @@ int cmd_bench(int argc, char **argv) {
             model_free(&m); free(lens); free(batches); free(beams);
             return 2;
         }
+
+    if (train) {
+        int rc = bench_train(&m, lens, n_lens, batches, n_batches, reps, (uint64_t)seed, out, n_threads);
+        free(lens); free(batches); free(beams);
+        model_free(&m);
+        return rc;
+    }
 
     // The ceiling is measured inside each configuration, right before each
     // repetition (bench_one); a large square sgemm is printed once for reference.

@@ -112,7 +112,7 @@ void model_free(Model *m) {
 // layers below). All projections are one sgemm over all rows of all sequences;
 // attention runs per (sequence, head, block of queries) in parallel.
 
-enum { ATTN_QUERY_BLOCK = 256 };
+enum { ATTN_QUERY_BLOCK = 64 };
 
 void forward_scratch_free(ForwardScratch *s) {
     free(s->memory);

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# earnest bench: the CSV carries DESIGN.md's columns in order, EARN rows report
+# the closed-form KV reduction, --train writes its CSV, bad flags exit 2.
+set -euo pipefail
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+B=$EARNEST_BIN
+"$B" bench --preset tiny --method full,earn --k 1 --prompt-len 64 --batch 2 --beam 1,4 --reps 1 --out "$work/b.csv" >/dev/null
+"$B" bench --train --preset tiny --prompt-len 32 --batch 2 --reps 1 --out "$work/t.csv" >/dev/null
+/usr/bin/python3 - "$work" <<'PY'
+import csv, sys
+w = sys.argv[1]
+rows = list(csv.DictReader(open(w + "/b.csv")))
+design = "method,k,prefix_regs,suffix_regs,prompt_len,batch,beam,device,prefill_ms,decode_ms,total_ms,kv_bytes,speedup,kv_reduction".split(",")
+header = open(w + "/b.csv").readline().strip().split(",")
+assert header[:len(design)] == design, header
+assert len(rows) == 4 and [r["method"] for r in rows] == ["full", "earn", "full", "earn"], rows
+for full, earn in zip(rows[0::2], rows[1::2]):
+    # tiny: N = 4 layers, k = 1, r = 2 registers, W beams, G = 3 stored generated tokens, L = 64
+    N, k, r, L, W, G = 4, 1, 2, 64, int(earn["beam"]), 3
+    closed = 1 - (k * L + N * (r + W * G)) / (N * (L + W * G))
+    assert abs(float(earn["kv_reduction"]) - closed) < 1e-3, (earn["kv_reduction"], closed)
+    assert float(full["speedup"]) == 1.0 and float(earn["prefill_ms"]) > 0
+t = list(csv.DictReader(open(w + "/t.csv")))
+assert len(t) == 1 and float(t[0]["tokens_per_s"]) > 0 and float(t[0]["train_vs_sgemm"]) > 0, t
+print("1 passed, 0 failed")
+PY
+for bad in "--prompt-len 0" "--method fast" "--batch x" "--k 9 --method earn"; do
+  if "$B" bench --preset tiny $bad --out "$work/bad.csv" 2>"$work/err"; then fail "bench accepted $bad"; fi
+  [ ! -e "$work/bad.csv" ] || fail "bench wrote a CSV for $bad"
+done
+if "$B" bench --preset nope 2>"$work/err"; then fail "bench accepted an unknown preset"; fi
+grep -q "unknown preset 'nope'" "$work/err" || fail "unknown preset message"
