@@ -22,6 +22,8 @@
 
 #include <cmocka.h>
 
+#include "helpers/fixture_dataset.h"
+
 #include "datasets/dataset.h"
 #include "datasets/pack.h"
 #include "datasets/prompt.h"
@@ -40,40 +42,13 @@ enum { N_ITEMS = 40, LEVELS = 4 };
 static const int TRAIN_LENS[] = {2, 3, 7, 1, 21, 22, 26, 12, 5};
 #define N_USERS ((int)(sizeof TRAIN_LENS / sizeof TRAIN_LENS[0]))
 
+static const int CODES_PER_LEVEL[LEVELS] = {5, 6, 7, 8};
+
 static void make_dataset(Dataset *d, uint64_t seed) {
-    memset(d, 0, sizeof *d);
-    snprintf(d->name, sizeof d->name, "pack-fixture");
-    d->n_users = N_USERS;
-    d->n_items = N_ITEMS;
-    d->code_levels = LEVELS;
-    const int cpl[LEVELS] = {5, 6, 7, 8};
-    memcpy(d->codes_per_level, cpl, sizeof cpl);
-    Rng r;
-    rng_seed(&r, seed);
-    d->codes = xmalloc((size_t)(N_ITEMS + 1) * LEVELS * sizeof(int));
-    for (int j = 0; j < LEVELS; j++) d->codes[j] = -1;
-    for (int i = 1; i <= N_ITEMS; i++)
-        for (int j = 0; j < LEVELS; j++) d->codes[i * LEVELS + j] = (int)(rng_u64(&r) % (uint64_t)cpl[j]);
-    size_t total = 0;
-    for (int u = 0; u < N_USERS; u++) total += (size_t)TRAIN_LENS[u];
-    for (int s = 0; s < SPLIT_COUNT; s++) {
-        d->splits[s].offsets = xcalloc((size_t)N_USERS + 1, sizeof(size_t));
-        d->splits[s].items = xmalloc((s == SPLIT_TRAIN ? total : 1) * sizeof(int));
-    }
-    size_t at = 0;
-    for (int u = 0; u < N_USERS; u++) {
-        for (int i = 0; i < TRAIN_LENS[u]; i++) d->splits[SPLIT_TRAIN].items[at++] = 1 + (int)(rng_u64(&r) % N_ITEMS);
-        d->splits[SPLIT_TRAIN].offsets[u + 1] = at;
-    }
+    fixture_dataset_make(d, "pack-fixture", TRAIN_LENS, N_USERS, N_ITEMS, CODES_PER_LEVEL, LEVELS, seed);
 }
 
-static void free_dataset(Dataset *d) {
-    free(d->codes);
-    for (int s = 0; s < SPLIT_COUNT; s++) {
-        free(d->splits[s].offsets);
-        free(d->splits[s].items);
-    }
-}
+static void free_dataset(Dataset *d) { fixture_dataset_free(d); }
 
 static void make_prompter(Prompter *p, Vocab *v, const Dataset *d, PromptTemplate t, int P, int S) {
     Error e = {{0}};

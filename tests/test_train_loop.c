@@ -19,6 +19,8 @@
 
 #include <cmocka.h>
 
+#include "helpers/fixture_dataset.h"
+
 #include "datasets/dataset.h"
 #include "datasets/pack.h"
 #include "datasets/prompt.h"
@@ -35,39 +37,13 @@ enum { N_ITEMS = 30, LEVELS = 4 };
 static const int TRAIN_LENS[] = {3, 7, 1, 22, 2, 12, 24};
 #define N_USERS ((int)(sizeof TRAIN_LENS / sizeof TRAIN_LENS[0]))
 
+static const int CODES_PER_LEVEL[LEVELS] = {4, 5, 6, 3};
+
 static void make_dataset(Dataset *d, uint64_t seed) {
-    memset(d, 0, sizeof *d);
-    d->n_users = N_USERS;
-    d->n_items = N_ITEMS;
-    d->code_levels = LEVELS;
-    const int cpl[LEVELS] = {4, 5, 6, 3};
-    memcpy(d->codes_per_level, cpl, sizeof cpl);
-    Rng r;
-    rng_seed(&r, seed);
-    d->codes = xmalloc((size_t)(N_ITEMS + 1) * LEVELS * sizeof(int));
-    for (int j = 0; j < LEVELS; j++) d->codes[j] = -1;
-    for (int i = 1; i <= N_ITEMS; i++)
-        for (int j = 0; j < LEVELS; j++) d->codes[i * LEVELS + j] = (int)(rng_u64(&r) % (uint64_t)cpl[j]);
-    size_t total = 0;
-    for (int u = 0; u < N_USERS; u++) total += (size_t)TRAIN_LENS[u];
-    for (int s = 0; s < SPLIT_COUNT; s++) {
-        d->splits[s].offsets = xcalloc((size_t)N_USERS + 1, sizeof(size_t));
-        d->splits[s].items = xmalloc((s == SPLIT_TRAIN ? total : 1) * sizeof(int));
-    }
-    size_t at = 0;
-    for (int u = 0; u < N_USERS; u++) {
-        for (int i = 0; i < TRAIN_LENS[u]; i++) d->splits[SPLIT_TRAIN].items[at++] = 1 + (int)(rng_u64(&r) % N_ITEMS);
-        d->splits[SPLIT_TRAIN].offsets[u + 1] = at;
-    }
+    fixture_dataset_make(d, "", TRAIN_LENS, N_USERS, N_ITEMS, CODES_PER_LEVEL, LEVELS, seed);
 }
 
-static void free_dataset(Dataset *d) {
-    free(d->codes);
-    for (int s = 0; s < SPLIT_COUNT; s++) {
-        free(d->splits[s].offsets);
-        free(d->splits[s].items);
-    }
-}
+static void free_dataset(Dataset *d) { fixture_dataset_free(d); }
 
 typedef struct {
     ModelMethod method;
