@@ -61,3 +61,12 @@ double recmetrics_recall(const RecMetrics *m, int i) {
 double recmetrics_ndcg(const RecMetrics *m, int i) {
     return m->n_users ? m->ndcg_sum[i] / (double)m->n_users : 0.0;
 }
+
+static int k_index(const RecMetrics *m, int K) {
+    for (int i = 0; i < m->n_k; i++)
+        if (m->ks[i] == K) return i;
+    DIE("recmetrics: K = %d is not one of the %d cutoffs these metrics were initialised with", K, m->n_k);
+}
+
+double recmetrics_recall_at(const RecMetrics *m, int K) { return recmetrics_recall(m, k_index(m, K)); }
+double recmetrics_ndcg_at(const RecMetrics *m, int K) { return recmetrics_ndcg(m, k_index(m, K)); }

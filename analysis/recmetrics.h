@@ -31,5 +31,8 @@ int recmetrics_user(double *recall, double *ndcg, const RecMetrics *m, const cha
 int recmetrics_add(RecMetrics *m, const char *const *ranked, int n_ranked, const char *const *targets, int n_targets);
 double recmetrics_recall(const RecMetrics *m, int i); // mean over counted users (0 if none)
 double recmetrics_ndcg(const RecMetrics *m, int i);
+// The same by cutoff K (one of ks; any other K is a programming error and stops).
+double recmetrics_recall_at(const RecMetrics *m, int K);
+double recmetrics_ndcg_at(const RecMetrics *m, int K);
 
 #endif

@@ -29,13 +29,16 @@ static int cmp_code(const void *a, const void *b, void *arg) {
     return (x > y) - (x < y);
 }
 
-void mostpop_build(MostPop *m, const Dataset *d) {
+void mostpop_build(MostPop *m, const Dataset *d, Split evaluated) {
+    CHECK(evaluated == SPLIT_VALID || evaluated == SPLIT_TEST, "mostpop_build: split %d is not valid or test", evaluated);
     memset(m, 0, sizeof *m);
     size_t n = (size_t)d->n_items;
     Pop *pop = xmalloc((n + 1) * sizeof(Pop));
     for (size_t i = 0; i < n; i++) pop[i] = (Pop){(int)i + 1, 0};
-    const DatasetSplit *tr = &d->splits[SPLIT_TRAIN];
-    for (size_t k = 0; k < tr->offsets[d->n_users]; k++) pop[tr->items[k] - 1].count++;
+    for (int s = SPLIT_TRAIN; s < (int)evaluated; s++) {
+        const DatasetSplit *sp = &d->splits[s];
+        for (size_t k = 0; k < sp->offsets[d->n_users]; k++) pop[sp->items[k] - 1].count++;
+    }
     qsort(pop, n, sizeof(Pop), cmp_pop);
 
     // Each item's code class: the smallest item id with the same code (found by

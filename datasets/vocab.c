@@ -211,6 +211,24 @@ int vocab_build(Vocab *v, const VocabSpec *spec, Error *e) {
     return 0;
 }
 
+int vocab_grow(Vocab *v, int n_orig, const Vocab *tail, Error *e) {
+    memset(v, 0, sizeof *v);
+    TokenList l = {0};
+    char name[64];
+    for (int i = 0; i < n_orig; i++) {
+        snprintf(name, sizeof name, "<orig_%d>", i);
+        list_push(&l, name);
+    }
+    for (int i = 0; i < tail->size; i++) list_push(&l, tail->tokens[i]);
+    v->tokens = l.tokens;
+    v->size = l.n;
+    if (vocab_index(v, "the grown vocabulary", e) != 0) {
+        vocab_free(v);
+        return -1;
+    }
+    return 0;
+}
+
 // ---- save / load ----------------------------------------------------------
 
 int vocab_save(const Vocab *v, const char *path, Error *e) {
@@ -281,6 +299,19 @@ int vocab_item_tokens(int *out, const Vocab *v, const Dataset *d, Error *e) {
         }
     }
     return 0;
+}
+
+int vocab_code_string(char *out, const Vocab *v, const int *tokens, int levels) {
+    size_t at = 0;
+    out[0] = 0;
+    for (int l = 0; l < levels; l++) {
+        const char *tok = vocab_token(v, tokens[l]);
+        size_t n = strlen(tok);
+        if (at + n + 1 > DATASET_CODE_STR_MAX) break;
+        memcpy(out + at, tok, n + 1);
+        at += n;
+    }
+    return (int)at;
 }
 
 void vocab_decode(char *out, size_t n, const Vocab *v, const int *ids, int n_ids) {

@@ -58,6 +58,10 @@ typedef struct {
 // Fails only on a bad spec (a word that is empty, has blanks or looks like a
 // special/register/code token; counts out of range).
 int vocab_build(Vocab *v, const VocabSpec *spec, Error *e);
+// The vocabulary of a checkpoint made elsewhere (a converted llama2.c model)
+// grown for earnest prompts: "<orig_i>" for its n_orig tokens (ids kept, the
+// prompts do not use them), then every token of `tail`.
+int vocab_grow(Vocab *v, int n_orig, const Vocab *tail, Error *e);
 int vocab_load(Vocab *v, const char *path, Error *e);
 int vocab_save(const Vocab *v, const char *path, Error *e);   // atomic
 void vocab_free(Vocab *v);
@@ -70,6 +74,12 @@ int vocab_code_id(const Vocab *v, int level, int index);      // -1 if absent
 // Fails when the vocabulary lacks a code token the dataset uses (a model made
 // for another dataset).
 int vocab_item_tokens(int *out, const Vocab *v, const Dataset *d, Error *e);
+
+// A generated item code as its string: the spellings of `levels` token ids
+// concatenated ("<a_58><b_241><c_151><d_175>"), the form rankings and metrics
+// compare. out holds DATASET_CODE_STR_MAX; a code that would not fit stops at
+// the last whole token. Returns the length.
+int vocab_code_string(char *out, const Vocab *v, const int *tokens, int levels);
 
 // Token spellings joined by spaces (for messages and tests); truncated to n.
 void vocab_decode(char *out, size_t n, const Vocab *v, const int *ids, int n_ids);

@@ -10,46 +10,21 @@
 
 #include "analysis/attn_dump.h"
 #include "analysis/attn_metrics.h"
+#include "experiments/cli.h"
 #include "experiments/commands.h"
 #include "runtime/util.h"
 
-static void analyze_usage(FILE *f) {
-    fprintf(f,
-        "usage: earnest analyze A.h5 [--eps 0.05] [--head 3] [--tail 3] [--topk 5] --out M.csv\n"
-        "       earnest analyze A.h5 --heatmap LAYER,HEAD,SAMPLE --out HEAT.csv\n"
-        "\n"
-        "Attention metrics of an attention dump (earnest dump-attn), per layer and head,\n"
-        "for the decision row (the last prompt position) and the mean over all computed rows;\n"
-        "several samples are averaged (mean of per-sample values).\n"
-        "\n"
-        "  --eps F       density threshold: density_eps = share of visible keys with p > F (0.05)\n"
-        "  --head N      sink_head = mass on the first N visible keys (3)\n"
-        "  --tail N      sink_tail = mass on the last N visible keys (3)\n"
-        "  --topk N      topk_mass = mass on the N largest entries, 1..%d (5)\n"
-        "  --out PATH    CSV to write (atomically)\n"
-        "  --heatmap L,H,S  instead of metrics: write attn[L,H] of sample S (0-based, in name order)\n"
-        "                as query,key,p,query_kind,key_kind (p = nan where the query cannot see the key)\n"
-        "\n"
-        "Metrics CSV: header layer,head,rows,metric,value; rows = decision|all;\n"
-        "head -1 = mean over heads; layer -1 = mean over early layers (l < N/2),\n"
-        "layer -2 = mean over late layers (l >= N/2). Metrics: density_eps, sink_head,\n"
-        "sink_tail, entropy (nats), entropy_norm (entropy / ln n), topk_mass, first_mass,\n"
-        "mass_<kind> for special, prefix_reg, instruction, history, suffix_reg, target,\n"
-        "and n_keys (visible keys). A short summary goes to stdout.\n",
-        ATTN_TOPK_MAX);
-}
-
-static int parse_int(const char *s, const char *flag, int lo, int hi, int *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end != '\0' || v < lo || v > hi) {
-        fprintf(stderr, "earnest analyze: %s '%s': expected an integer in %d..%d\n", flag, s, lo, hi);
-        return -1;
-    }
-    *out = (int)v;
-    return 0;
-}
+static const char *ANALYZE_ABOUT =
+    "  Attention metrics of an attention dump (earnest dump-attn, or any dump with the minimal schema\n"
+    "  of analysis/attn_dump.h), per layer and head, for the decision row (the last prompt position)\n"
+    "  and the mean over all computed rows; several samples are averaged (mean of per-sample values).\n"
+    "  With --heatmap L,H,S: instead of metrics, attn[L,H] of sample S (0-based, in name order) as\n"
+    "  query,key,p,query_kind,key_kind (p = nan where the query cannot see the key).\n"
+    "  Metrics CSV: header layer,head,rows,metric,value; rows = decision|all; head -1 = mean over\n"
+    "  heads; layer -1 = mean over early layers (l < N/2), layer -2 = mean over late layers (l >= N/2).\n"
+    "  Metrics: density_eps, sink_head, sink_tail, entropy (nats), entropy_norm (entropy / ln n),\n"
+    "  topk_mass, first_mass, mass_<kind> for special, prefix_reg, instruction, history, suffix_reg,\n"
+    "  target, and n_keys (visible keys). A short summary goes to stdout.\n";
 
 // How a value changes from a (early) to b (late); within 2% of the larger (or 0.005) is flat.
 static const char *trend(double a, double b) {
@@ -134,61 +109,43 @@ static int write_heatmap(AttnDumpReader *r, int layer, int head, int sample, con
 }
 
 int cmd_analyze(int argc, char **argv) {
-    const char *in = NULL, *out = NULL, *heat = NULL;
+    const char *in = NULL, *out = NULL;
     AttnMetricOpts o;
     attn_metric_opts_default(&o);
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            analyze_usage(stdout);
-            return 0;
-        }
-        if (a[0] == '-' && a[1] == '-') {
-            if (i + 1 >= argc) {
-                fprintf(stderr, "earnest analyze: %s needs a value\n", a);
-                return 2;
-            }
-            const char *v = argv[++i];
-            if (!strcmp(a, "--out")) out = v;
-            else if (!strcmp(a, "--heatmap")) heat = v;
-            else if (!strcmp(a, "--eps")) {
-                char *end;
-                errno = 0;
-                o.eps = strtod(v, &end);
-                if (errno || end == v || *end || !(o.eps >= 0 && o.eps < 1)) {
-                    fprintf(stderr, "earnest analyze: --eps '%s': expected a number in [0, 1)\n", v);
-                    return 2;
-                }
-            } else if (!strcmp(a, "--head")) {
-                if (parse_int(v, a, 0, 1000000, &o.head)) return 2;
-            } else if (!strcmp(a, "--tail")) {
-                if (parse_int(v, a, 0, 1000000, &o.tail)) return 2;
-            } else if (!strcmp(a, "--topk")) {
-                if (parse_int(v, a, 1, ATTN_TOPK_MAX, &o.topk)) return 2;
-            } else {
-                fprintf(stderr, "earnest analyze: unknown option '%s' (see earnest analyze --help)\n", a);
-                return 2;
-            }
-        } else if (!in) {
-            in = a;
-        } else {
-            fprintf(stderr, "earnest analyze: more than one input dump ('%s' and '%s')\n", in, a);
-            return 2;
-        }
-    }
-    if (!in || !out) {
-        fprintf(stderr, "earnest analyze: %s is required\n", !in ? "an input dump A.h5" : "--out");
-        analyze_usage(stderr);
+    CliIntList heat = {0};
+    int n_in = 0;
+    CliFlag flags[] = {
+        {"--out", CLI_STRING, &out, .meta = "M.csv", .required = 1, .help = "CSV to write (atomically)"},
+        {"--eps", CLI_DOUBLE, &o.eps, .lo = 0, .hi = 1,
+         .help = "density threshold: density_eps = share of visible keys with p > X, in [0, 1)"},
+        {"--head", CLI_INT, &o.head, .lo = 0, .hi = 1000000, .help = "sink_head = mass on the first N visible keys"},
+        {"--tail", CLI_INT, &o.tail, .lo = 0, .hi = 1000000, .help = "sink_tail = mass on the last N visible keys"},
+        {"--topk", CLI_INT, &o.topk, .lo = 1, .hi = ATTN_TOPK_MAX, .help = "topk_mass = mass on the N largest entries"},
+        {"--heatmap", CLI_INT_LIST, &heat, .lo = 0, .hi = 1 << 30, .meta = "L,H,S",
+         .help = "write attn[L,H] of sample S instead of the metrics"},
+    };
+    CliSpec cli = {.verb = "analyze", .synopsis = "A.h5 [--eps 0.05] [--head 3] [--tail 3] [--topk 5] --out M.csv\n"
+                   "       earnest analyze A.h5 --heatmap LAYER,HEAD,SAMPLE --out HEAT.csv",
+                   .about = ANALYZE_ABOUT, .flags = flags, .n_flags = CLI_COUNT(flags),
+                   .args = &in, .min_args = 1, .max_args = 1, .n_args = &n_in, .args_meta = "the input dump A.h5"};
+    int st = cli_parse(&cli, argc, argv);
+    if (st >= 0) return st;
+    if (!strcmp(in, out)) {
+        fprintf(stderr, "earnest analyze: --out names the input dump '%s'; nothing was written\n", in);
+        cli_free(&cli);
         return 2;
     }
-    int hl = 0, hh = 0, hs = 0;
-    if (heat) {
-        char tail;
-        if (sscanf(heat, "%d,%d,%d%c", &hl, &hh, &hs, &tail) != 3 || hl < 0 || hh < 0 || hs < 0) {
-            fprintf(stderr, "earnest analyze: --heatmap '%s': expected LAYER,HEAD,SAMPLE (non-negative integers)\n", heat);
-            return 2;
-        }
+    if (!(o.eps < 1)) {
+        fprintf(stderr, "earnest analyze: --eps: %g is not in [0, 1)\n", o.eps);
+        return 2;
     }
+    if (heat.n && heat.n != 3) {
+        fprintf(stderr, "earnest analyze: --heatmap: expected LAYER,HEAD,SAMPLE (three non-negative integers)\n");
+        cli_free(&cli);
+        return 2;
+    }
+    int hl = heat.n ? heat.v[0] : 0, hh = heat.n ? heat.v[1] : 0, hs = heat.n ? heat.v[2] : 0, want_heat = heat.n;
+    cli_free(&cli);
 
     Error e;
     AttnDumpReader r;
@@ -196,7 +153,7 @@ int cmd_analyze(int argc, char **argv) {
         fprintf(stderr, "earnest analyze: %s\n", e.msg);
         return 1;
     }
-    if (heat) {
+    if (want_heat) {
         int rc = write_heatmap(&r, hl, hh, hs, out, &e);
         attn_dump_reader_close(&r);
         if (rc) {

@@ -18,18 +18,14 @@
 
 #include "experiments/cli.h"
 #include "experiments/commands.h"
-#include "datasets/trie.h"
+#include "runtime/trie.h"
 #include "runtime/beam.h"
 #include "runtime/checkpoint.h"
 #include "runtime/plan.h"
 #include "runtime/preset.h"
 #include "runtime/train.h"
 
-static const char *BENCH_USAGE =
-    "usage: earnest bench (--model DIR | --preset tiny|small [--vocab V]) [--method full,earn]\n"
-    "                     [--k K] [--prefix-regs P] [--suffix-regs S] [--prompt-len 512,4096]\n"
-    "                     [--batch 1,8] [--beam 1,20] [--gen 4] [--reps 3] [--threads N] [--seed S]\n"
-    "                     [--out B.csv]\n"
+static const char *BENCH_ABOUT =
     "  Times batched prefill and beam decode (shared prompt KV) for each method, on the same\n"
     "  weights, and reports GFLOP/s next to the cblas_sgemm rate measured in the same run.\n"
     "  Decode is the constrained beam search (width --beam) over a synthetic trie of --gen-token codes.\n"
@@ -238,94 +234,33 @@ static int bench_train(Model *m, const int *lens, int n_lens, const int *batches
     return 0;
 }
 
-int cmd_bench(int argc, char **argv) {
-    const char *model_dir = NULL, *preset = NULL, *out = NULL;
-    const char *methods_s = "full", *lens_s = "512", *batch_s = "1", *beam_s = "1";
-    int vocab = 1024, k = 0, P = 1, S = 1, G = 4, reps = 3, threads = 0, seed = 1, train = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(BENCH_USAGE, stdout); return 0; }
-#define VAL() do { if (!(v = cli_value(argc, argv, &i))) return 2; } while (0)
-#define INT(flag, lo, hi, dst) else if (!strcmp(a, flag)) { VAL(); if (cli_int("bench", flag, v, lo, hi, &dst)) return 2; }
-        else if (!strcmp(a, "--model")) { VAL(); model_dir = v; }
-        else if (!strcmp(a, "--train")) train = 1;
-        else if (!strcmp(a, "--preset")) { VAL(); preset = v; }
-        else if (!strcmp(a, "--out")) { VAL(); out = v; }
-        else if (!strcmp(a, "--method")) { VAL(); methods_s = v; }
-        else if (!strcmp(a, "--prompt-len")) { VAL(); lens_s = v; }
-        else if (!strcmp(a, "--batch")) { VAL(); batch_s = v; }
-        else if (!strcmp(a, "--beam")) { VAL(); beam_s = v; }
-        INT("--vocab", 2, 1 << 20, vocab)
-        INT("--k", 1, 1024, k)
-        INT("--prefix-regs", 0, 64, P)
-        INT("--suffix-regs", 0, 64, S)
-        INT("--gen", 1, 8, G)
-        INT("--reps", 1, 32, reps)
-        INT("--threads", 1, 1024, threads)
-        INT("--seed", 0, 1 << 30, seed)
+typedef struct {
+    const char *model_dir, *preset, *out, *methods_s;
+    CliIntList lens, batches, beams;
+    int vocab, k, P, S, G, reps, threads, seed, train;
+} BenchArgs;
+
+// "full,earn" -> methods [<= 2]; returns the count, or -1 after a message.
+static int parse_methods(ModelMethod *methods, const char *s) {
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", s);
+    int n = 0;
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        ModelMethod mm;
+        if (!strcmp(tok, "full")) mm = METHOD_FINETUNE;
+        else if (!strcmp(tok, "earn")) mm = METHOD_EARN;
         else {
-            fprintf(stderr, "earnest bench: unknown option '%s'\n%s", a, BENCH_USAGE);
-            return 2;
+            fprintf(stderr, "earnest bench: --method: unknown method '%s' (known: full, earn)\n", tok);
+            return -1;
         }
-#undef INT
-#undef VAL
+        if (n == 2) { fprintf(stderr, "earnest bench: --method: at most full,earn\n"); return -1; }
+        methods[n++] = mm;
     }
-    if (!!model_dir == !!preset) {
-        fprintf(stderr, "earnest bench: give exactly one of --model and --preset\n%s", BENCH_USAGE);
-        return 2;
-    }
-    // Methods.
-    ModelMethod methods[2];
-    int n_methods = 0;
-    {
-        char buf[256];
-        snprintf(buf, sizeof buf, "%s", methods_s);
-        for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
-            ModelMethod mm;
-            if (!strcmp(tok, "full")) mm = METHOD_FINETUNE;
-            else if (!strcmp(tok, "earn")) mm = METHOD_EARN;
-            else {
-                fprintf(stderr, "earnest bench: --method: unknown method '%s' (known: full, earn)\n", tok);
-                return 2;
-            }
-            if (n_methods == 2) { fprintf(stderr, "earnest bench: --method: at most full,earn\n"); return 2; }
-            methods[n_methods++] = mm;
-        }
-        if (!n_methods) { fprintf(stderr, "earnest bench: --method: empty\n"); return 2; }
-    }
-    int *lens = NULL, *batches = NULL, *beams = NULL;
-    int n_lens = cli_int_list("bench", "--prompt-len", lens_s, 1, 1 << 20, &lens, 0);
-    int n_batches = n_lens < 0 ? -1 : cli_int_list("bench", "--batch", batch_s, 1, 4096, &batches, 0);
-    int n_beams = n_batches < 0 ? -1 : cli_int_list("bench", "--beam", beam_s, 1, 1024, &beams, 0);
-    if (n_beams < 0) { free(lens); free(batches); return 2; }
+    if (!n) fprintf(stderr, "earnest bench: --method: empty\n");
+    return n ? n : -1;
+}
 
-    int n_threads = threads_init(threads);
-    Error e;
-    Model m;
-    if (model_dir) {
-        if (model_load(&m, model_dir, &e)) { free(lens); free(batches); free(beams); return cli_fail("bench", &e); }
-    } else {
-        ModelConfig c;
-        if (preset_config(&c, preset, vocab, &e)) { free(lens); free(batches); free(beams); return cli_fail("bench", &e); }
-        model_init_random(&m, &c, (uint64_t)seed, 0.02f);
-    }
-    const ModelConfig *c = &m.config;
-    if (!k) k = c->n_layers / 4 > 0 ? c->n_layers / 4 : 1;
-    for (int i = 0; i < n_methods; i++)
-        if (methods[i] == METHOD_EARN && (k >= c->n_layers || S < 1)) {
-            fprintf(stderr, "earnest bench: earn needs 1 <= --k < %d layers and --suffix-regs >= 1 (the decision "
-                            "token is the last suffix register)\n", c->n_layers);
-            model_free(&m); free(lens); free(batches); free(beams);
-            return 2;
-        }
-
-    if (train) {
-        int rc = bench_train(&m, lens, n_lens, batches, n_batches, reps, (uint64_t)seed, out, n_threads);
-        free(lens); free(batches); free(beams);
-        model_free(&m);
-        return rc;
-    }
-
+static void print_header(const ModelConfig *c, int n_threads) {
     // The ceiling is measured inside each configuration, right before each
     // repetition (bench_one); a large square sgemm is printed once for reference.
     double sg_square = sgemm_rate(1024, 1024, 1024, 5);
@@ -336,19 +271,20 @@ int cmd_bench(int argc, char **argv) {
            sg_square, c->hidden_dim, c->dim);
     printf("%-5s %2s %2s %2s %6s %5s %5s %11s %10s %10s %12s %8s %8s %8s %7s %6s\n", "meth", "k", "P", "S", "L", "batch",
            "beam", "prefill_ms", "decode_ms", "total_ms", "kv_bytes", "speedup", "kv_red%", "GFLOP/s", "sgemm", "%sgemm");
+}
 
-    size_t n_rows = (size_t)n_lens * n_batches * n_beams * n_methods;
-    BenchRow *rows = xcalloc(n_rows, sizeof(BenchRow));
+// Every (prompt length, batch, beam) combination, each method in turn; rows [n_lens * n_batches * n_beams * n_methods].
+static int bench_rows(BenchRow *rows, Model *m, const BenchArgs *a, const ModelMethod *methods, int n_methods,
+                      Error *e) {
     size_t r = 0;
-    int rc = 0;
-    for (int il = 0; il < n_lens && !rc; il++)
-        for (int ib = 0; ib < n_batches && !rc; ib++)
-            for (int iw = 0; iw < n_beams && !rc; iw++) {
+    for (int il = 0; il < a->lens.n; il++)
+        for (int ib = 0; ib < a->batches.n; ib++)
+            for (int iw = 0; iw < a->beams.n; iw++) {
                 size_t first = r;
-                for (int im = 0; im < n_methods && !rc; im++, r++) {
-                    rc = bench_one(&rows[r], &m, methods[im], k, P, S, lens[il], batches[ib], beams[iw], G, reps,
-                                   (uint64_t)seed + 100, &e);
-                    if (rc) break;
+                for (int im = 0; im < n_methods; im++, r++) {
+                    if (bench_one(&rows[r], m, methods[im], a->k, a->P, a->S, a->lens.v[il], a->batches.v[ib],
+                                  a->beams.v[iw], a->G, a->reps, (uint64_t)a->seed + 100, e))
+                        return -1;
                     BenchRow *w = &rows[r], *base = &rows[first];
                     double speed = (base->prefill_ms + base->decode_ms) / (w->prefill_ms + w->decode_ms);
                     double red = 100.0 * (1.0 - (double)w->kv_bytes / (double)base->kv_bytes);
@@ -359,26 +295,97 @@ int cmd_bench(int argc, char **argv) {
                     fflush(stdout);
                 }
             }
-    if (rc) cli_fail("bench", &e);
-    if (!rc && out) {
-        AtomicFile af;
-        if (atomic_open(&af, out, &e)) rc = cli_fail("bench", &e);
-        else {
-            fprintf(af.f, "method,k,prefix_regs,suffix_regs,prompt_len,batch,beam,device,prefill_ms,decode_ms,total_ms,"
-                          "kv_bytes,speedup,kv_reduction,prefill_gflops,sgemm_gflops,decode_ms_per_token,threads,"
-                          "prefill_vs_sgemm\n");
-            for (size_t i = 0; i < n_rows; i++) {
-                BenchRow *w = &rows[i], *base = &rows[i - i % (size_t)n_methods];
-                double tot = w->prefill_ms + w->decode_ms;
-                fprintf(af.f, "%s,%d,%d,%d,%d,%d,%d,cpu,%.4f,%.4f,%.4f,%zu,%.4f,%.4f,%.3f,%.3f,%.4f,%d,%.4f\n", w->method, w->k,
-                        w->P, w->S, w->L, w->B, w->W, w->prefill_ms, w->decode_ms, tot, w->kv_bytes,
-                        (base->prefill_ms + base->decode_ms) / tot, 1.0 - (double)w->kv_bytes / (double)base->kv_bytes,
-                        w->gflops, w->sgemm_gflops, w->decode_ms / G, n_threads, w->prefill_vs_sgemm);
-            }
-            if (atomic_commit(&af, &e)) rc = cli_fail("bench", &e);
-        }
+    return 0;
+}
+
+static int write_csv(const char *out, const BenchRow *rows, size_t n_rows, int n_methods, int G, int n_threads,
+                     Error *e) {
+    AtomicFile af;
+    if (atomic_open(&af, out, e)) return -1;
+    fprintf(af.f, "method,k,prefix_regs,suffix_regs,prompt_len,batch,beam,device,prefill_ms,decode_ms,total_ms,"
+                  "kv_bytes,speedup,kv_reduction,prefill_gflops,sgemm_gflops,decode_ms_per_token,threads,"
+                  "prefill_vs_sgemm\n");
+    for (size_t i = 0; i < n_rows; i++) {
+        const BenchRow *w = &rows[i], *base = &rows[i - i % (size_t)n_methods];
+        double tot = w->prefill_ms + w->decode_ms;
+        fprintf(af.f, "%s,%d,%d,%d,%d,%d,%d,cpu,%.4f,%.4f,%.4f,%zu,%.4f,%.4f,%.3f,%.3f,%.4f,%d,%.4f\n", w->method, w->k,
+                w->P, w->S, w->L, w->B, w->W, w->prefill_ms, w->decode_ms, tot, w->kv_bytes,
+                (base->prefill_ms + base->decode_ms) / tot, 1.0 - (double)w->kv_bytes / (double)base->kv_bytes,
+                w->gflops, w->sgemm_gflops, w->decode_ms / G, n_threads, w->prefill_vs_sgemm);
     }
-    free(rows); free(lens); free(batches); free(beams);
-    model_free(&m);
-    return rc ? 1 : 0;
+    return atomic_commit(&af, e);
+}
+
+// The model: a checkpoint, or a preset's shape with random weights.
+static int bench_model(Model *m, const BenchArgs *a, Error *e) {
+    if (a->model_dir) return model_load(m, a->model_dir, e);
+    ModelConfig c;
+    if (preset_config(&c, a->preset, a->vocab, e)) return -1;
+    model_init_random(m, &c, (uint64_t)a->seed, 0.02f);
+    return 0;
+}
+
+static int bench_run(Model *m, BenchArgs *a, const ModelMethod *methods, int n_methods, int n_threads, Error *e) {
+    const ModelConfig *c = &m->config;
+    if (!a->k) a->k = c->n_layers / 4 > 0 ? c->n_layers / 4 : 1;
+    for (int i = 0; i < n_methods; i++)
+        if (methods[i] == METHOD_EARN && (a->k >= c->n_layers || a->S < 1))
+            return err_set(e, "earn needs 1 <= --k < %d layers and --suffix-regs >= 1 (the decision token is the "
+                           "last suffix register)", c->n_layers);
+    if (a->train)
+        return bench_train(m, a->lens.v, a->lens.n, a->batches.v, a->batches.n, a->reps, (uint64_t)a->seed, a->out,
+                           n_threads) ? -2 : 0;
+    print_header(c, n_threads);
+    size_t n_rows = (size_t)a->lens.n * a->batches.n * a->beams.n * n_methods;
+    BenchRow *rows = xcalloc(n_rows, sizeof(BenchRow));
+    int rc = bench_rows(rows, m, a, methods, n_methods, e) ||
+             (a->out && write_csv(a->out, rows, n_rows, n_methods, a->G, n_threads, e));
+    free(rows);
+    return rc ? -1 : 0;
+}
+
+int cmd_bench(int argc, char **argv) {
+    static int one = 1, len512 = 512;
+    BenchArgs a = {.methods_s = "full", .vocab = 1024, .P = 1, .S = 1, .G = 4, .reps = 3, .seed = 1,
+                   .lens = {&len512, 1}, .batches = {&one, 1}, .beams = {&one, 1}};
+    CliFlag flags[] = {
+        {"--model", CLI_STRING, &a.model_dir, .meta = "DIR", .help = "a checkpoint (or --preset)"},
+        {"--preset", CLI_STRING, &a.preset, .meta = "tiny|small", .help = "random weights of a preset shape"},
+        {"--vocab", CLI_INT, &a.vocab, .lo = 2, .hi = 1 << 20, .help = "vocabulary size of --preset"},
+        {"--method", CLI_STRING, &a.methods_s, .meta = "full,earn", .help = "methods compared on the same weights"},
+        {"--k", CLI_INT, &a.k, .lo = 1, .hi = 1024, .help = "EARN layer split (default N/4)"},
+        {"--prefix-regs", CLI_INT, &a.P, .lo = 0, .hi = 64, .help = "EARN prefix registers"},
+        {"--suffix-regs", CLI_INT, &a.S, .lo = 0, .hi = 64, .help = "EARN suffix registers"},
+        {"--prompt-len", CLI_INT_LIST, &a.lens, .lo = 1, .hi = 1 << 20, .help = "prompt lengths"},
+        {"--batch", CLI_INT_LIST, &a.batches, .lo = 1, .hi = 4096, .help = "prompts per call"},
+        {"--beam", CLI_INT_LIST, &a.beams, .lo = 1, .hi = 1024, .help = "beam widths"},
+        {"--gen", CLI_INT, &a.G, .lo = 1, .hi = 8, .help = "tokens per generated code"},
+        {"--reps", CLI_INT, &a.reps, .lo = 1, .hi = 32, .help = "repetitions (medians are reported)"},
+        {"--threads", CLI_INT, &a.threads, .lo = 1, .hi = 1024, .help = "threads (default: EARNEST_THREADS or all cores)"},
+        {"--seed", CLI_INT, &a.seed, .lo = 0, .hi = 1 << 30, .help = "seed of the random weights and prompts"},
+        {"--train", CLI_FLAG, &a.train, .help = "time training steps instead"},
+        {"--out", CLI_STRING, &a.out, .meta = "B.csv", .help = "CSV of the rows (atomic)"},
+    };
+    CliSpec cli = {.verb = "bench", .synopsis = "(--model DIR | --preset tiny|small [--vocab V]) [--method full,earn] "
+                   "[--prompt-len 512,4096] [options]", .about = BENCH_ABOUT, .flags = flags, .n_flags = CLI_COUNT(flags)};
+    int st = cli_parse(&cli, argc, argv);
+    if (st >= 0) return st;
+    ModelMethod methods[2];
+    int n_methods = parse_methods(methods, a.methods_s);
+    if (!!a.model_dir == !!a.preset || n_methods < 0) {
+        if (n_methods >= 0) fprintf(stderr, "earnest bench: give exactly one of --model and --preset\n");
+        st = 2;
+    } else {
+        int n_threads = threads_init(a.threads);
+        Error e;
+        Model m;
+        int rc = bench_model(&m, &a, &e);
+        if (!rc) {
+            rc = bench_run(&m, &a, methods, n_methods, n_threads, &e);
+            model_free(&m);
+        }
+        st = rc == -2 ? 1 : rc ? cli_fail("bench", &e) : 0;
+    }
+    cli_free(&cli);
+    return st;
 }

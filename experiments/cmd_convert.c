@@ -12,26 +12,17 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "experiments/cli.h"
 #include "experiments/commands.h"
 #include "runtime/checkpoint.h"
 #include "runtime/llama2c.h"
 #include "runtime/tokenizer.h"
 #include "runtime/util.h"
 
-static void convert_usage(FILE *f) {
-    fprintf(f,
-            "usage: earnest convert --llama2c MODEL.bin [--tokenizer TOKENIZER.bin] --out MODEL_DIR\n"
-            "\n"
-            "Converts a llama2.c legacy .bin model into a Hugging Face style model directory\n"
-            "(config.json + model.safetensors, f32). The rows of wq/wk are permuted from\n"
-            "llama2.c's interleaved RoPE layout to HF's rotate-half layout.\n"
-            "\n"
-            "  --llama2c PATH    llama2.c model (7 int32 header + float32 weights)\n"
-            "  --tokenizer PATH  llama2.c tokenizer.bin; validated against the model's vocab_size\n"
-            "                    and copied to MODEL_DIR/tokenizer.bin\n"
-            "  --out DIR         output model directory (created if missing)\n"
-            "  --help            this message\n");
-}
+static const char *CONVERT_ABOUT =
+    "  Converts a llama2.c legacy .bin model into a Hugging Face style model directory\n"
+    "  (config.json + model.safetensors, f32). The rows of wq/wk are permuted from\n"
+    "  llama2.c's interleaved RoPE layout to HF's rotate-half layout.\n";
 
 // Writes the model and the tokenizer bytes into dir (which exists).
 static int convert_write(const char *dir, const Model *m, const char *tok_bytes, size_t tok_len, Error *e) {
@@ -51,31 +42,17 @@ static int convert_write(const char *dir, const Model *m, const char *tok_bytes,
 
 int cmd_convert(int argc, char **argv) {
     const char *model_path = NULL, *tok_path = NULL, *out = NULL;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            convert_usage(stdout);
-            return 0;
-        }
-        const char **slot = !strcmp(a, "--llama2c") ? &model_path
-                            : !strcmp(a, "--tokenizer") ? &tok_path
-                            : !strcmp(a, "--out") ? &out : NULL;
-        if (!slot) {
-            fprintf(stderr, "earnest convert: unknown option '%s'\n", a);
-            convert_usage(stderr);
-            return 2;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "earnest convert: %s needs a value\n", a);
-            return 2;
-        }
-        *slot = argv[++i];
-    }
-    if (!model_path || !out) {
-        fprintf(stderr, "earnest convert: %s is required\n", !model_path ? "--llama2c" : "--out");
-        convert_usage(stderr);
-        return 2;
-    }
+    CliFlag flags[] = {
+        {"--llama2c", CLI_STRING, &model_path, .meta = "MODEL.bin", .required = 1,
+         .help = "llama2.c model (7 int32 header + float32 weights)"},
+        {"--tokenizer", CLI_STRING, &tok_path, .meta = "TOKENIZER.bin",
+         .help = "llama2.c tokenizer.bin; validated against the model's vocab_size\nand copied to MODEL_DIR/tokenizer.bin"},
+        {"--out", CLI_STRING, &out, .meta = "MODEL_DIR", .required = 1, .help = "output model directory (created if missing)"},
+    };
+    CliSpec cli = {.verb = "convert", .synopsis = "--llama2c MODEL.bin [--tokenizer TOKENIZER.bin] --out MODEL_DIR",
+                   .about = CONVERT_ABOUT, .flags = flags, .n_flags = CLI_COUNT(flags)};
+    int parsed = cli_parse(&cli, argc, argv);
+    if (parsed >= 0) return parsed;
     // "dir/" and "dir" are the same directory; the temporary name must sit beside it, not in it.
     char out_buf[4096];
     if (snprintf(out_buf, sizeof out_buf, "%s", out) >= (int)sizeof out_buf || !out_buf[0]) {

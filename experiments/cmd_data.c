@@ -9,20 +9,16 @@
 #include "datasets/dataset.h"
 #include "datasets/prompt.h"
 #include "datasets/samples.h"
-#include "datasets/trie.h"
+#include "runtime/trie.h"
 #include "datasets/vocab.h"
+#include "experiments/cli.h"
 #include "experiments/commands.h"
 
-static void data_usage(FILE *f) {
-    fprintf(f,
-            "usage: earnest data stats DATA_DIR [--json]\n\n"
-            "Loads a prepared dataset directory (meta.json, train/valid/test.txt, codes.tsv),\n"
-            "checking every line, and prints its statistics: users, items, interactions per\n"
-            "split, samples per split (AtSpeed convention, histories cut to the last %d items),\n"
-            "code collisions and the branching of the item-code trie per level.\n\n"
-            "  --json   one JSON object on stdout instead of the table\n",
-            SAMPLES_MAX_HISTORY);
-}
+static const char *DATA_ABOUT =
+    "  Loads a prepared dataset directory (meta.json, train/valid/test.txt, codes.tsv), checking\n"
+    "  every line, and prints its statistics: users, items, interactions per split, samples per\n"
+    "  split (AtSpeed convention, histories cut to the last 20 items), code collisions and the\n"
+    "  branching of the item-code trie per level.\n";
 
 typedef struct {
     double load_s;
@@ -168,33 +164,19 @@ static void data_print_table(const DataStats *st, const Dataset *d, const char *
 }
 
 int cmd_data(int argc, char **argv) {
-    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-        data_usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
-    }
-    if (strcmp(argv[1], "stats") != 0) {
-        fprintf(stderr, "earnest data: unknown subcommand '%s'\n", argv[1]);
-        data_usage(stderr);
+    const char *args[2] = {NULL, NULL};
+    int n_args = 0, as_json = 0;
+    CliFlag flags[] = {{"--json", CLI_FLAG, &as_json, .help = "one JSON object on stdout instead of the table"}};
+    CliSpec cli = {.verb = "data", .synopsis = "stats DATA_DIR [--json]", .about = DATA_ABOUT, .flags = flags,
+                   .n_flags = CLI_COUNT(flags), .args = args, .min_args = 2, .max_args = 2, .n_args = &n_args,
+                   .args_meta = "'stats DATA_DIR'"};
+    int parsed = cli_parse(&cli, argc, argv);
+    if (parsed >= 0) return parsed;
+    if (strcmp(args[0], "stats") != 0) {
+        fprintf(stderr, "earnest data: unknown subcommand '%s' (known: stats)\n", args[0]);
         return 2;
     }
-    const char *dir = NULL;
-    int as_json = 0;
-    for (int i = 2; i < argc; i++) {
-        if (!strcmp(argv[i], "--json")) as_json = 1;
-        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { data_usage(stdout); return 0; }
-        else if (argv[i][0] == '-') {
-            fprintf(stderr, "earnest data stats: unknown option '%s'\n", argv[i]);
-            return 2;
-        } else if (dir) {
-            fprintf(stderr, "earnest data stats: more than one DATA_DIR ('%s', '%s')\n", dir, argv[i]);
-            return 2;
-        } else dir = argv[i];
-    }
-    if (!dir) {
-        fprintf(stderr, "earnest data stats: missing DATA_DIR\n");
-        data_usage(stderr);
-        return 2;
-    }
+    const char *dir = args[1];
     Error e;
     Dataset d;
     double t0 = time_now_s();

@@ -25,11 +25,9 @@
 #include "runtime/progress.h"
 #include "runtime/tokenizer.h"
 
-static const char *DUMP_USAGE =
-    "usage: earnest dump-attn --model DIR --out A.h5\n"
-    "         (--data DATA_DIR [--split test] [--samples 64] [--template lcrec|tiger] [--with-target]\n"
-    "          | --text \"...\" [--text \"...\" ...] | --text-file FILE\n"
-    "          | --tokens \"ID ...\" [--kinds \"K ...\"])  [--threads N]\n"
+static const char *DUMP_ABOUT =
+    "  Prompts: --data (recommendation prompts of a split, spread evenly), --text / --text-file\n"
+    "  (text through the model's tokenizer.bin), or --tokens (one raw sequence).\n"
     "  Writes /samples/NNNNNN {tokens, positions, kinds, attn [L,H,T,T], row_mask, key_mask} with\n"
     "  root attributes describing the model (format earnest-attn, version 1). --with-target\n"
     "  appends the first target's code tokens (kind 5) to each recommendation prompt.\n";
@@ -65,197 +63,197 @@ static int dump_one(AttnDumpWriter *w, Model *m, const Prompt *p, Error *e) {
     return rc ? -1 : 0;
 }
 
-int cmd_dump_attn(int argc, char **argv) {
-    const char *model_dir = NULL, *out = NULL, *data_dir = NULL, *split_s = "test", *template_s = NULL;
-    const char *tokens_s = NULL, *kinds_s = NULL, *texts[DUMP_MAX_TEXTS];
-    const char *text_file = NULL;
-    char *text_buf = NULL;
-    int n_texts = 0, n_samples = 64, with_target = 0, threads = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(DUMP_USAGE, stdout); return 0; }
-#define VAL() do { if (!(v = cli_value(argc, argv, &i))) return 2; } while (0)
-        else if (!strcmp(a, "--model")) { VAL(); model_dir = v; }
-        else if (!strcmp(a, "--out")) { VAL(); out = v; }
-        else if (!strcmp(a, "--data")) { VAL(); data_dir = v; }
-        else if (!strcmp(a, "--split")) { VAL(); split_s = v; }
-        else if (!strcmp(a, "--template")) { VAL(); template_s = v; }
-        else if (!strcmp(a, "--tokens")) { VAL(); tokens_s = v; }
-        else if (!strcmp(a, "--kinds")) { VAL(); kinds_s = v; }
-        else if (!strcmp(a, "--with-target")) with_target = 1;
-        else if (!strcmp(a, "--samples")) { VAL(); if (cli_int("dump-attn", a, v, 1, ATTN_DUMP_MAX_SAMPLES, &n_samples)) return 2; }
-        else if (!strcmp(a, "--threads")) { VAL(); if (cli_int("dump-attn", a, v, 1, 1024, &threads)) return 2; }
-        else if (!strcmp(a, "--text-file")) { VAL(); text_file = v; }
-        else if (!strcmp(a, "--text")) {
-            VAL();
-            if (n_texts == DUMP_MAX_TEXTS) { fprintf(stderr, "earnest dump-attn: at most %d --text\n", DUMP_MAX_TEXTS); return 2; }
-            texts[n_texts++] = v;
-        } else {
-            fprintf(stderr, "earnest dump-attn: unknown option '%s'\n%s", a, DUMP_USAGE);
-            return 2;
-        }
-#undef VAL
+typedef struct {
+    const char *model_dir, *out, *data_dir, *split, *tmpl, *text_file;
+    CliStrings texts;
+    CliIntList tokens, kinds;
+    int n_samples, with_target, threads;
+} DumpArgs;
+
+typedef struct {
+    Prompt *v;
+    int n;
+} Prompts;
+
+static void prompts_free(Prompts *ps) {
+    for (int i = 0; i < ps->n; i++) {
+        free(ps->v[i].tokens);
+        free(ps->v[i].kinds);
     }
-    if (text_file) {
-        // One text per non-empty line, appended to the --text ones.
-        Error fe;
-        if (file_read_all(text_file, &text_buf, NULL, &fe)) return cli_fail("dump-attn", &fe);
-        for (char *line = strtok(text_buf, "\n"); line; line = strtok(NULL, "\n")) {
-            if (!*line) continue;
-            if (n_texts == DUMP_MAX_TEXTS) {
-                fprintf(stderr, "earnest dump-attn: %s: more than %d texts\n", text_file, DUMP_MAX_TEXTS);
-                free(text_buf);
-                return 2;
-            }
-            texts[n_texts++] = line;
-        }
-        if (!n_texts) {
-            fprintf(stderr, "earnest dump-attn: %s: no text in the file\n", text_file);
-            free(text_buf);
-            return 2;
-        }
-    }
-    int sources = !!data_dir + !!n_texts + !!tokens_s;
-    if (!model_dir || !out || sources != 1) {
-        fprintf(stderr, "earnest dump-attn: need --model, --out and exactly one of --data, --text, --tokens\n%s", DUMP_USAGE);
-        free(text_buf);
-        return 2;
-    }
+    free(ps->v);
+    *ps = (Prompts){0};
+}
+
+static Prompt *prompts_add(Prompts *ps, int T) {
+    ps->v = xrealloc(ps->v, (size_t)(ps->n + 1) * sizeof(Prompt));
+    Prompt *p = &ps->v[ps->n++];
+    p->T = T;
+    p->tokens = xmalloc((size_t)(T > 0 ? T : 1) * sizeof(int));
+    p->kinds = xcalloc((size_t)(T > 0 ? T : 1), 1);
+    return p;
+}
+
+// --data: n_samples recommendation prompts spread evenly over the split.
+static int prompts_from_data(Prompts *ps, PromptTemplate *tmpl, const DumpArgs *a, const ModelConfig *c, Error *e) {
     Split split;
-    PromptTemplate tmpl;
-    if (split_parse(split_s, &split)) {
-        fprintf(stderr, "earnest dump-attn: --split: unknown split '%s'\n", split_s);
-        free(text_buf);
-        return 2;
-    }
-    if (template_s && prompt_template_parse(template_s, &tmpl)) {
-        fprintf(stderr, "earnest dump-attn: --template: unknown template '%s' (lcrec, tiger)\n", template_s);
-        free(text_buf);
-        return 2;
-    }
-    threads_init(threads);
-
-    Error e = {{0}};
-    Model m;
-    if (model_load(&m, model_dir, &e)) {
-        free(text_buf);
-        return cli_fail("dump-attn", &e);
-    }
-    const ModelConfig *c = &m.config;
-
-    // Build the prompts.
-    Prompt *prompts = NULL;
-    int n_prompts = 0, rc = 0;
-    Dataset d = {0};
-    Vocab v = {0};
-    Prompter pr = {0};
-    SampleSet ss = {0};
-    int have_d = 0, have_v = 0, have_pr = 0, have_ss = 0;
-    if (data_dir) {
-        rc = prompt_template_for_model(&tmpl, template_s, c->prompt_template, model_dir, &e) ||
-             dataset_load(&d, data_dir, &e);
-        have_d = !rc;
-        rc = rc || model_vocab_load(&v, model_dir, &d, c, &e);
-        have_v = have_d && !rc;
-        rc = rc || prompter_init(&pr, &v, &d, tmpl, c->n_prefix_regs, c->n_suffix_regs, &e);
-        have_pr = have_v && !rc;
-        if (!rc) {
-            samples_build(&ss, &d, split, SAMPLES_MAX_HISTORY);
-            have_ss = 1;
-            if (ss.n == 0) rc = err_set(&e, "%s: the %s split has no samples", data_dir, split_s);
-        }
-        if (!rc) {
-            n_prompts = (size_t)n_samples < ss.n ? n_samples : (int)ss.n;
-            prompts = xcalloc((size_t)n_prompts, sizeof(Prompt));
-            for (int i = 0; i < n_prompts; i++) {
-                const Sample *smp = &ss.samples[(size_t)i * ss.n / (size_t)n_prompts]; // spread evenly
-                int target = with_target && smp->n_targets > 0 ? smp->targets[0] : 0;
-                Prompt *p = &prompts[i];
-                p->T = prompter_length(&pr, smp->n_history, target > 0);
-                p->tokens = xmalloc((size_t)p->T * sizeof(int));
-                p->kinds = xmalloc((size_t)p->T);
-                prompter_build(p->tokens, p->kinds, &pr, smp->history, smp->n_history, target);
-            }
-        }
-    } else if (n_texts) {
-        char path[4096];
-        Tokenizer tk;
-        if (path_join(path, sizeof path, model_dir, "tokenizer.bin") || tokenizer_load(&tk, path, c->vocab_size, &e)) {
-            rc = -1;
-            if (!e.msg[0]) err_set(&e, "%s: path too long", model_dir);
-        } else {
-            prompts = xcalloc((size_t)n_texts, sizeof(Prompt));
-            for (int i = 0; i < n_texts && !rc; i++, n_prompts++) {
-                Prompt *p = &prompts[i];
-                p->tokens = xmalloc((strlen(texts[i]) + 3) * sizeof(int));
-                rc = tokenizer_encode(&tk, texts[i], 1, 0, p->tokens, &p->T, &e);
-                p->kinds = xmalloc((size_t)p->T + 1);
-                for (int j = 0; j < p->T; j++) p->kinds[j] = j == 0 ? TOKEN_KIND_SPECIAL : TOKEN_KIND_INSTRUCTION;
-            }
-            tokenizer_free(&tk);
-        }
+    CHECK(split_parse(a->split, &split) == 0, "dump-attn: --split passed its choices");
+    Dataset d;
+    Vocab v;
+    Prompter pr;
+    if (prompt_template_for_model(tmpl, a->tmpl, c->prompt_template, a->model_dir, e)) return -1;
+    if (dataset_load(&d, a->data_dir, e)) return -1;
+    int rc = -1;
+    if (model_vocab_load(&v, a->model_dir, &d, c, e)) goto no_vocab;
+    if (prompter_init(&pr, &v, &d, *tmpl, c->n_prefix_regs, c->n_suffix_regs, e)) goto no_prompter;
+    SampleSet ss;
+    samples_build(&ss, &d, split, SAMPLES_MAX_HISTORY);
+    if (ss.n == 0) {
+        err_set(e, "%s: the %s split has no samples", a->data_dir, a->split);
     } else {
-        int *kinds_i = NULL;
-        prompts = xcalloc(1, sizeof(Prompt));
-        n_prompts = 1;
-        prompts[0].T = cli_int_list("dump-attn", "--tokens", tokens_s, 0, c->vocab_size - 1, &prompts[0].tokens, 1);
-        if (prompts[0].T < 0) rc = 2;
-        else {
-            prompts[0].kinds = xcalloc((size_t)prompts[0].T, 1);
-            if (kinds_s) {
-                int nk = cli_int_list("dump-attn", "--kinds", kinds_s, 0, TOKEN_KIND_TARGET, &kinds_i, 1);
-                if (nk != prompts[0].T) {
-                    if (nk >= 0) fprintf(stderr, "earnest dump-attn: --kinds has %d entries, --tokens %d\n", nk, prompts[0].T);
-                    rc = 2;
-                } else {
-                    for (int j = 0; j < nk; j++) prompts[0].kinds[j] = (uint8_t)kinds_i[j];
-                }
-                free(kinds_i);
-            } else if (c->method == METHOD_EARN) {
-                fprintf(stderr, "earnest dump-attn: %s is an EARN model: give --kinds with --tokens\n", model_dir);
-                rc = 2;
-            } else {
-                for (int j = 0; j < prompts[0].T; j++) prompts[0].kinds[j] = TOKEN_KIND_INSTRUCTION;
-            }
+        int n = (size_t)a->n_samples < ss.n ? a->n_samples : (int)ss.n;
+        for (int i = 0; i < n; i++) {
+            const Sample *smp = &ss.samples[(size_t)i * ss.n / (size_t)n]; // spread evenly
+            int target = a->with_target && smp->n_targets > 0 ? smp->targets[0] : 0;
+            Prompt *p = prompts_add(ps, prompter_length(&pr, smp->n_history, target > 0));
+            prompter_build(p->tokens, p->kinds, &pr, smp->history, smp->n_history, target);
         }
+        rc = 0;
     }
+    samples_free(&ss);
+    prompter_free(&pr);
+no_prompter:
+    vocab_free(&v);
+no_vocab:
+    dataset_free(&d);
+    return rc;
+}
 
-    // Run and write.
-    if (!rc) {
-        AttnDumpWriter w;
-        AttnDumpInfo info = {.n_layers = c->n_layers, .n_heads = c->n_heads, .n_kv_heads = c->n_kv_heads,
-                             .dim = c->dim, .vocab_size = c->vocab_size, .layer_split_k = c->layer_split_k,
-                             .n_prefix_regs = c->n_prefix_regs, .n_suffix_regs = c->n_suffix_regs};
-        snprintf(info.method, sizeof info.method, "%s", config_method_name(c->method));
-        rc = attn_dump_create(&w, out, &info, &e) || attn_dump_set_attr(&w, "model", model_dir, &e) ||
-             (data_dir && (attn_dump_set_attr(&w, "dataset", data_dir, &e) ||
-                           attn_dump_set_attr(&w, "split", split_s, &e) ||
-                           attn_dump_set_attr(&w, "template", prompt_template_name(tmpl), &e))) ||
-             (n_texts && attn_dump_set_attr(&w, "source", "text", &e));
-        Progress prog;
-        progress_init(&prog, 1);
-        for (int i = 0; i < n_prompts && !rc; i++) {
-            rc = dump_one(&w, &m, &prompts[i], &e);
-            char text[64];
-            snprintf(text, sizeof text, "%d/%d samples", i + 1, n_prompts);
-            progress_show(&prog, "dump-attn", (double)(i + 1) / n_prompts, text, i + 1 == n_prompts);
-        }
-        if (rc) attn_dump_abort(&w);
-        else rc = attn_dump_close(&w, &e);
-        if (!rc) {
-            struct stat st;
-            long long bytes = stat(out, &st) == 0 ? (long long)st.st_size : -1;
-            printf("wrote %s: %d samples, %.1f MB, %.2f s\n", out, n_prompts, bytes / 1e6, progress_elapsed(&prog));
-        }
+// --text / --text-file: each text through the model's tokenizer.bin (BOS + text).
+static int prompts_from_text(Prompts *ps, const char *const *texts, int n, const char *model_dir, int vocab_size,
+                             Error *e) {
+    char path[4096];
+    Tokenizer tk;
+    if (path_join(path, sizeof path, model_dir, "tokenizer.bin")) return err_set(e, "%s: path too long", model_dir);
+    if (tokenizer_load(&tk, path, vocab_size, e)) return -1;
+    int rc = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        Prompt *p = prompts_add(ps, (int)strlen(texts[i]) + 3);
+        rc = tokenizer_encode(&tk, texts[i], 1, 0, p->tokens, &p->T, e);
+        for (int j = 0; j < p->T; j++) p->kinds[j] = j == 0 ? TOKEN_KIND_SPECIAL : TOKEN_KIND_INSTRUCTION;
     }
-    if (rc == -1 || (rc && e.msg[0])) cli_fail("dump-attn", &e);
-    for (int i = 0; i < n_prompts; i++) { free(prompts[i].tokens); free(prompts[i].kinds); }
-    free(prompts);
-    if (have_ss) samples_free(&ss);
-    if (have_pr) prompter_free(&pr);
-    if (have_v) vocab_free(&v);
-    if (have_d) dataset_free(&d);
-    model_free(&m);
+    tokenizer_free(&tk);
+    return rc ? -1 : 0;
+}
+
+// --tokens [--kinds]: one raw sequence.
+static int prompts_from_tokens(Prompts *ps, const DumpArgs *a, const ModelConfig *c, Error *e) {
+    const CliIntList *t = &a->tokens, *k = &a->kinds;
+    for (int i = 0; i < t->n; i++)
+        if (t->v[i] >= c->vocab_size)
+            return err_set(e, "--tokens: item %d is %d, outside the model's vocabulary [0, %d]", i + 1, t->v[i],
+                           c->vocab_size - 1);
+    if (k->n && k->n != t->n) return err_set(e, "--kinds has %d entries, --tokens %d", k->n, t->n);
+    if (!k->n && c->method == METHOD_EARN)
+        return err_set(e, "%s is an EARN model: give --kinds with --tokens", a->model_dir);
+    Prompt *p = prompts_add(ps, t->n);
+    memcpy(p->tokens, t->v, (size_t)t->n * sizeof(int));
+    for (int j = 0; j < t->n; j++) p->kinds[j] = k->n ? (uint8_t)k->v[j] : TOKEN_KIND_INSTRUCTION;
+    return 0;
+}
+
+// Every prompt through the model, with the dump writer as the attention hook.
+static int dump_write(const Prompts *ps, Model *m, const DumpArgs *a, PromptTemplate tmpl, Error *e) {
+    const ModelConfig *c = &m->config;
+    AttnDumpWriter w;
+    AttnDumpInfo info = {.n_layers = c->n_layers, .n_heads = c->n_heads, .n_kv_heads = c->n_kv_heads,
+                         .dim = c->dim, .vocab_size = c->vocab_size, .layer_split_k = c->layer_split_k,
+                         .n_prefix_regs = c->n_prefix_regs, .n_suffix_regs = c->n_suffix_regs};
+    snprintf(info.method, sizeof info.method, "%s", config_method_name(c->method));
+    if (attn_dump_create(&w, a->out, &info, e)) return -1;
+    int rc = attn_dump_set_attr(&w, "model", a->model_dir, e) ||
+             (a->data_dir && (attn_dump_set_attr(&w, "dataset", a->data_dir, e) ||
+                              attn_dump_set_attr(&w, "split", a->split, e) ||
+                              attn_dump_set_attr(&w, "template", prompt_template_name(tmpl), e))) ||
+             (!a->data_dir && !a->tokens.n && attn_dump_set_attr(&w, "source", "text", e));
+    Progress prog;
+    progress_init(&prog, 1);
+    for (int i = 0; i < ps->n && !rc; i++) {
+        rc = dump_one(&w, m, &ps->v[i], e);
+        char text[64];
+        snprintf(text, sizeof text, "%d/%d samples", i + 1, ps->n);
+        progress_show(&prog, "dump-attn", (double)(i + 1) / ps->n, text, i + 1 == ps->n);
+    }
+    if (rc) {
+        attn_dump_abort(&w);
+        return -1;
+    }
+    if (attn_dump_close(&w, e)) return -1;
+    struct stat st;
+    long long bytes = stat(a->out, &st) == 0 ? (long long)st.st_size : -1;
+    printf("wrote %s: %d samples, %.1f MB, %.2f s\n", a->out, ps->n, bytes / 1e6, progress_elapsed(&prog));
+    return 0;
+}
+
+// --text-file: one text per non-empty line, appended to the --text ones (pointing into *buf).
+static int read_text_file(CliStrings *texts, char **buf, const char *path, Error *e) {
+    if (file_read_all(path, buf, NULL, e)) return -1;
+    int n0 = texts->n;
+    for (char *line = strtok(*buf, "\n"); line; line = strtok(NULL, "\n")) {
+        if (!*line) continue;
+        if (texts->n == DUMP_MAX_TEXTS) return err_set(e, "%s: more than %d texts", path, DUMP_MAX_TEXTS);
+        texts->v = xrealloc(texts->v, (size_t)(texts->n + 1) * sizeof(char *));
+        texts->v[texts->n++] = line;
+    }
+    if (texts->n == n0) return err_set(e, "%s: no text in the file", path);
+    return 0;
+}
+
+int cmd_dump_attn(int argc, char **argv) {
+    DumpArgs a = {.split = "test", .n_samples = 64};
+    CliFlag flags[] = {
+        {"--model", CLI_STRING, &a.model_dir, .meta = "DIR", .required = 1, .help = "model directory"},
+        {"--out", CLI_STRING, &a.out, .meta = "A.h5", .required = 1, .help = "the attention dump (atomic)"},
+        {"--data", CLI_STRING, &a.data_dir, .meta = "DATA_DIR", .help = "recommendation prompts of this dataset"},
+        {"--split", CLI_STRING, &a.split, .choices = "train|valid|test", .help = "the split of --data"},
+        {"--samples", CLI_INT, &a.n_samples, .lo = 1, .hi = ATTN_DUMP_MAX_SAMPLES, .help = "prompts taken from --data"},
+        {"--template", CLI_STRING, &a.tmpl, .choices = "lcrec|tiger", .help = "prompt template (default: the model's)"},
+        {"--with-target", CLI_FLAG, &a.with_target, .help = "append the first target's code tokens"},
+        {"--text", CLI_STRINGS, &a.texts, .meta = "\"...\"", .hi = DUMP_MAX_TEXTS, .help = "a text prompt (repeatable)"},
+        {"--text-file", CLI_STRING, &a.text_file, .meta = "FILE", .help = "text prompts, one per non-empty line"},
+        {"--tokens", CLI_INT_LIST, &a.tokens, .lo = 0, .hi = 2147483647, .sep = ' ', .help = "one raw token sequence"},
+        {"--kinds", CLI_INT_LIST, &a.kinds, .lo = 0, .hi = TOKEN_KIND_TARGET, .sep = ' ',
+         .help = "each token's kind, with --tokens (needed by an EARN model)"},
+        {"--threads", CLI_INT, &a.threads, .lo = 1, .hi = 1024, .help = "threads (default: EARNEST_THREADS or all cores)"},
+    };
+    CliSpec cli = {.verb = "dump-attn", .synopsis = "--model DIR --out A.h5 (--data DATA_DIR | --text \"...\" | "
+                   "--text-file FILE | --tokens \"ID ...\") [options]",
+                   .about = DUMP_ABOUT, .flags = flags, .n_flags = CLI_COUNT(flags)};
+    int st = cli_parse(&cli, argc, argv);
+    if (st >= 0) return st;
+    if (!!a.data_dir + !!(a.texts.n || a.text_file) + !!a.tokens.n != 1) {
+        fprintf(stderr, "earnest dump-attn: give exactly one of --data, --text/--text-file, --tokens\n");
+        cli_free(&cli);
+        return 2;
+    }
+    threads_init(a.threads);
+    Error e = {{0}};
+    char *text_buf = NULL;
+    Prompts ps = {0};
+    PromptTemplate tmpl = PROMPT_TEMPLATE_LCREC;
+    Model m;
+    int have_model = 0, rc = (a.text_file && read_text_file(&a.texts, &text_buf, a.text_file, &e)) ||
+                             model_load(&m, a.model_dir, &e);
+    if (!rc) {
+        have_model = 1;
+        rc = a.data_dir     ? prompts_from_data(&ps, &tmpl, &a, &m.config, &e)
+             : a.texts.n    ? prompts_from_text(&ps, a.texts.v, a.texts.n, a.model_dir, m.config.vocab_size, &e)
+                            : prompts_from_tokens(&ps, &a, &m.config, &e);
+    }
+    rc = rc || dump_write(&ps, &m, &a, tmpl, &e);
+    if (rc) cli_fail("dump-attn", &e);
+    prompts_free(&ps);
+    if (have_model) model_free(&m);
     free(text_buf);
-    return rc == 2 ? 2 : rc ? 1 : 0;
+    cli_free(&cli);
+    return rc ? 1 : 0;
 }

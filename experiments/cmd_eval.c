@@ -1,66 +1,49 @@
-// cmd_eval.c: `earnest eval` ranks item codes for every test (or valid) user
-// with constrained beam search (runtime/beam.h) or MostPop, and writes Recall@K
-// and NDCG@K (analysis/recmetrics.h), MostPop beside the model, the efficiency
-// figures, and optionally the rankings TSV.
+// cmd_eval.c: `earnest eval`: flags, loading, and the JSON; the evaluation
+// itself is rec_eval_run (experiments/rec_eval.h), the same path the
+// validation inside `earnest train` takes.
 //
-// Efficiency (EARN's names, DESIGN.md "Metrics"):
-//   prefill_ms / decode_ms  wall time of the prefill forwards / of everything after
-//                           them (beam selection and decode forwards), summed over batches
-//   tau                     generated tokens (beams x code tokens, all users) per second
-//                           of prefill + decode time
-//   sigma                   KV bytes after the last generated token, per user (mean):
-//                           prompt KV once + each beam's own generated tokens
-//   gamma                   KV reduction %, 100 * (1 - sigma / sigma_full), sigma_full the
-//                           closed form for a full model of the same shape on the same
-//                           prompts without registers
-//   omega                   (prefill + decode time of the baseline) / (ours), only with
-//                           --baseline E_full.json from the same split and users
+// JSON: method, model, data, dataset, split, n_users, beam, (template, k,
+// registers, n_layers), recall@K / ndcg@K for K in 1,5,10,20, "mostpop" with
+// the same keys, and "efficiency" (a model only): prefill_ms, decode_ms,
+// total_ms, prompt_tokens, generated_tokens, tau (generated tokens/s), sigma
+// (KV bytes per user), sigma_full, gamma (KV reduction %), kv_bytes_batch_peak,
+// batch, omega (speedup over --baseline, from the same split and users), device.
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#include "analysis/recmetrics.h"
-#include "datasets/dataset.h"
-#include "datasets/mostpop.h"
 #include "datasets/model_vocab.h"
-#include "datasets/prompt.h"
-#include "datasets/samples.h"
-#include "datasets/trie.h"
-#include "datasets/vocab.h"
 #include "experiments/cli.h"
 #include "experiments/commands.h"
-#include "runtime/beam.h"
+#include "experiments/rec_eval.h"
 #include "runtime/checkpoint.h"
-#include "runtime/progress.h"
 
-static const char *EVAL_USAGE =
-    "usage: earnest eval (--model DIR | --method mostpop) --data DIR [--split test|valid] [--beam 20]\n"
-    "                    [--batch 16] [--limit-users N] [--template lcrec|tiger] [--max-history 20]\n"
-    "                    [--threads N] [--baseline E_full.json] --out E.json [--rankings R.tsv]\n"
+typedef struct {
+    const char *model_dir, *method, *data, *split, *out, *rankings, *tmpl, *baseline;
+    int beam, batch, limit, max_history, threads;
+} EvalArgs;
+
+// Everything the run holds, released in one place.
+typedef struct {
+    Dataset d;
+    SampleSet ss;
+    MostPop mp;
+    Model m;
+    Vocab v;
+    Prompter p;
+    int have_data, have_samples, have_mostpop, have_model, have_vocab, have_prompter;
+    AtomicFile out_f, rank_f;
+    int out_open, rank_open;
+} EvalRun;
+
+static const char *EVAL_ABOUT =
     "  Ranks item codes for each user with targets in the split: constrained beam search over the\n"
-    "  dataset's code trie (--model), or the MostPop ranking (--method mostpop). Writes Recall@K and\n"
-    "  NDCG@K for K in 1,5,10,20 (MostPop's beside the model's), the efficiency figures (prefill_ms,\n"
-    "  decode_ms, tau tokens/s, sigma KV bytes per user, gamma KV reduction %% vs a full model of the\n"
-    "  same shape, omega speedup over --baseline), and the rankings TSV user<TAB>rank<TAB>code<TAB>score.\n"
-    "  The model's vocabulary is MODEL_DIR/vocab.txt, or else built from the dataset (it must then\n"
-    "  have the model's vocab_size).\n";
-
-static const int EVAL_KS[4] = {1, 5, 10, 20};
-
-// Distinct target items of a sample as code strings: out [n_targets][DATASET_CODE_STR_MAX].
-static int target_codes(char (*out)[DATASET_CODE_STR_MAX], const char **ptr, const Dataset *d, const Sample *s) {
-    int n = 0;
-    for (int i = 0; i < s->n_targets; i++) {
-        int dup = 0;
-        for (int j = 0; j < i; j++) dup |= s->targets[j] == s->targets[i];
-        if (dup) continue;
-        dataset_code_string(out[n], d, s->targets[i]);
-        ptr[n] = out[n];
-        n++;
-    }
-    return n;
-}
+    "  dataset's code trie (--model), or the MostPop ranking (--method mostpop; popularity over every\n"
+    "  split before the evaluated one). Writes Recall@K and NDCG@K for K in 1,5,10,20 (MostPop's beside\n"
+    "  the model's), the efficiency figures (prefill_ms, decode_ms, tau tokens/s, sigma KV bytes per\n"
+    "  user, gamma KV reduction %% vs a full model of the same shape, omega speedup over --baseline), and\n"
+    "  the rankings TSV user<TAB>rank<TAB>code<TAB>score. The model's vocabulary is MODEL_DIR/vocab.txt,\n"
+    "  or else built from the dataset (it must then have the model's vocab_size).\n";
 
 static void metrics_json(json_t *o, const RecMetrics *m) {
     for (int i = 0; i < m->n_k; i++) {
@@ -93,286 +76,177 @@ static int baseline_total_ms(double *ms, const char *path, const char *split, lo
     return rc;
 }
 
-// The model's vocabulary: MODEL_DIR/vocab.txt, or built from the dataset.
-int cmd_eval(int argc, char **argv) {
-    const char *model_dir = NULL, *method = NULL, *data = NULL, *split_s = "test", *out = NULL, *rank_path = NULL;
-    const char *tmpl_s = NULL, *baseline = NULL; // template: the model's own unless --template
+static json_t *efficiency_json(const RecEvalResult *r, const EvalArgs *a, double omega, int have_omega) {
+    double total_ms = 1e3 * (r->prefill_s + r->decode_s);
+    double nu = r->model.n_users > 0 ? (double)r->n_users : 1.0;
+    json_t *eff = json_object();
+    json_object_set_new(eff, "prefill_ms", json_real(1e3 * r->prefill_s));
+    json_object_set_new(eff, "decode_ms", json_real(1e3 * r->decode_s));
+    json_object_set_new(eff, "total_ms", json_real(total_ms));
+    json_object_set_new(eff, "prompt_tokens", json_integer((json_int_t)r->prompt_tokens));
+    json_object_set_new(eff, "generated_tokens", json_integer((json_int_t)r->gen_tokens));
+    json_object_set_new(eff, "tau", json_real(total_ms > 0 ? (double)r->gen_tokens / (total_ms * 1e-3) : 0.0));
+    json_object_set_new(eff, "sigma", json_real(r->sigma_sum / nu));
+    json_object_set_new(eff, "sigma_full", json_real(r->sigma_full_sum / nu));
+    json_object_set_new(eff, "gamma",
+                        json_real(r->sigma_full_sum > 0 ? 100.0 * (1.0 - r->sigma_sum / r->sigma_full_sum) : 0.0));
+    json_object_set_new(eff, "kv_bytes_batch_peak", json_integer((json_int_t)r->kv_peak));
+    json_object_set_new(eff, "batch", json_integer(a->batch));
+    if (have_omega) json_object_set_new(eff, "omega", json_real(omega));
+    json_object_set_new(eff, "device", json_string("cpu"));
+    return eff;
+}
 
-    int W = BEAM_DEFAULT_WIDTH, batch = 16, limit = 0, max_hist = SAMPLES_MAX_HISTORY, threads = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(EVAL_USAGE, stdout); return 0; }
-#define VAL() do { if (!(v = cli_value(argc, argv, &i))) return 2; } while (0)
-#define INT(flag, lo, hi, dst) else if (!strcmp(a, flag)) { VAL(); if (cli_int("eval", flag, v, lo, hi, &dst)) return 2; }
-        else if (!strcmp(a, "--model")) { VAL(); model_dir = v; }
-        else if (!strcmp(a, "--method")) { VAL(); method = v; }
-        else if (!strcmp(a, "--data")) { VAL(); data = v; }
-        else if (!strcmp(a, "--split")) { VAL(); split_s = v; }
-        else if (!strcmp(a, "--out")) { VAL(); out = v; }
-        else if (!strcmp(a, "--rankings")) { VAL(); rank_path = v; }
-        else if (!strcmp(a, "--template")) { VAL(); tmpl_s = v; }
-        else if (!strcmp(a, "--baseline")) { VAL(); baseline = v; }
-        INT("--beam", 1, 1024, W)
-        INT("--batch", 1, 4096, batch)
-        INT("--limit-users", 1, 1 << 30, limit)
-        INT("--max-history", 1, 1 << 20, max_hist)
-        INT("--threads", 1, 1024, threads)
-        else {
-            fprintf(stderr, "earnest eval: unknown option '%s'\n%s", a, EVAL_USAGE);
-            return 2;
-        }
-#undef INT
-#undef VAL
+static json_t *result_json(const EvalRun *run, const EvalArgs *a, const RecEvalResult *r, PromptTemplate tmpl,
+                           double omega, int have_omega) {
+    const ModelConfig *c = &run->m.config;
+    json_t *root = json_object();
+    json_object_set_new(root, "method", json_string(a->model_dir ? config_method_name(c->method) : "mostpop"));
+    if (a->model_dir) json_object_set_new(root, "model", json_string(a->model_dir));
+    json_object_set_new(root, "data", json_string(a->data));
+    json_object_set_new(root, "dataset", json_string(run->d.name));
+    json_object_set_new(root, "split", json_string(a->split));
+    json_object_set_new(root, "n_users", json_integer(a->model_dir ? r->model.n_users : r->mostpop.n_users));
+    json_object_set_new(root, "beam", json_integer(a->beam));
+    if (a->model_dir) {
+        json_object_set_new(root, "template", json_string(prompt_template_name(tmpl)));
+        json_object_set_new(root, "k", json_integer(c->layer_split_k));
+        json_object_set_new(root, "prefix_regs", json_integer(c->n_prefix_regs));
+        json_object_set_new(root, "suffix_regs", json_integer(c->n_suffix_regs));
+        json_object_set_new(root, "n_layers", json_integer(c->n_layers));
     }
-    if (!!model_dir == !!method) {
-        fprintf(stderr, "earnest eval: give exactly one of --model DIR and --method mostpop\n%s", EVAL_USAGE);
+    metrics_json(root, a->model_dir ? &r->model : &r->mostpop);
+    json_t *mpo = json_object();
+    metrics_json(mpo, &r->mostpop);
+    json_object_set_new(root, "mostpop", mpo);
+    if (a->model_dir) json_object_set_new(root, "efficiency", efficiency_json(r, a, omega, have_omega));
+    return root;
+}
+
+// The model, its vocabulary and its prompts.
+static int load_model(EvalRun *run, const EvalArgs *a, PromptTemplate *tmpl, Error *e) {
+    if (model_load(&run->m, a->model_dir, e)) return -1;
+    run->have_model = 1;
+    if (prompt_template_for_model(tmpl, a->tmpl, run->m.config.prompt_template, a->model_dir, e)) return -1;
+    if (model_vocab_load(&run->v, a->model_dir, &run->d, &run->m.config, e)) return -1;
+    run->have_vocab = 1;
+    if (prompter_init(&run->p, &run->v, &run->d, *tmpl, run->m.config.n_prefix_regs, run->m.config.n_suffix_regs, e))
+        return err_prefix(e, "%s with dataset %s: ", a->model_dir, a->data);
+    run->have_prompter = 1;
+    return 0;
+}
+
+// Loads everything and opens the outputs (so that a bad path fails before the work).
+static int eval_setup(EvalRun *run, const EvalArgs *a, Split split, PromptTemplate *tmpl, Error *e) {
+    if (a->rankings && !strcmp(a->rankings, a->out))
+        return err_set(e, "--out and --rankings name the same file '%s'", a->out);
+    if (dataset_load(&run->d, a->data, e)) return -1;
+    run->have_data = 1;
+    samples_build(&run->ss, &run->d, split, a->max_history);
+    run->have_samples = 1;
+    mostpop_build(&run->mp, &run->d, split);
+    run->have_mostpop = 1;
+    if (a->model_dir && load_model(run, a, tmpl, e)) return -1;
+    if (atomic_open(&run->out_f, a->out, e)) return -1;
+    run->out_open = 1;
+    if (a->rankings) {
+        if (atomic_open(&run->rank_f, a->rankings, e)) return -1;
+        run->rank_open = 1;
+    }
+    return 0;
+}
+
+static void eval_free(EvalRun *run) {
+    if (run->rank_open) atomic_abort(&run->rank_f);
+    if (run->out_open) atomic_abort(&run->out_f);
+    if (run->have_prompter) prompter_free(&run->p);
+    if (run->have_vocab) vocab_free(&run->v);
+    if (run->have_model) model_free(&run->m);
+    if (run->have_mostpop) mostpop_free(&run->mp);
+    if (run->have_samples) samples_free(&run->ss);
+    if (run->have_data) dataset_free(&run->d);
+}
+
+static int write_json(EvalRun *run, json_t *root, const char *path, Error *e) {
+    run->out_open = 0;
+    if (json_dumpf(root, run->out_f.f, JSON_INDENT(2) | JSON_REAL_PRECISION(10)) || fputc('\n', run->out_f.f) == EOF) {
+        atomic_abort(&run->out_f);
+        return err_set(e, "%s: write failed", path);
+    }
+    return atomic_commit(&run->out_f, e);
+}
+
+// Scores, then commits the rankings and the JSON.
+static int eval_run(EvalRun *run, const EvalArgs *a, PromptTemplate tmpl, Error *e) {
+    RecEvalInputs in = {a->model_dir ? &run->m : NULL, &run->v, &run->p, &run->mp, &run->d, &run->ss};
+    RecEvalOptions o;
+    rec_eval_options_default(&o);
+    o.beam = a->beam;
+    o.batch = a->batch;
+    o.n_users = (size_t)a->limit;
+    o.rankings = run->rank_open ? run->rank_f.f : NULL;
+    o.progress = 1;
+    RecEvalResult r;
+    if (rec_eval_run(&r, &in, &o, e)) return -1;
+    double omega = 0, total_ms = 1e3 * (r.prefill_s + r.decode_s), base_ms = 0;
+    if (a->baseline) {
+        if (baseline_total_ms(&base_ms, a->baseline, a->split, r.model.n_users, e)) return -1;
+        omega = total_ms > 0 ? base_ms / total_ms : 0;
+    }
+    if (run->rank_open) {
+        run->rank_open = 0;
+        if (atomic_commit(&run->rank_f, e)) return -1;
+    }
+    json_t *root = result_json(run, a, &r, tmpl, omega, a->baseline != NULL);
+    int rc = write_json(run, root, a->out, e);
+    json_decref(root);
+    if (rc) return -1;
+    const RecMetrics *m = a->model_dir ? &r.model : &r.mostpop;
+    printf("%s %s: %ld users  recall@10 %.4f  ndcg@10 %.4f  (mostpop %.4f / %.4f)", a->model_dir ? a->model_dir : "mostpop",
+           a->split, m->n_users, recmetrics_recall_at(m, 10), recmetrics_ndcg_at(m, 10),
+           recmetrics_recall_at(&r.mostpop, 10), recmetrics_ndcg_at(&r.mostpop, 10));
+    if (a->model_dir) printf("  prefill %.1f ms  decode %.1f ms", 1e3 * r.prefill_s, 1e3 * r.decode_s);
+    printf("\n");
+    return 0;
+}
+
+int cmd_eval(int argc, char **argv) {
+    EvalArgs a = {.split = "test", .beam = 20, .batch = 16, .max_history = SAMPLES_MAX_HISTORY};
+    CliFlag flags[] = {
+        {"--model", CLI_STRING, &a.model_dir, .meta = "DIR", .help = "the model to evaluate"},
+        {"--method", CLI_STRING, &a.method, .choices = "mostpop", .help = "a baseline instead of --model"},
+        {"--data", CLI_STRING, &a.data, .meta = "DIR", .required = 1, .help = "prepared dataset directory"},
+        {"--split", CLI_STRING, &a.split, .choices = "test|valid", .help = "the split scored"},
+        {"--out", CLI_STRING, &a.out, .meta = "E.json", .required = 1, .help = "metrics JSON (atomic)"},
+        {"--rankings", CLI_STRING, &a.rankings, .meta = "R.tsv", .help = "rankings TSV, one line per returned beam"},
+        {"--beam", CLI_INT, &a.beam, .lo = 1, .hi = 1024, .help = "beam width = codes ranked per user"},
+        {"--batch", CLI_INT, &a.batch, .lo = 1, .hi = 4096, .help = "users per beam-search call"},
+        {"--limit-users", CLI_INT, &a.limit, .lo = 1, .hi = 1 << 30, .help = "score the first N users only"},
+        {"--template", CLI_STRING, &a.tmpl, .choices = "lcrec|tiger", .help = "prompt template (default: the model's)"},
+        {"--max-history", CLI_INT, &a.max_history, .lo = 1, .hi = 1 << 20, .help = "history items kept per prompt"},
+        {"--threads", CLI_INT, &a.threads, .lo = 1, .hi = 1024, .help = "threads (default: EARNEST_THREADS or all cores)"},
+        {"--baseline", CLI_STRING, &a.baseline, .meta = "E_full.json", .help = "the full model's eval: gives omega"},
+    };
+    CliSpec cli = {.verb = "eval", .synopsis = "(--model DIR | --method mostpop) --data DIR --out E.json [options]",
+                   .about = EVAL_ABOUT, .flags = flags, .n_flags = CLI_COUNT(flags)};
+    int st = cli_parse(&cli, argc, argv);
+    if (st >= 0) return st;
+    if (!!a.model_dir == !!a.method) {
+        fprintf(stderr, "earnest eval: give exactly one of --model DIR and --method mostpop (earnest eval --help)\n");
         return 2;
     }
-    if (method && strcmp(method, "mostpop")) {
-        fprintf(stderr, "earnest eval: --method: unknown method '%s' (known: mostpop; models go with --model)\n", method);
-        return 2;
-    }
-    if (!data || !out) {
-        fprintf(stderr, "earnest eval: --data and --out are required\n%s", EVAL_USAGE);
-        return 2;
-    }
-    Split split;
-    if (split_parse(split_s, &split) || split == SPLIT_TRAIN) {
-        fprintf(stderr, "earnest eval: --split: '%s' is not test or valid\n", split_s);
-        return 2;
-    }
-    PromptTemplate tmpl = PROMPT_TEMPLATE_LCREC;
-    if (tmpl_s && prompt_template_parse(tmpl_s, &tmpl)) {
-        fprintf(stderr, "earnest eval: --template: unknown template '%s' (known: lcrec, tiger)\n", tmpl_s);
-        return 2;
-    }
-    if (baseline && !model_dir) {
+    if (a.baseline && !a.model_dir) {
         fprintf(stderr, "earnest eval: --baseline needs --model (MostPop has no timing)\n");
         return 2;
     }
-    threads_init(threads);
-
+    Split split;
+    CHECK(split_parse(a.split, &split) == 0, "eval: split '%s' passed the choices", a.split);
+    threads_init(a.threads);
+    PromptTemplate tmpl = PROMPT_TEMPLATE_LCREC;
+    EvalRun run;
+    memset(&run, 0, sizeof run);
     Error e;
-    Dataset d;
-    if (dataset_load(&d, data, &e)) return cli_fail("eval", &e);
-    SampleSet ss;
-    samples_build(&ss, &d, split, max_hist);
-    size_t n_users = ss.n;
-    if (limit && (size_t)limit < n_users) n_users = (size_t)limit;
-    MostPop mp;
-    mostpop_build(&mp, &d);
-
-    int rc = 0, have_model = model_dir != NULL;
-    Model m;
-    Vocab voc;
-    Prompter pr;
-    Trie trie;
-    BeamSearch bs;
-    int *item_tokens = NULL;
-    memset(&m, 0, sizeof m);
-    if (have_model) {
-        if (model_load(&m, model_dir, &e)) { rc = cli_fail("eval", &e); goto done_data; }
-        if (prompt_template_for_model(&tmpl, tmpl_s, m.config.prompt_template, model_dir, &e)) {
-            model_free(&m);
-            rc = cli_fail("eval", &e);
-            goto done_data;
-        }
-        if (model_vocab_load(&voc, model_dir, &d, &m.config, &e)) { rc = cli_fail("eval", &e); model_free(&m); goto done_data; }
-        if (prompter_init(&pr, &voc, &d, tmpl, m.config.n_prefix_regs, m.config.n_suffix_regs, &e)) {
-            err_prefix(&e, "%s with dataset %s: ", model_dir, data);
-            rc = cli_fail("eval", &e);
-            vocab_free(&voc); model_free(&m);
-            goto done_data;
-        }
-        trie_build(&trie, pr.item_tokens, d.n_items, d.code_levels);
-        if (beam_search_init(&bs, &m, &trie, W, &e)) {
-            rc = cli_fail("eval", &e);
-            trie_free(&trie); prompter_free(&pr); vocab_free(&voc); model_free(&m);
-            goto done_data;
-        }
-    }
-
-    {
-        AtomicFile rf;
-        int rank_open = 0;
-        if (rank_path) {
-            if (atomic_open(&rf, rank_path, &e)) { rc = cli_fail("eval", &e); goto done_model; }
-            rank_open = 1;
-        }
-        RecMetrics mm, mpm;
-        recmetrics_init(&mm, EVAL_KS, 4);
-        recmetrics_init(&mpm, EVAL_KS, 4);
-        // MostPop's ranking is the same for every user: its top W codes.
-        int n_mp = mp.n < W ? mp.n : W;
-        char (*mp_codes)[DATASET_CODE_STR_MAX] = xmalloc((size_t)(n_mp ? n_mp : 1) * DATASET_CODE_STR_MAX);
-        const char **mp_ptr = xmalloc((size_t)(n_mp ? n_mp : 1) * sizeof(char *));
-        for (int i = 0; i < n_mp; i++) { dataset_code_string(mp_codes[i], &d, mp.items[i]); mp_ptr[i] = mp_codes[i]; }
-        int max_t = 1;
-        for (size_t u = 0; u < n_users; u++) max_t = ss.samples[u].n_targets > max_t ? ss.samples[u].n_targets : max_t;
-        char (*tc)[DATASET_CODE_STR_MAX] = xmalloc((size_t)max_t * DATASET_CODE_STR_MAX);
-        const char **tp = xmalloc((size_t)max_t * sizeof(char *));
-        char (*bc)[DATASET_CODE_STR_MAX] = xmalloc((size_t)W * DATASET_CODE_STR_MAX);
-        const char **bp = xmalloc((size_t)W * sizeof(char *));
-
-        double prefill_s = 0, decode_s = 0;
-        size_t gen = 0, prompt_toks = 0;
-        double sigma_sum = 0, sigma_full_sum = 0;
-        size_t kv_peak = 0;
-        Progress prog;
-        progress_init(&prog, 1);
-        int B = batch;
-        int **prompts = xmalloc((size_t)B * sizeof(int *)), *lens = xmalloc((size_t)B * sizeof(int));
-        uint8_t **kinds = xmalloc((size_t)B * sizeof(uint8_t *));
-        BeamHyps *hyps = xcalloc((size_t)B, sizeof(BeamHyps));
-        for (int i = 0; i < B; i++) { prompts[i] = NULL; kinds[i] = NULL; }
-
-        for (size_t u0 = 0; u0 < n_users && !rc; u0 += (size_t)B) {
-            int nb = (int)(n_users - u0 < (size_t)B ? n_users - u0 : (size_t)B);
-            if (have_model) {
-                for (int i = 0; i < nb; i++) {
-                    const Sample *s = &ss.samples[u0 + (size_t)i];
-                    int n = prompter_length(&pr, s->n_history, 0);
-                    prompts[i] = xrealloc(prompts[i], (size_t)n * sizeof(int));
-                    kinds[i] = xrealloc(kinds[i], (size_t)n);
-                    lens[i] = prompter_build(prompts[i], kinds[i], &pr, s->history, s->n_history, 0);
-                }
-                if (beam_search_run(hyps, &bs, nb, (const int *const *)prompts, (const uint8_t *const *)kinds, lens,
-                                    &e)) {
-                    rc = cli_fail("eval", &e);
-                    break;
-                }
-                prefill_s += bs.prefill_s;
-                decode_s += bs.decode_s;
-                gen += bs.gen_tokens;
-                prompt_toks += bs.prompt_tokens;
-                sigma_sum += (double)bs.kv_bytes;
-                kv_peak = bs.kv_bytes > kv_peak ? bs.kv_bytes : kv_peak;
-                ModelConfig full = m.config;
-                full.method = METHOD_FINETUNE;
-                int regs = m.config.n_prefix_regs + m.config.n_suffix_regs;
-                for (int i = 0; i < nb; i++)
-                    sigma_full_sum += (double)beam_kv_bytes_closed_form(&full, lens[i] - regs, 0, hyps[i].n,
-                                                                        d.code_levels - 1);
-            }
-            for (int i = 0; i < nb; i++) {
-                const Sample *s = &ss.samples[u0 + (size_t)i];
-                int nt = target_codes(tc, tp, &d, s);
-                recmetrics_add(&mpm, mp_ptr, n_mp, tp, nt);
-                if (have_model) {
-                    BeamHyps *h = &hyps[i];
-                    for (int j = 0; j < h->n; j++) {
-                        size_t at = 0;
-                        bc[j][0] = 0;
-                        for (int k = 0; k < d.code_levels; k++) {
-                            const char *tok = vocab_token(&voc, h->tokens[(size_t)j * d.code_levels + k]);
-                            size_t n = strlen(tok);
-                            if (at + n + 1 > DATASET_CODE_STR_MAX) break;
-                            memcpy(bc[j] + at, tok, n + 1);
-                            at += n;
-                        }
-                        bp[j] = bc[j];
-                        if (rank_open) fprintf(rf.f, "%d\t%d\t%s\t%.6f\n", s->user, j + 1, bc[j], h->scores[j]);
-                    }
-                    recmetrics_add(&mm, bp, h->n, tp, nt);
-                    beam_hyps_free(h);
-                } else if (rank_open) {
-                    for (int j = 0; j < n_mp; j++)
-                        fprintf(rf.f, "%d\t%d\t%s\t%d\n", s->user, j + 1, mp_codes[j], mp.counts[j]);
-                }
-            }
-            size_t done = u0 + (size_t)nb;
-            char text[96];
-            snprintf(text, sizeof text, "%zu/%zu users, %.1f users/s", done, n_users,
-                     (double)done / (progress_elapsed(&prog) + 1e-9));
-            progress_show(&prog, "eval", n_users ? (double)done / (double)n_users : 1.0, text, done == n_users);
-        }
-        for (int i = 0; i < B; i++) { free(prompts[i]); free(kinds[i]); }
-        free(prompts); free(kinds); free(lens); free(hyps);
-
-        if (!rc && rank_open) {
-            rank_open = 0;
-            if (atomic_commit(&rf, &e)) rc = cli_fail("eval", &e);
-        }
-        if (rank_open) atomic_abort(&rf);
-
-        double omega = 0;
-        int have_omega = 0;
-        double total_ms = 1e3 * (prefill_s + decode_s);
-        if (!rc && baseline) {
-            double base_ms = 0;
-            if (baseline_total_ms(&base_ms, baseline, split_name(split), mm.n_users, &e)) rc = cli_fail("eval", &e);
-            else { omega = total_ms > 0 ? base_ms / total_ms : 0; have_omega = 1; }
-        }
-        if (!rc) {
-            json_t *root = json_object();
-            json_object_set_new(root, "method", json_string(have_model ? config_method_name(m.config.method) : "mostpop"));
-            if (have_model) json_object_set_new(root, "model", json_string(model_dir));
-            json_object_set_new(root, "data", json_string(data));
-            json_object_set_new(root, "dataset", json_string(d.name));
-            json_object_set_new(root, "split", json_string(split_name(split)));
-            json_object_set_new(root, "n_users", json_integer(have_model ? mm.n_users : mpm.n_users));
-            json_object_set_new(root, "beam", json_integer(W));
-            if (have_model) {
-                json_object_set_new(root, "template", json_string(prompt_template_name(tmpl)));
-                json_object_set_new(root, "k", json_integer(m.config.layer_split_k));
-                json_object_set_new(root, "prefix_regs", json_integer(m.config.n_prefix_regs));
-                json_object_set_new(root, "suffix_regs", json_integer(m.config.n_suffix_regs));
-                json_object_set_new(root, "n_layers", json_integer(m.config.n_layers));
-            }
-            metrics_json(root, have_model ? &mm : &mpm);
-            json_t *mpo = json_object();
-            metrics_json(mpo, &mpm);
-            json_object_set_new(root, "mostpop", mpo);
-            if (have_model) {
-                double nu = mm.n_users > 0 ? (double)n_users : 1.0;
-                json_t *eff = json_object();
-                json_object_set_new(eff, "prefill_ms", json_real(1e3 * prefill_s));
-                json_object_set_new(eff, "decode_ms", json_real(1e3 * decode_s));
-                json_object_set_new(eff, "total_ms", json_real(total_ms));
-                json_object_set_new(eff, "prompt_tokens", json_integer((json_int_t)prompt_toks));
-                json_object_set_new(eff, "generated_tokens", json_integer((json_int_t)gen));
-                json_object_set_new(eff, "tau", json_real(total_ms > 0 ? (double)gen / (total_ms * 1e-3) : 0.0));
-                json_object_set_new(eff, "sigma", json_real(sigma_sum / nu));
-                json_object_set_new(eff, "sigma_full", json_real(sigma_full_sum / nu));
-                json_object_set_new(eff, "gamma", json_real(sigma_full_sum > 0 ? 100.0 * (1.0 - sigma_sum / sigma_full_sum) : 0.0));
-                json_object_set_new(eff, "kv_bytes_batch_peak", json_integer((json_int_t)kv_peak));
-                json_object_set_new(eff, "batch", json_integer(batch));
-                if (have_omega) json_object_set_new(eff, "omega", json_real(omega));
-                json_object_set_new(eff, "device", json_string("cpu"));
-                json_object_set_new(root, "efficiency", eff);
-            }
-            AtomicFile af;
-            if (atomic_open(&af, out, &e)) rc = cli_fail("eval", &e);
-            else if (json_dumpf(root, af.f, JSON_INDENT(2) | JSON_REAL_PRECISION(10)) || fputc('\n', af.f) == EOF) {
-                atomic_abort(&af);
-                err_set(&e, "%s: write failed", out);
-                rc = cli_fail("eval", &e);
-            } else if (atomic_commit(&af, &e)) rc = cli_fail("eval", &e);
-            json_decref(root);
-            if (!rc) {
-                const RecMetrics *r = have_model ? &mm : &mpm;
-                printf("%s %s: %ld users  recall@10 %.4f  ndcg@10 %.4f  (mostpop %.4f / %.4f)", have_model ? model_dir : "mostpop",
-                       split_name(split), r->n_users, recmetrics_recall(r, 2), recmetrics_ndcg(r, 2),
-                       recmetrics_recall(&mpm, 2), recmetrics_ndcg(&mpm, 2));
-                if (have_model) printf("  prefill %.1f ms  decode %.1f ms", 1e3 * prefill_s, 1e3 * decode_s);
-                printf("\n");
-            }
-        }
-        free(mp_codes); free(mp_ptr); free(tc); free(tp); free(bc); free(bp);
-    }
-
-done_model:
-    if (have_model) {
-        beam_search_free(&bs);
-        trie_free(&trie);
-        prompter_free(&pr);
-        vocab_free(&voc);
-        model_free(&m);
-    }
-done_data:
-    free(item_tokens);
-    mostpop_free(&mp);
-    samples_free(&ss);
-    dataset_free(&d);
-    return rc ? 1 : 0;
+    int rc = eval_setup(&run, &a, split, &tmpl, &e) || eval_run(&run, &a, tmpl, &e) ? cli_fail("eval", &e) : 0;
+    eval_free(&run);
+    return rc;
 }

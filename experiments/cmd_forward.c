@@ -15,8 +15,7 @@
 #include "runtime/checkpoint.h"
 #include "runtime/plan.h"
 
-static const char *FORWARD_USAGE =
-    "usage: earnest forward --model DIR --tokens \"ID ID ...\" --out F.h5 [--attn] [--kinds \"K K ...\"] [--threads N]\n"
+static const char *FORWARD_ABOUT =
     "  Runs one prefill over the token ids and writes /logits float32 [T,V] and /tokens int32 [T]\n"
     "  to an HDF5 file (atomically). --attn adds /attn float32 [L,H,T,T] (post-softmax).\n"
     "  --kinds gives each token's kind (0 special, 1 prefix reg, 2 instruction, 3 history,\n"
@@ -93,53 +92,63 @@ static int forward_write(const char *path, const int *tokens, int T, const float
     return rename_into_place(tmp, path, e);
 }
 
-int cmd_forward(int argc, char **argv) {
-    const char *model_dir = NULL, *tokens_s = NULL, *out = NULL, *kinds_s = NULL;
-    int want_attn = 0, threads = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(FORWARD_USAGE, stdout); return 0; }
-        else if (!strcmp(a, "--model")) { if (!(model_dir = cli_value(argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--tokens")) { if (!(tokens_s = cli_value(argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--kinds")) { if (!(kinds_s = cli_value(argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--out")) { if (!(out = cli_value(argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--attn")) want_attn = 1;
-        else if (!strcmp(a, "--threads")) {
-            const char *v = cli_value(argc, argv, &i);
-            if (!v || cli_int("forward", "--threads", v, 1, 1024, &threads)) return 2;
-        } else {
-            fprintf(stderr, "earnest forward: unknown option '%s'\n%s", a, FORWARD_USAGE);
+// The kinds of the T tokens (--kinds, or none for a full model) into kinds [T]; 0 or exit status 2.
+static int forward_kinds(uint8_t *kinds, const CliIntList *given, int T, const ModelConfig *c, const char *model_dir) {
+    if (given->n) {
+        if (given->n != T) {
+            fprintf(stderr, "earnest forward: --kinds has %d entries but --tokens has %d\n", given->n, T);
             return 2;
         }
-    }
-    if (!model_dir || !tokens_s || !out) {
-        fprintf(stderr, "earnest forward: --model, --tokens and --out are required\n%s", FORWARD_USAGE);
-        return 2;
-    }
-    threads_init(threads);
-    Error e;
-    Model m;
-    if (model_load(&m, model_dir, &e)) return cli_fail("forward", &e);
-    const ModelConfig *c = &m.config;
-    int *tokens = NULL, *kinds_i = NULL;
-    int T = cli_int_list("forward", "--tokens", tokens_s, 0, c->vocab_size - 1, &tokens, 1);
-    if (T < 0) { model_free(&m); return 2; }
-    uint8_t *kinds = xcalloc((size_t)T, 1);
-    int *depth = xmalloc((size_t)T * sizeof(int));
-    if (kinds_s) {
-        int nk = cli_int_list("forward", "--kinds", kinds_s, 0, TOKEN_KIND_TARGET, &kinds_i, 1);
-        if (nk != T) {
-            if (nk >= 0) fprintf(stderr, "earnest forward: --kinds has %d entries but --tokens has %d\n", nk, T);
-            free(tokens); free(kinds_i); free(kinds); free(depth); model_free(&m);
-            return 2;
-        }
-        for (int i = 0; i < T; i++) kinds[i] = (uint8_t)kinds_i[i];
-        free(kinds_i);
+        for (int i = 0; i < T; i++) kinds[i] = (uint8_t)given->v[i];
     } else if (c->method == METHOD_EARN) {
         fprintf(stderr, "earnest forward: %s is an EARN model: give --kinds so that registers can be told apart\n",
                 model_dir);
-        free(tokens); free(kinds); free(depth); model_free(&m);
         return 2;
+    }
+    return 0;
+}
+
+int cmd_forward(int argc, char **argv) {
+    const char *model_dir = NULL, *out = NULL;
+    int want_attn = 0, threads = 0;
+    CliIntList tok_list = {0}, kind_list = {0};
+    CliFlag flags[] = {
+        {"--model", CLI_STRING, &model_dir, .meta = "DIR", .required = 1, .help = "model directory"},
+        {"--tokens", CLI_INT_LIST, &tok_list, .lo = 0, .hi = 2147483647, .sep = ' ', .required = 1,
+         .help = "token ids, blank-separated"},
+        {"--kinds", CLI_INT_LIST, &kind_list, .lo = 0, .hi = TOKEN_KIND_TARGET, .sep = ' ',
+         .help = "each token's kind (needed by an EARN model)"},
+        {"--out", CLI_STRING, &out, .meta = "F.h5", .required = 1, .help = "HDF5 output (atomic)"},
+        {"--attn", CLI_FLAG, &want_attn, .help = "also write /attn [L,H,T,T]"},
+        {"--threads", CLI_INT, &threads, .lo = 1, .hi = 1024, .help = "threads (default: EARNEST_THREADS or all cores)"},
+    };
+    CliSpec cli = {.verb = "forward", .synopsis = "--model DIR --tokens \"ID ID ...\" --out F.h5 [options]",
+                   .about = FORWARD_ABOUT, .flags = flags, .n_flags = CLI_COUNT(flags)};
+    int st = cli_parse(&cli, argc, argv);
+    if (st >= 0) return st;
+    threads_init(threads);
+    Error e;
+    Model m;
+    if (model_load(&m, model_dir, &e)) {
+        cli_free(&cli);
+        return cli_fail("forward", &e);
+    }
+    const ModelConfig *c = &m.config;
+    const int *tokens = tok_list.v;
+    int T = tok_list.n;
+    for (int i = 0; i < T; i++)
+        if (tokens[i] >= c->vocab_size) {
+            fprintf(stderr, "earnest forward: --tokens: item %d is %d, outside the model's vocabulary [0, %d]\n", i + 1,
+                    tokens[i], c->vocab_size - 1);
+            cli_free(&cli);
+            model_free(&m);
+            return 2;
+        }
+    uint8_t *kinds = xcalloc((size_t)T, 1);
+    int *depth = xmalloc((size_t)T * sizeof(int));
+    if ((st = forward_kinds(kinds, &kind_list, T, c, model_dir))) {
+        free(kinds); free(depth); cli_free(&cli); model_free(&m);
+        return st;
     }
     plan_depth_for(depth, kinds, T, c);
 
@@ -160,7 +169,8 @@ int cmd_forward(int argc, char **argv) {
     if (rc) cli_fail("forward", &e);
     forward_scratch_free(&s);
     kvcache_free(&kv);
-    free(cap); free(logits); free(ac.attn); free(tokens); free(kinds); free(depth);
+    free(cap); free(logits); free(ac.attn); free(kinds); free(depth);
+    cli_free(&cli);
     model_free(&m);
     return rc ? 1 : 0;
 }

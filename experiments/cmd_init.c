@@ -12,39 +12,37 @@
 #include "runtime/checkpoint.h"
 #include "runtime/preset.h"
 
-static const char *INIT_USAGE =
-    "usage: earnest init --preset tiny|small (--vocab-size V | --data DATA_DIR) --out MODEL_DIR [--seed S]\n"
-    "                    [--std 0.02] [--method finetune|earn --k K --prefix-regs P --suffix-regs S]\n"
+static const char *INIT_ABOUT =
     "  Writes a randomly initialised checkpoint (config.json + model.safetensors, f32). With --data,\n"
-    "  the vocabulary is built from the dataset (registers: max(8, P) and max(8, S), as earnest train does), written as\n"
-    "  MODEL_DIR/vocab.txt, and sizes the model.\n";
+    "  the vocabulary is built from the dataset (registers: max(8, P) and max(8, S), as earnest train\n"
+    "  does), written as MODEL_DIR/vocab.txt, and sizes the model.\n";
 
 int cmd_init(int argc, char **argv) {
     const char *preset = NULL, *out = NULL, *method_s = "finetune", *data = NULL;
     int vocab = 0, seed = 1, k = 0, P = 0, S = 0;
     float stdev = 0.02f;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(INIT_USAGE, stdout); return 0; }
-#define VAL() do { if (!(v = cli_value(argc, argv, &i))) return 2; } while (0)
-        else if (!strcmp(a, "--preset")) { VAL(); preset = v; }
-        else if (!strcmp(a, "--out")) { VAL(); out = v; }
-        else if (!strcmp(a, "--data")) { VAL(); data = v; }
-        else if (!strcmp(a, "--method")) { VAL(); method_s = v; }
-        else if (!strcmp(a, "--vocab-size")) { VAL(); if (cli_int("init", a, v, 2, 1 << 22, &vocab)) return 2; }
-        else if (!strcmp(a, "--seed")) { VAL(); if (cli_int("init", a, v, 0, 1 << 30, &seed)) return 2; }
-        else if (!strcmp(a, "--k")) { VAL(); if (cli_int("init", a, v, 0, 4096, &k)) return 2; }
-        else if (!strcmp(a, "--prefix-regs")) { VAL(); if (cli_int("init", a, v, 0, 4096, &P)) return 2; }
-        else if (!strcmp(a, "--suffix-regs")) { VAL(); if (cli_int("init", a, v, 0, 4096, &S)) return 2; }
-        else if (!strcmp(a, "--std")) { VAL(); if (cli_float("init", a, v, &stdev) || stdev <= 0) return 2; }
-        else {
-            fprintf(stderr, "earnest init: unknown option '%s'\n%s", a, INIT_USAGE);
-            return 2;
-        }
-#undef VAL
+    CliFlag flags[] = {
+        {"--preset", CLI_STRING, &preset, .meta = "tiny|small", .required = 1, .help = "model shape"},
+        {"--out", CLI_STRING, &out, .meta = "MODEL_DIR", .required = 1, .help = "checkpoint directory to write"},
+        {"--vocab-size", CLI_INT, &vocab, .lo = 2, .hi = 1 << 22, .help = "vocabulary size (or --data)"},
+        {"--data", CLI_STRING, &data, .meta = "DATA_DIR", .help = "build the vocabulary from this dataset"},
+        {"--seed", CLI_INT, &seed, .lo = 0, .hi = 1 << 30, .help = "seed of the weights"},
+        {"--std", CLI_FLOAT, &stdev, .help = "weights ~ N(0, std), std > 0"},
+        {"--method", CLI_STRING, &method_s, .choices = "finetune|earn", .help = "the method recorded in config.json"},
+        {"--k", CLI_INT, &k, .lo = 0, .hi = 4096, .help = "EARN layer split (0: N/4)"},
+        {"--prefix-regs", CLI_INT, &P, .lo = 0, .hi = 4096, .help = "EARN prefix registers"},
+        {"--suffix-regs", CLI_INT, &S, .lo = 0, .hi = 4096, .help = "EARN suffix registers"},
+    };
+    CliSpec cli = {.verb = "init", .synopsis = "--preset tiny|small (--vocab-size V | --data DATA_DIR) --out MODEL_DIR [options]",
+                   .about = INIT_ABOUT, .flags = flags, .n_flags = CLI_COUNT(flags)};
+    int st = cli_parse(&cli, argc, argv);
+    if (st >= 0) return st;
+    if (!vocab == !data) {
+        fprintf(stderr, "earnest init: give exactly one of --vocab-size and --data (earnest init --help)\n");
+        return 2;
     }
-    if (!preset || !out || !vocab == !data) {
-        fprintf(stderr, "earnest init: --preset, --out and one of --vocab-size and --data are required\n%s", INIT_USAGE);
+    if (!(stdev > 0)) {
+        fprintf(stderr, "earnest init: --std: %g is not a positive number\n", (double)stdev);
         return 2;
     }
     Error e;
@@ -60,10 +58,7 @@ int cmd_init(int argc, char **argv) {
     }
     ModelConfig c;
     if (preset_config(&c, preset, vocab, &e)) return cli_fail("init", &e);
-    if (config_method_parse(method_s, &c.method)) {
-        fprintf(stderr, "earnest init: --method: unknown method '%s' (known: finetune, earn)\n", method_s);
-        return 2;
-    }
+    CHECK(config_method_parse(method_s, &c.method) == 0, "init: --method passed its choices");
     if (c.method == METHOD_EARN) {
         c.layer_split_k = k ? k : (c.n_layers / 4 > 0 ? c.n_layers / 4 : 1);
         c.n_prefix_regs = P;

@@ -6,34 +6,31 @@
 #include <string.h>
 
 #include "datasets/prepare.h"
+#include "experiments/cli.h"
 #include "experiments/commands.h"
 
-static void prepare_usage(FILE *f) {
-    fprintf(f,
-        "usage:\n"
-        "  earnest prepare atspeed --src SRC_DIR --name NAME --out DIR\n"
-        "      SRC_DIR holds sequential_{train,valid,test}.txt and NAME.LCRec-1e-3lr.json\n"
-        "      (the AtSpeed release); validated and copied with its codes as they are.\n"
-        "  earnest prepare raw --format amazon|movielens --input FILE --name NAME --out DIR [codes options]\n"
-        "      amazon: 5-core JSON lines (reviewerID, asin, overall, unixReviewTime), plain or .gz;\n"
-        "      movielens: ratings.dat lines user::item::rating::timestamp.\n"
-        "      Keeps rating >= 4, sorts by timestamp (ties: file order), splits the global\n"
-        "      timeline 8:1:1, drops users with < 2 train items, then builds semantic IDs.\n"
-        "  earnest prepare synthetic --out DIR [--name synthetic --users 2000 --items 500\n"
-        "      --clusters 20 --min-len 5 --max-len 30 --p-follow 0.6 --p-stay 0.3] [codes options]\n"
-        "      generated data with planted next-item structure; same split as raw;\n"
-        "      codes use --window 1 unless given (the clusters show in adjacent items).\n"
-        "  earnest prepare codes --data DIR [codes options]\n"
-        "      rebuilds DIR's codes from its own train split (in place, atomically).\n"
-        "  earnest prepare codes-check --data DIR [--window 3]\n"
-        "      P(same first-level code | pair co-occurs within the window) over\n"
-        "      P(same first-level code | random pair of items), for pairs inside train\n"
-        "      sequences and for held-out pairs (the later item in valid or test).\n"
-        "codes options: --seed 1 --levels 3 --codes 256 --dim 32 --window 3 --iters 20\n"
-        "      --power-iters 6 (k-means levels, clusters per level at most, embedding size,\n"
-        "      co-occurrence window, Lloyd iterations, subspace iterations); a collision\n"
-        "      level is added on top. --threads N (default: EARNEST_THREADS or all cores).\n");
-}
+static const char *PREPARE_ABOUT =
+    "  earnest prepare atspeed --src SRC_DIR --name NAME --out DIR\n"
+    "      SRC_DIR holds sequential_{train,valid,test}.txt and NAME.LCRec-1e-3lr.json\n"
+    "      (the AtSpeed release); validated and copied with its codes as they are.\n"
+    "  earnest prepare raw --format amazon|movielens --input FILE --name NAME --out DIR [codes options]\n"
+    "      amazon: 5-core JSON lines (reviewerID, asin, overall, unixReviewTime), plain or .gz;\n"
+    "      movielens: ratings.dat lines user::item::rating::timestamp.\n"
+    "      Keeps rating >= 4, sorts by timestamp (ties: file order), splits the global\n"
+    "      timeline 8:1:1, drops users with < 2 train items, then builds semantic IDs.\n"
+    "  earnest prepare synthetic --out DIR [--name synthetic --users 2000 --items 500 --clusters 20\n"
+    "      --min-len 5 --max-len 30 --p-follow 0.6 --p-stay 0.3] [codes options]\n"
+    "      generated data with planted next-item structure; same split as raw;\n"
+    "      codes use --window 1 unless given (the clusters show in adjacent items).\n"
+    "  earnest prepare codes --data DIR [codes options]\n"
+    "      rebuilds DIR's codes from its own train split (in place, atomically).\n"
+    "  earnest prepare codes-check --data DIR [--window 3]\n"
+    "      P(same first-level code | pair co-occurs within the window) over\n"
+    "      P(same first-level code | random pair of items), for pairs inside train\n"
+    "      sequences and for held-out pairs (the later item in valid or test).\n"
+    "  Codes options (--seed --levels --codes --dim --window --iters --power-iters): k-means levels,\n"
+    "  clusters per level at most, embedding size, co-occurrence window, Lloyd iterations, subspace\n"
+    "  iterations; a collision level is added on top.\n";
 
 typedef struct {
     const char *src, *name, *out, *format, *input, *data;
@@ -41,75 +38,6 @@ typedef struct {
     SynthConfig synth;
     int window_given, threads;
 } PrepareArgs;
-
-static int parse_int_arg(const char *flag, const char *s, long lo, long hi, long *out) {
-    char *end = NULL;
-    long v = strtol(s, &end, 10);
-    if (!*s || *end || v < lo || v > hi) {
-        fprintf(stderr, "earnest prepare: %s expects an integer in %ld..%ld (got '%s')\n", flag, lo, hi, s);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-static int parse_float_arg(const char *flag, const char *s, float *out) {
-    char *end = NULL;
-    float v = strtof(s, &end);
-    if (!*s || *end || !(v >= 0.0f && v <= 1.0f)) {
-        fprintf(stderr, "earnest prepare: %s expects a number in 0..1 (got '%s')\n", flag, s);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-// 0 ok, 2 usage error (message printed).
-static int parse_args(PrepareArgs *a, int argc, char **argv) {
-    for (int i = 2; i < argc; i++) {
-        const char *f = argv[i];
-        if (i + 1 >= argc) {
-            fprintf(stderr, "earnest prepare: %s needs a value (or is unknown)\n", f);
-            return 2;
-        }
-        const char *v = argv[++i];
-        long x = 0;
-        int rc = 0;
-        if (!strcmp(f, "--src")) a->src = v;
-        else if (!strcmp(f, "--name")) a->name = v;
-        else if (!strcmp(f, "--out")) a->out = v;
-        else if (!strcmp(f, "--format")) a->format = v;
-        else if (!strcmp(f, "--input")) a->input = v;
-        else if (!strcmp(f, "--data")) a->data = v;
-        else if (!strcmp(f, "--seed")) {
-            rc = parse_int_arg(f, v, 0, 2147483647L, &x);
-            a->semid.seed = a->synth.seed = (uint64_t)x;
-        } else if (!strcmp(f, "--levels")) { rc = parse_int_arg(f, v, 1, 7, &x); a->semid.levels = (int)x; }
-        else if (!strcmp(f, "--codes")) { rc = parse_int_arg(f, v, 1, 100000, &x); a->semid.codes = (int)x; }
-        else if (!strcmp(f, "--dim")) { rc = parse_int_arg(f, v, 1, 1024, &x); a->semid.dim = (int)x; }
-        else if (!strcmp(f, "--window")) {
-            rc = parse_int_arg(f, v, 1, 1000, &x);
-            a->semid.window = (int)x;
-            a->window_given = 1;
-        }
-        else if (!strcmp(f, "--iters")) { rc = parse_int_arg(f, v, 0, 10000, &x); a->semid.iters = (int)x; }
-        else if (!strcmp(f, "--power-iters")) { rc = parse_int_arg(f, v, 0, 1000, &x); a->semid.power_iters = (int)x; }
-        else if (!strcmp(f, "--threads")) { rc = parse_int_arg(f, v, 1, 4096, &x); a->threads = (int)x; }
-        else if (!strcmp(f, "--users")) { rc = parse_int_arg(f, v, 1, 10000000, &x); a->synth.n_users = (int)x; }
-        else if (!strcmp(f, "--items")) { rc = parse_int_arg(f, v, 2, 10000000, &x); a->synth.n_items = (int)x; }
-        else if (!strcmp(f, "--clusters")) { rc = parse_int_arg(f, v, 1, 10000000, &x); a->synth.n_clusters = (int)x; }
-        else if (!strcmp(f, "--min-len")) { rc = parse_int_arg(f, v, 1, 100000, &x); a->synth.min_len = (int)x; }
-        else if (!strcmp(f, "--max-len")) { rc = parse_int_arg(f, v, 1, 100000, &x); a->synth.max_len = (int)x; }
-        else if (!strcmp(f, "--p-follow")) rc = parse_float_arg(f, v, &a->synth.p_follow);
-        else if (!strcmp(f, "--p-stay")) rc = parse_float_arg(f, v, &a->synth.p_stay);
-        else {
-            fprintf(stderr, "earnest prepare: unknown option %s\n", f);
-            return 2;
-        }
-        if (rc != 0) return 2;
-    }
-    return 0;
-}
 
 static int need(const char *value, const char *flag, const char *what) {
     if (value) return 0;
@@ -308,29 +236,48 @@ static int run_codes_check(PrepareArgs *a) {
 }
 
 int cmd_prepare(int argc, char **argv) {
-    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-        prepare_usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
-    }
-    for (int i = 2; i < argc; i++)
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            prepare_usage(stdout);
-            return 0;
-        }
     PrepareArgs a;
     memset(&a, 0, sizeof a);
     semid_config_default(&a.semid);
     synth_config_default(&a.synth);
-    int rc = parse_args(&a, argc, argv);
-    if (rc) return rc;
+    int seed = (int)a.semid.seed, n_src = 0;
+    const char *src = NULL;
+    CliFlag flags[] = {
+        {"--src", CLI_STRING, &a.src, .meta = "SRC_DIR", .help = "atspeed: the release files"},
+        {"--name", CLI_STRING, &a.name, .meta = "NAME", .help = "dataset name ([A-Za-z0-9_.-], 1-99 characters)"},
+        {"--out", CLI_STRING, &a.out, .meta = "DIR", .help = "the prepared dataset directory to write"},
+        {"--format", CLI_STRING, &a.format, .choices = "amazon|movielens", .help = "raw: the input's format"},
+        {"--input", CLI_STRING, &a.input, .meta = "FILE", .help = "raw: the ratings file"},
+        {"--data", CLI_STRING, &a.data, .meta = "DIR", .help = "codes, codes-check: a prepared dataset"},
+        {"--seed", CLI_INT, &seed, .lo = 0, .hi = 2147483647, .help = "seed of generated data and codes"},
+        {"--levels", CLI_INT, &a.semid.levels, .lo = 1, .hi = 7, .help = "k-means code levels"},
+        {"--codes", CLI_INT, &a.semid.codes, .lo = 1, .hi = 100000, .help = "clusters per level at most"},
+        {"--dim", CLI_INT, &a.semid.dim, .lo = 1, .hi = 1024, .help = "item embedding size"},
+        {"--window", CLI_INT, &a.semid.window, .lo = 1, .hi = 1000, .help = "co-occurrence window"},
+        {"--iters", CLI_INT, &a.semid.iters, .lo = 0, .hi = 10000, .help = "Lloyd iterations"},
+        {"--power-iters", CLI_INT, &a.semid.power_iters, .lo = 0, .hi = 1000, .help = "subspace iterations"},
+        {"--threads", CLI_INT, &a.threads, .lo = 1, .hi = 4096, .help = "threads (default: EARNEST_THREADS or all cores)"},
+        {"--users", CLI_INT, &a.synth.n_users, .lo = 1, .hi = 10000000, .help = "synthetic: users"},
+        {"--items", CLI_INT, &a.synth.n_items, .lo = 2, .hi = 10000000, .help = "synthetic: items"},
+        {"--clusters", CLI_INT, &a.synth.n_clusters, .lo = 1, .hi = 10000000, .help = "synthetic: item clusters"},
+        {"--min-len", CLI_INT, &a.synth.min_len, .lo = 1, .hi = 100000, .help = "synthetic: shortest sequence"},
+        {"--max-len", CLI_INT, &a.synth.max_len, .lo = 1, .hi = 100000, .help = "synthetic: longest sequence"},
+        {"--p-follow", CLI_FLOAT, &a.synth.p_follow, .lo = 0, .hi = 1, .help = "synthetic: P(the planted successor)"},
+        {"--p-stay", CLI_FLOAT, &a.synth.p_stay, .lo = 0, .hi = 1, .help = "synthetic: P(an item of the same cluster)"},
+    };
+    CliSpec cli = {.verb = "prepare", .synopsis = "atspeed|raw|synthetic|codes|codes-check [options]",
+                   .about = PREPARE_ABOUT, .flags = flags, .n_flags = CLI_COUNT(flags),
+                   .args = &src, .min_args = 1, .max_args = 1, .n_args = &n_src, .args_meta = "the SOURCE"};
+    int rc = cli_parse(&cli, argc, argv);
+    if (rc >= 0) return rc;
+    a.semid.seed = a.synth.seed = (uint64_t)seed;
+    a.window_given = cli_given(&cli, "--window");
     threads_init(a.threads);
-    const char *src = argv[1];
     if (!strcmp(src, "atspeed")) return run_atspeed(&a);
     if (!strcmp(src, "raw")) return run_raw(&a);
     if (!strcmp(src, "synthetic")) return run_synthetic(&a);
     if (!strcmp(src, "codes")) return run_codes(&a);
     if (!strcmp(src, "codes-check")) return run_codes_check(&a);
-    fprintf(stderr, "earnest prepare: unknown source '%s'\n", src);
-    prepare_usage(stderr);
+    fprintf(stderr, "earnest prepare: unknown source '%s' (known: atspeed, raw, synthetic, codes, codes-check)\n", src);
     return 2;
 }

@@ -27,7 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "datasets/trie.h"
+#include "runtime/trie.h"
 #include "runtime/model.h"
 #include "runtime/util.h"
 

@@ -546,3 +546,30 @@ int model_forward(float *logits, Model *m, const ForwardBatch *fb, ForwardScratc
     s->last_flops = flops;
     return 0;
 }
+
+// ---------------------------------------------------------------------------
+// Vocabulary growth (see model.h)
+
+void model_grow_vocab(Model *out, const Model *in, int new_vocab, uint64_t seed) {
+    CHECK(new_vocab >= in->config.vocab_size, "model_grow_vocab: %d tokens < %d", new_vocab, in->config.vocab_size);
+    ModelConfig c = in->config;
+    c.vocab_size = new_vocab;
+    model_alloc(out, &c);
+    Rng r;
+    rng_seed(&r, seed ^ 0x6E657776ull);
+    for (int t = 0; t < MODEL_N_PARAM_TENSORS; t++) {
+        ParamTensorInfo a, b;
+        model_param_info(&in->config, t, &a);
+        model_param_info(&c, t, &b);
+        if (b.numel == 0) continue;
+        const float *src = *model_param_slot((ModelParams *)&in->params, t);
+        float *dst = *model_param_slot(&out->params, t);
+        memcpy(dst, src, a.numel * sizeof(float));
+        if (b.numel > a.numel) { // embed or untied lm_head: [V, D] rows
+            double ss = 0;
+            for (size_t i = 0; i < a.numel; i++) ss += (double)src[i] * src[i];
+            float s = a.numel ? (float)sqrt(ss / (double)a.numel) : 0.02f;
+            for (size_t i = a.numel; i < b.numel; i++) dst[i] = s * rng_normal(&r);
+        }
+    }
+}

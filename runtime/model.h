@@ -61,6 +61,11 @@ void model_alloc(Model *m, const ModelConfig *c);
 // Random init for tests and tiny models: N(0, std) weights, norms = 1, biases N(0, std).
 void model_init_random(Model *m, const ModelConfig *c, uint64_t seed, float std);
 void model_free(Model *m);
+// A copy of `in` with new_vocab >= in's vocab_size tokens, ids 0..V0-1 being the
+// old ones: every existing tensor is kept as it is, and the new embedding (and
+// untied lm_head) rows are N(0, s), s the RMS of the existing rows, so new
+// tokens start at the scale of the old ones. `out` is allocated here.
+void model_grow_vocab(Model *out, const Model *in, int new_vocab, uint64_t seed);
 
 // ---------------------------------------------------------------------------
 // Forward pass over a batch of sequences.

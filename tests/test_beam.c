@@ -23,7 +23,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "datasets/trie.h"
+#include "runtime/trie.h"
 #include "helpers/ref_model.h"
 #include "runtime/beam.h"
 #include "runtime/plan.h"

@@ -390,11 +390,11 @@ static void test_mostpop(void **state) {
     Fx *fx = *state;
     Dataset d;
     load_ok(fx, &d);
-    // Train counts by hand: item 1: 4, 2: 4, 3: 5, 4: 2, 5: 7, 6: 7.
+    // Scoring valid counts train only (tests/test_mostpop.c pins the rule). Train counts by hand: item 1: 4, 2: 4, 3: 5, 4: 2, 5: 7, 6: 7.
     // Rank: 5 (7), 6 (7, tie -> larger id after), 3 (5), 1 (4), 2 (4), 4 (2);
     // item 4 shares item 1's code, so its code is already in the ranking.
     MostPop m;
-    mostpop_build(&m, &d);
+    mostpop_build(&m, &d, SPLIT_VALID); // scoring valid: train counts
     assert_int_equal(m.n, 5);
     static const int want_items[5] = {5, 6, 3, 1, 2};
     static const int want_counts[5] = {7, 7, 5, 4, 4};

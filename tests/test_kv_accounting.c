@@ -19,7 +19,7 @@
 #include <malloc.h>
 #include <cmocka.h>
 
-#include "datasets/trie.h"
+#include "runtime/trie.h"
 #include "helpers/ref_model.h"
 #include "runtime/beam.h"
 #include "runtime/plan.h"

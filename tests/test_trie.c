@@ -13,7 +13,7 @@
 
 #include "datasets/dataset.h"
 #include "datasets/prompt.h"
-#include "datasets/trie.h"
+#include "runtime/trie.h"
 #include "datasets/vocab.h"
 
 // Token id of index i at level j: scattered (not sorted by index) and distinct.

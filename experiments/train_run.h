@@ -1,8 +1,9 @@
-// trainer.h: the training loop behind `earnest train`: packed multi-target
-// batches (datasets/pack.h), the training forward/backward (runtime/train.h),
-// AdamW with warmup + cosine (runtime/adamw.h), validation Recall@10 through
-// the inference path (constrained beam search, runtime/beam.h), best-checkpoint
-// keeping, early stopping, logs, and resumable state.
+// train_run.h: a training run, what `earnest train` does: packed multi-target
+// batches (datasets/pack.h), the engine's training step (runtime/train.h:
+// forward/backward under the layer plan; runtime/adamw.h: AdamW with warmup +
+// cosine), validation Recall@10 through the one evaluation path
+// (experiments/rec_eval.h), best-checkpoint keeping, early stopping, logs, and
+// resumable state (experiments/train_state.h).
 //
 // The model directory OUT:
 //   config.json, model.safetensors   the best model so far (by validation Recall@10)
@@ -13,20 +14,16 @@
 //   eval_log.csv                     one row per validation:
 //                                    epoch,step,train_loss,recall@5,recall@10,recall@20,ndcg@10,users,eval_s,best
 //   summary.json                     written when the run ends (completed, early stop or time limit)
-//   state/LATEST                     names the newest complete state directory
-//   state/step-NNNNNNNNN/            weights (config.json + model.safetensors), optimizer.bin
-//                                    (AdamW moments + step), progress.json (epoch, batch, best
-//                                    metric, patience, loss sums): what --resume needs
-// Every file is written atomically; a state directory is filled under a
-// temporary name, renamed into place, and only then named by LATEST (one
-// rename), so a kill at any moment leaves the previous state intact.
+//   state/                           what --resume needs (experiments/train_state.h)
+// Every file is written atomically, so a kill at any moment leaves the
+// previous state intact.
 //
 // Determinism: the pack order of epoch e is a seeded shuffle (seed, e); the
 // forward/backward and the optimizer are deterministic for a thread count;
 // so an interrupted run resumed from its last state reaches the same weights
 // as an uninterrupted one (with the same --threads).
-#ifndef EARNEST_TRAINER_H
-#define EARNEST_TRAINER_H
+#ifndef EARNEST_TRAIN_RUN_H
+#define EARNEST_TRAIN_RUN_H
 
 #include <stdint.h>
 
@@ -71,6 +68,6 @@ void train_options_default(TrainOptions *o);
 // Runs (or resumes) a training. Returns 0 on success; -1 with e set on bad
 // input (nothing in OUT is overwritten then) or a failure while writing.
 // Returns 130 after SIGINT/SIGTERM (state saved; --resume continues).
-int trainer_run(const TrainOptions *o, Error *e);
+int train_run(const TrainOptions *o, Error *e);
 
 #endif

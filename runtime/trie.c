@@ -1,7 +1,7 @@
 // trie.c: see trie.h. Built from the codes sorted lexicographically: in that
 // order the distinct prefixes of each length appear in breadth-first order,
 // so nodes, edges and leaves come out as CSR arrays in one sweep per level.
-#include "datasets/trie.h"
+#include "runtime/trie.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -8,7 +8,7 @@
 #ifndef EARNEST_TRIE_H
 #define EARNEST_TRIE_H
 
-#include "datasets/dataset.h"
+#include "runtime/util.h"
 
 typedef struct {
     int levels;        // code length
