@@ -42,7 +42,7 @@ static int in_range(const CliFlag *f, double v) { return !has_range(f) || (v >= 
 
 static int range_error(const CliSpec *spec, const CliFlag *f, const char *what, const char *value) {
     char fmt[256];
-    if (has_range(f)) snprintf(fmt, sizeof fmt, "'%%s' is not %s in [%g, %g]", what, f->lo, f->hi);
+    if (has_range(f)) snprintf(fmt, sizeof fmt, "'%%s' is not %s in [%.10g, %.10g]", what, f->lo, f->hi);
     else snprintf(fmt, sizeof fmt, "'%%s' is not %s", what);
     return usage_error(spec, f->name, fmt, value);
 }
@@ -72,7 +72,7 @@ static int parse_list(const CliSpec *spec, const CliFlag *f, const char *s) {
             x > 2147483647L) {
             free(v);
             char fmt[256];
-            if (has_range(f)) snprintf(fmt, sizeof fmt, "item %d of '%%s' is not an integer in [%g, %g]", n + 1, f->lo, f->hi);
+            if (has_range(f)) snprintf(fmt, sizeof fmt, "item %d of '%%s' is not an integer in [%.10g, %.10g]", n + 1, f->lo, f->hi);
             else snprintf(fmt, sizeof fmt, "item %d of '%%s' is not an integer", n + 1);
             return usage_error(spec, f->name, fmt, s);
         }
@@ -144,7 +144,7 @@ static int find_flag(const CliSpec *spec, const char *name) {
     return -1;
 }
 
-int cli_parse(CliSpec *spec, int argc, char **argv) {
+static int parse_argv(CliSpec *spec, int argc, char **argv) {
     CHECK(spec->n_flags <= CLI_MAX_FLAGS, "cli: verb %s declares %d flags (at most %d)", spec->verb, spec->n_flags,
           CLI_MAX_FLAGS);
     memset(spec->given, 0, sizeof spec->given);
@@ -171,17 +171,17 @@ int cli_parse(CliSpec *spec, int argc, char **argv) {
             free(((CliIntList *)f->dst)->v);
             *(CliIntList *)f->dst = (CliIntList){0};
         }
-        spec->given[k] = 1;
-        if (f->type == CLI_FLAG) {
+        if (f->type != CLI_FLAG) {
+            if (i + 1 >= argc) return usage_error(spec, f->name, "needs a value (%s)", type_meta(f));
+            if (store(spec, f, argv[++i])) return 2;
+        } else {
             *(int *)f->dst = 1;
-            continue;
         }
-        if (i + 1 >= argc) return usage_error(spec, f->name, "needs a value (%s)", type_meta(f));
-        if (store(spec, f, argv[++i])) return 2;
+        spec->given[k] = 1; // only now: cli_free releases what was stored
     }
     for (int k = 0; k < spec->n_flags; k++)
         if (spec->flags[k].required && !spec->given[k])
-            return usage_error(spec, spec->flags[k].name, "is required%s", "");
+            return usage_error(spec, NULL, "%s is required", spec->flags[k].name);
     if (spec->n_args && *spec->n_args < spec->min_args)
         return usage_error(spec, NULL, "missing %s", spec->args_meta ? spec->args_meta : "argument");
     return -1;
@@ -209,6 +209,12 @@ static void default_text(char *out, size_t n, const CliFlag *f) {
     case CLI_STRINGS:
     case CLI_FLAG: break;
     }
+}
+
+int cli_parse(CliSpec *spec, int argc, char **argv) {
+    int rc = parse_argv(spec, argc, argv);
+    if (rc >= 0) cli_free(spec); // the verb stops here: nothing of the parse outlives it
+    return rc;
 }
 
 void cli_usage(FILE *f, const CliSpec *spec) {

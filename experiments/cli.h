@@ -75,6 +75,7 @@ typedef struct {
 // go on; otherwise the exit status to return: 0 after --help/-h (usage on
 // stdout), 2 after a usage error (message on stderr). Flags may come in any
 // order; a flag given again replaces its value (a CLI_STRINGS flag collects).
+// When it returns an exit status it has released its lists already.
 int cli_parse(CliSpec *spec, int argc, char **argv);
 void cli_usage(FILE *f, const CliSpec *spec);
 // Releases the lists (CLI_INT_LIST, CLI_STRINGS) cli_parse allocated (not the defaults).
