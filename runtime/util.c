@@ -3,7 +3,6 @@
 
 #include <cblas.h>
 #include <errno.h>
-#include <ftw.h>
 #include <math.h>
 #include <omp.h>
 #include <stdarg.h>
@@ -100,105 +99,6 @@ int threads_init(int n) {
     omp_set_num_threads(n);
     openblas_set_num_threads(n);
     return n;
-}
-
-void atomic_tmp_path(char *out, size_t n, const char *path) {
-    snprintf(out, n, "%s.tmp.%ld", path, (long)getpid());
-}
-
-int atomic_open(AtomicFile *af, const char *path, Error *e) {
-    if (strlen(path) >= sizeof af->path) return err_set(e, "%s: path too long", path);
-    snprintf(af->path, sizeof af->path, "%s", path);
-    atomic_tmp_path(af->tmp, sizeof af->tmp, path);
-    if (make_parent_dirs(path, e)) return -1;
-    af->f = fopen(af->tmp, "wb");
-    if (!af->f) return err_set(e, "%s: cannot create: %s", af->tmp, strerror(errno));
-    return 0;
-}
-
-int rename_into_place(const char *tmp, const char *path, Error *e) {
-    if (rename(tmp, path) != 0) {
-        int err = errno;
-        remove(tmp);
-        return err_set(e, "%s: cannot rename %s into place: %s", path, tmp, strerror(err));
-    }
-    return 0;
-}
-
-int atomic_commit(AtomicFile *af, Error *e) {
-    int bad = ferror(af->f);
-    if (fclose(af->f) != 0 || bad) {
-        af->f = NULL;
-        remove(af->tmp);
-        return err_set(e, "%s: write failed: %s", af->path, strerror(errno));
-    }
-    af->f = NULL;
-    return rename_into_place(af->tmp, af->path, e);
-}
-
-void atomic_abort(AtomicFile *af) {
-    if (af->f) fclose(af->f);
-    af->f = NULL;
-    remove(af->tmp);
-}
-
-static int remove_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb; (void)flag; (void)ftw;
-    return remove(p);
-}
-
-int remove_tree(const char *path) {
-    struct stat st;
-    if (lstat(path, &st) != 0) return 0;
-    return nftw(path, remove_cb, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-int make_dirs(const char *dir, Error *e) {
-    char buf[4096];
-    if (strlen(dir) >= sizeof buf) return err_set(e, "%s: path too long", dir);
-    snprintf(buf, sizeof buf, "%s", dir);
-    for (char *p = buf + 1;; p++) {
-        if (*p != '/' && *p != 0) continue;
-        char saved = *p;
-        *p = 0;
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-            return err_set(e, "%s: cannot create directory %s: %s", dir, buf, strerror(errno));
-        *p = saved;
-        if (saved == 0) break;
-    }
-    struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) return err_set(e, "%s: not a directory", dir);
-    return 0;
-}
-
-int make_parent_dirs(const char *path, Error *e) {
-    char buf[4096];
-    if (strlen(path) >= sizeof buf) return err_set(e, "%s: path too long", path);
-    snprintf(buf, sizeof buf, "%s", path);
-    char *slash = strrchr(buf, '/');
-    if (!slash || slash == buf) return 0;
-    *slash = 0;
-    return make_dirs(buf, e);
-}
-
-int rename_dir_into_place(const char *tmp_dir, const char *dir, Error *e) {
-    struct stat st;
-    char old[4200];
-    int had_old = 0;
-    if (stat(dir, &st) == 0) {
-        snprintf(old, sizeof old, "%s.old.%ld", dir, (long)getpid());
-        remove_tree(old);
-        if (rename(dir, old) != 0)
-            return err_set(e, "%s: cannot move the existing directory aside: %s", dir, strerror(errno));
-        had_old = 1;
-    }
-    if (rename(tmp_dir, dir) != 0) {
-        int err = errno;
-        if (had_old) rename(old, dir);
-        return err_set(e, "%s: cannot rename %s into place: %s", dir, tmp_dir, strerror(err));
-    }
-    if (had_old) remove_tree(old);
-    return 0;
 }
 
 int file_read_all(const char *path, char **data, size_t *len, Error *e) {

@@ -46,26 +46,7 @@ double time_now_s(void); // monotonic clock, seconds
 // Returns the count in use.
 int threads_init(int n);
 
-// Atomic output: write to "<path>.tmp.<pid>", then rename over <path>.
-typedef struct {
-    FILE *f;
-    char path[4096];
-    char tmp[4200];
-} AtomicFile;
-int atomic_open(AtomicFile *af, const char *path, Error *e);
-int atomic_commit(AtomicFile *af, Error *e); // fclose + rename; on failure the temp is removed
-void atomic_abort(AtomicFile *af);           // fclose + remove the temp
-// A temporary path next to `path` for writers that open files themselves (HDF5, directories).
-void atomic_tmp_path(char *out, size_t n, const char *path);
-int rename_into_place(const char *tmp, const char *path, Error *e);
-// Replaces directory `dir` by `tmp_dir` (both on the same filesystem): an
-// existing `dir` is moved aside first and removed after the swap.
-int rename_dir_into_place(const char *tmp_dir, const char *dir, Error *e);
-int remove_tree(const char *path);
-// mkdir -p: creates dir and its missing parents.
-int make_dirs(const char *dir, Error *e);
-// Creates the missing parent directories of path (every tool's --out may name new folders).
-int make_parent_dirs(const char *path, Error *e);
+#include "runtime/atomic.h" // atomic outputs, output locks
 
 // Whole-file read into a NUL-terminated buffer (binary safe, *len excludes the NUL).
 int file_read_all(const char *path, char **data, size_t *len, Error *e);
