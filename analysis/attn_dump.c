@@ -105,9 +105,12 @@ static int attr_read_str(char *out, size_t n, hid_t obj, const char *name, const
         goto done;
     }
     if (vlen) {
+        // Read in the file's character set (h5py writes UTF-8 by default, ASCII
+        // when asked): HDF5 does not convert between the two.
+        H5T_cset_t cset = H5Tget_cset(ftype);
         mtype = str_type_new();
         char *s = NULL;
-        if (mtype < 0 || H5Aread(attr, mtype, &s) < 0) {
+        if (mtype < 0 || cset < 0 || H5Tset_cset(mtype, cset) < 0 || H5Aread(attr, mtype, &s) < 0) {
             err_set(e, "%s: %s: cannot read attribute '%s'", file, where, name);
             goto done;
         }
@@ -166,15 +169,39 @@ static int attr_read_int(int *out, hid_t obj, const char *name, const char *file
     return rc;
 }
 
-// Checks the model shape; `file` names the source in messages.
-static int info_validate(const AttnDumpInfo *in, const char *file, Error *e) {
+// Whether obj has attribute `name`: 1 yes, 0 no, -1 (error set) cannot tell.
+static int attr_present(hid_t obj, const char *name, const char *file, Error *e) {
+    htri_t exists = H5Aexists(obj, name);
+    if (exists < 0) return err_set(e, "%s: /: cannot look up attribute '%s'", file, name);
+    return exists > 0;
+}
+
+// An optional integer attribute at the root: *out = dflt when absent; when
+// present it must be >= 1.
+static int attr_read_int_opt(int *out, hid_t obj, const char *name, int dflt, const char *file, Error *e) {
+    int has = attr_present(obj, name, file, e);
+    if (has < 0) return -1;
+    if (!has) {
+        *out = dflt;
+        return 0;
+    }
+    if (attr_read_int(out, obj, name, file, e)) return -1;
+    if (*out < 1) return err_set(e, "%s: /: attribute '%s' = %d must be >= 1", file, name, *out);
+    return 0;
+}
+
+// Checks the model shape; `file` names the source in messages. dim and
+// vocab_size may be 0 (not stated, as in a dump written by another tool) when
+// `need_model` is 0; the writer always states them.
+static int info_validate(const AttnDumpInfo *in, int need_model, const char *file, Error *e) {
     if (in->n_layers < 1) return err_set(e, "%s: n_layers = %d must be >= 1", file, in->n_layers);
     if (in->n_heads < 1) return err_set(e, "%s: n_heads = %d must be >= 1", file, in->n_heads);
     if (in->n_kv_heads < 1 || in->n_heads % in->n_kv_heads != 0)
         return err_set(e, "%s: n_kv_heads = %d must be >= 1 and divide n_heads = %d", file,
                        in->n_kv_heads, in->n_heads);
-    if (in->dim < 1) return err_set(e, "%s: dim = %d must be >= 1", file, in->dim);
-    if (in->vocab_size < 1) return err_set(e, "%s: vocab_size = %d must be >= 1", file, in->vocab_size);
+    if (in->dim < (need_model ? 1 : 0)) return err_set(e, "%s: dim = %d must be >= 1", file, in->dim);
+    if (in->vocab_size < (need_model ? 1 : 0))
+        return err_set(e, "%s: vocab_size = %d must be >= 1", file, in->vocab_size);
     if (in->layer_split_k < 0 || in->layer_split_k > in->n_layers)
         return err_set(e, "%s: layer_split_k = %d must be in 0..n_layers (%d)", file,
                        in->layer_split_k, in->n_layers);
@@ -209,7 +236,7 @@ int attn_dump_create(AttnDumpWriter *w, const char *path, const AttnDumpInfo *in
     if (strlen(path) >= sizeof w->path) return err_set(e, "%s: path too long", path);
     if (strnlen(info->method, sizeof info->method) >= sizeof info->method)
         return err_set(e, "%s: method name too long", path);
-    if (info_validate(info, path, e)) return -1;
+    if (info_validate(info, 1, path, e)) return -1;
     snprintf(w->path, sizeof w->path, "%s", path);
     atomic_tmp_path(w->tmp, sizeof w->tmp, path);
     w->info = *info;
@@ -473,6 +500,34 @@ static herr_t list_sample(hid_t g, const char *name, const H5L_info_t *info, voi
     return 0;
 }
 
+// The root attributes after format and version: the minimal schema's
+// (n_layers, n_heads, layer_split_k, n_prefix_regs, n_suffix_regs) are
+// required, the ones earnest adds optional (attn_dump.h).
+static int info_read(AttnDumpInfo *in, hid_t file, const char *path, Error *e) {
+    if (attr_read_int(&in->n_layers, file, "n_layers", path, e) ||
+        attr_read_int(&in->n_heads, file, "n_heads", path, e) ||
+        attr_read_int(&in->layer_split_k, file, "layer_split_k", path, e) ||
+        attr_read_int(&in->n_prefix_regs, file, "n_prefix_regs", path, e) ||
+        attr_read_int(&in->n_suffix_regs, file, "n_suffix_regs", path, e))
+        return -1;
+    if (attr_read_int_opt(&in->n_kv_heads, file, "n_kv_heads", in->n_heads, path, e) ||
+        attr_read_int_opt(&in->dim, file, "dim", 0, path, e) ||
+        attr_read_int_opt(&in->vocab_size, file, "vocab_size", 0, path, e))
+        return -1;
+    int has_method = attr_present(file, "method", path, e);
+    if (has_method < 0) return -1;
+    if (has_method) {
+        if (attr_read_str(in->method, sizeof in->method, file, "method", path, "/", e)) return -1;
+    } else {
+        snprintf(in->method, sizeof in->method, "unknown");
+    }
+    if (info_validate(in, 0, path, e)) {
+        err_prefix(e, "root attributes: ");
+        return -1;
+    }
+    return 0;
+}
+
 int attn_dump_open(AttnDumpReader *r, const char *path, Error *e) {
     memset(r, 0, sizeof *r);
     r->file = -1;
@@ -505,21 +560,7 @@ int attn_dump_open(AttnDumpReader *r, const char *path, Error *e) {
                 path, version, ATTN_DUMP_VERSION);
         goto fail;
     }
-    AttnDumpInfo *in = &r->info;
-    if (attr_read_int(&in->n_layers, r->file, "n_layers", path, e) ||
-        attr_read_int(&in->n_heads, r->file, "n_heads", path, e) ||
-        attr_read_int(&in->n_kv_heads, r->file, "n_kv_heads", path, e) ||
-        attr_read_int(&in->dim, r->file, "dim", path, e) ||
-        attr_read_int(&in->vocab_size, r->file, "vocab_size", path, e) ||
-        attr_read_str(in->method, sizeof in->method, r->file, "method", path, "/", e) ||
-        attr_read_int(&in->layer_split_k, r->file, "layer_split_k", path, e) ||
-        attr_read_int(&in->n_prefix_regs, r->file, "n_prefix_regs", path, e) ||
-        attr_read_int(&in->n_suffix_regs, r->file, "n_suffix_regs", path, e))
-        goto fail;
-    if (info_validate(in, path, e)) {
-        err_prefix(e, "root attributes: ");
-        goto fail;
-    }
+    if (info_read(&r->info, r->file, path, e)) goto fail;
 
     htri_t has_samples = H5Lexists(r->file, "samples", H5P_DEFAULT);
     if (has_samples <= 0) {
@@ -636,6 +677,20 @@ done:
     return rc;
 }
 
+// An optional per-layer mask [L,T] (row_mask, key_mask): absent means every
+// row / key present (all 1), so the causal rule alone decides what a row sees.
+static int mask_read(uint8_t *out, hid_t g, const char *name, long *want, const char *file, const char *group,
+                     Error *e) {
+    size_t n = (size_t)want[0] * (size_t)want[1];
+    htri_t exists = H5Lexists(g, name, H5P_DEFAULT);
+    if (exists < 0) return err_set(e, "%s: %s: cannot look up dataset '%s'", file, group, name);
+    if (!exists) {
+        memset(out, 1, n);
+        return 0;
+    }
+    return dataset_read(out, n, g, name, H5T_INTEGER, H5T_NATIVE_UINT8, 2, want, file, group, e);
+}
+
 int attn_dump_read_sample(AttnSample *out, AttnDumpReader *r, int i, Error *e) {
     memset(out, 0, sizeof *out);
     if (i < 0 || i >= r->n_samples)
@@ -662,8 +717,8 @@ int attn_dump_read_sample(AttnSample *out, AttnDumpReader *r, int i, Error *e) {
     if (dataset_read(out->tokens, n * 4, g, "tokens", H5T_INTEGER, H5T_NATIVE_INT32, 1, w1, r->path, group, e) ||
         dataset_read(out->positions, n * 4, g, "positions", H5T_INTEGER, H5T_NATIVE_INT32, 1, w1, r->path, group, e) ||
         dataset_read(out->kinds, n, g, "kinds", H5T_INTEGER, H5T_NATIVE_UINT8, 1, w1, r->path, group, e) ||
-        dataset_read(out->row_mask, (size_t)L * n, g, "row_mask", H5T_INTEGER, H5T_NATIVE_UINT8, 2, w2, r->path, group, e) ||
-        dataset_read(out->key_mask, (size_t)L * n, g, "key_mask", H5T_INTEGER, H5T_NATIVE_UINT8, 2, w2, r->path, group, e) ||
+        mask_read(out->row_mask, g, "row_mask", w2, r->path, group, e) ||
+        mask_read(out->key_mask, g, "key_mask", w2, r->path, group, e) ||
         dataset_read(NULL, 0, g, "attn", H5T_FLOAT, H5T_NATIVE_FLOAT, 4, w4, r->path, group, e))
         goto done;
     for (size_t t = 0; t < n; t++)

@@ -18,6 +18,22 @@
 //                                   >= k computes no prompt row)
 //     key_mask   uint8   [L,T]      1 where token t's key was kept in layer l
 //
+// The minimal schema: what the reader requires, so that a dump written by
+// another tool (h5py from a PyTorch model) analyses. Only
+//   /  format = "earnest-attn" (string, fixed or variable length),
+//      version = 1, n_layers, n_heads, layer_split_k (0: no split),
+//      n_prefix_regs, n_suffix_regs (integers)
+//   /samples/NNNNNN/{tokens, positions, kinds, attn} as above
+// Everything else is optional, with these defaults:
+//   n_kv_heads = n_heads; dim, vocab_size = 0 (not stated); method = "unknown";
+//   n_samples = the number of /samples groups (checked when present);
+//   row_mask, key_mask = all 1: every row is computed and every key kept, so a
+//   row q sees keys 0..q (the causal rule alone). The analysis then reads every
+//   row: a model whose later layers skip rows (EARN) should write row_mask, or
+//   those all-zero rows count in the means.
+// Integer attributes and datasets may have any integer type, attn any float type
+// (HDF5 converts); shapes must agree with n_layers, n_heads and T = len(tokens).
+//
 // Writing follows the runtime's AttnHook (runtime/model.h): begin a sample,
 // feed the hook's (layer, head, queries, keys, probs) blocks, end the sample.
 // The file is written under a temporary name and renamed on close, so an
@@ -44,14 +60,15 @@
 
 const char *attn_kind_name(int kind); // "special", "prefix_reg", ...; "?" when out of range
 
-// The root attributes (model shape and plan).
+// The root attributes (model shape and plan). The writer needs them all; the
+// reader fills the optional ones with the defaults above.
 typedef struct {
     int n_layers;
     int n_heads;
-    int n_kv_heads;
-    int dim;
-    int vocab_size;
-    char method[64];   // "finetune", "earn", ...
+    int n_kv_heads;    // read: n_heads when absent
+    int dim;           // read: 0 when absent
+    int vocab_size;    // read: 0 when absent
+    char method[64];   // "finetune", "earn", ...; read: "unknown" when absent
     int layer_split_k; // EARN split (0 when the model has none)
     int n_prefix_regs;
     int n_suffix_regs;
@@ -124,17 +141,17 @@ typedef struct {
     int32_t *tokens;      // [T]
     int32_t *positions;   // [T]
     uint8_t *kinds;       // [T]
-    uint8_t *row_mask;    // [L,T]
-    uint8_t *key_mask;    // [L,T]
+    uint8_t *row_mask;    // [L,T] (all 1 when the dump has none)
+    uint8_t *key_mask;    // [L,T] (all 1 when the dump has none)
 } AttnSample;
 
 // Opens and validates a dump: HDF5, format and version attributes, model
-// shape attributes, the /samples group and its member names. Errors name the
-// file and the object.
+// shape attributes (the minimal schema's required, the rest defaulted), the
+// /samples group and its member names. Errors name the file and the object.
 int attn_dump_open(AttnDumpReader *r, const char *path, Error *e);
 void attn_dump_reader_close(AttnDumpReader *r);
-// Reads sample i's token arrays and masks, checking every dataset's type and
-// shape against the root attributes and T.
+// Reads sample i's token arrays and masks (defaulted when absent), checking
+// every dataset's type and shape against the root attributes and T.
 int attn_dump_read_sample(AttnSample *out, AttnDumpReader *r, int i, Error *e);
 void attn_sample_free(AttnSample *s);
 // Reads attn[layer, head, :, :] of sample i into out [T,T].

@@ -140,31 +140,48 @@ fail:
 
 // ---- codes ----------------------------------------------------------------
 
-// Parses one "<x_N>" token for level `level` at ln->p into *idx.
-static int parse_code_token(Line *ln, int level, int n_codes, int *idx, Error *e) {
-    const char *p = ln->p;
+CodeTokenStatus dataset_parse_code_token(const char *p, const char *end, int level, int n_codes, int *idx,
+                                         const char **after) {
     char letter = (char)('a' + level);
-    if (ln->end - p < 5 || p[0] != '<' || p[1] != letter || p[2] != '_' || !is_digit(p[3]))
-        return err_set(e, "%s:%zu: malformed code token for level %d: expected '<%c_N>', found '%.*s'",
-                       ln->path, ln->line, level, letter, token_len(p, ln->end) > 12 ? 12 : token_len(p, ln->end), p);
+    if (end - p < 5 || p[0] != '<' || p[1] != letter || p[2] != '_' || !is_digit(p[3]))
+        return CODE_TOKEN_MALFORMED;
     p += 3;
-    // No leading zeros: codes are compared as strings, so "<a_07>" would be a different code.
-    if (p[0] == '0' && p + 1 < ln->end && is_digit(p[1]))
-        return err_set(e, "%s:%zu: code token for level %c has a leading zero", ln->path, ln->line, letter);
+    if (p[0] == '0' && p + 1 < end && is_digit(p[1])) return CODE_TOKEN_LEADING_ZERO;
     long long x = 0;
-    while (p < ln->end && is_digit(*p)) {
+    while (p < end && is_digit(*p)) {
         x = x * 10 + (*p - '0');
         if (x > DATASET_MAX_CODES) x = DATASET_MAX_CODES + 1;
         p++;
     }
-    if (p == ln->end || *p != '>')
-        return err_set(e, "%s:%zu: malformed code token for level %c: missing '>'", ln->path, ln->line, letter);
-    if (x >= n_codes)
-        return err_set(e, "%s:%zu: code index %lld out of range 0..%d for level %c (meta.json codes_per_level)",
-                       ln->path, ln->line, x, n_codes - 1, letter);
-    ln->p = p + 1;
+    if (p == end || *p != '>') return CODE_TOKEN_NO_CLOSE;
     *idx = (int)x;
-    return 0;
+    if (x >= n_codes) return CODE_TOKEN_RANGE;
+    *after = p + 1;
+    return CODE_TOKEN_OK;
+}
+
+// Parses one "<x_N>" token for level `level` at ln->p into *idx and advances;
+// errors name file:line.
+static int parse_code_token(Line *ln, int level, int n_codes, int *idx, Error *e) {
+    char letter = (char)('a' + level);
+    const char *after = NULL;
+    int n = token_len(ln->p, ln->end);
+    switch (dataset_parse_code_token(ln->p, ln->end, level, n_codes, idx, &after)) {
+    case CODE_TOKEN_OK:
+        ln->p = after;
+        return 0;
+    case CODE_TOKEN_MALFORMED:
+        return err_set(e, "%s:%zu: malformed code token for level %d: expected '<%c_N>', found '%.*s'",
+                       ln->path, ln->line, level, letter, n > 12 ? 12 : n, ln->p);
+    case CODE_TOKEN_LEADING_ZERO:
+        return err_set(e, "%s:%zu: code token for level %c has a leading zero", ln->path, ln->line, letter);
+    case CODE_TOKEN_NO_CLOSE:
+        return err_set(e, "%s:%zu: malformed code token for level %c: missing '>'", ln->path, ln->line, letter);
+    case CODE_TOKEN_RANGE:
+        break;
+    }
+    return err_set(e, "%s:%zu: code index %d out of range 0..%d for level %c (meta.json codes_per_level)",
+                   ln->path, ln->line, *idx, n_codes - 1, letter);
 }
 
 int dataset_parse_codes(int **codes_out, const char *text, size_t len, const char *path,
@@ -234,6 +251,7 @@ fail:
 
 // ---- meta.json ------------------------------------------------------------
 
+// Integer field `key` in lo..hi. Returns 0 (set), 1 (absent and optional) or -1.
 static int meta_int(const char *path, json_t *root, const char *key, long long lo, long long hi, int required,
                     long long *v, Error *e) {
     json_t *x = json_object_get(root, key);
@@ -248,13 +266,14 @@ static int meta_int(const char *path, json_t *root, const char *key, long long l
     return 0;
 }
 
+// String field `key` into out[n]. Returns 0 (set), 1 (absent and optional: out = "") or -1.
 static int meta_string(const char *path, json_t *root, const char *key, int required, char *out, size_t n,
                        Error *e) {
     json_t *x = json_object_get(root, key);
     if (!x) {
         if (required) return err_set(e, "%s: missing field \"%s\"", path, key);
         out[0] = 0;
-        return 0;
+        return 1;
     }
     if (!json_is_string(x)) return err_set(e, "%s: field \"%s\" must be a string", path, key);
     const char *s = json_string_value(x);
@@ -263,8 +282,91 @@ static int meta_string(const char *path, json_t *root, const char *key, int requ
     return 0;
 }
 
+static int meta_codes_per_level(Dataset *d, json_t *root, const char *path, Error *e) {
+    json_t *cpl = json_object_get(root, "codes_per_level");
+    if (!cpl) return err_set(e, "%s: missing field \"codes_per_level\"", path);
+    if (!json_is_array(cpl) || json_array_size(cpl) != (size_t)d->code_levels)
+        return err_set(e, "%s: field \"codes_per_level\" must be an array of code_levels = %d integers", path,
+                       d->code_levels);
+    for (int j = 0; j < d->code_levels; j++) {
+        json_t *x = json_array_get(cpl, (size_t)j);
+        if (!json_is_integer(x) || json_integer_value(x) < 1 || json_integer_value(x) > DATASET_MAX_CODES)
+            return err_set(e, "%s: codes_per_level[%d] must be an integer in 1..%d", path, j, DATASET_MAX_CODES);
+        d->codes_per_level[j] = (int)json_integer_value(x);
+    }
+    return 0;
+}
+
+// The optional "semantic_ids" object: the settings the codes were built with.
+static int meta_semid(Dataset *d, json_t *root, const char *path, Error *e) {
+    json_t *o = json_object_get(root, "semantic_ids");
+    if (!o) return 0;
+    if (!json_is_object(o)) return err_set(e, "%s: field \"semantic_ids\" must be an object", path);
+    static const char *KEYS[7] = {"levels", "codes", "dim", "window", "iters", "power_iters", "seed"};
+    long long v[7];
+    for (int k = 0; k < 7; k++) {
+        json_t *x = json_object_get(o, KEYS[k]);
+        if (!json_is_integer(x) || json_integer_value(x) < 0 || (k < 6 && json_integer_value(x) > INT_MAX))
+            return err_set(e, "%s: semantic_ids.%s must be a non-negative integer", path, KEYS[k]);
+        v[k] = json_integer_value(x);
+    }
+    SemIdConfig c = {.levels = (int)v[0], .codes = (int)v[1], .dim = (int)v[2], .window = (int)v[3],
+                     .iters = (int)v[4], .power_iters = (int)v[5], .seed = (uint64_t)v[6]};
+    char msg[160];
+    if (semid_config_check(&c, msg, sizeof msg) != 0) return err_set(e, "%s: semantic_ids: %s", path, msg);
+    d->has_semid = 1;
+    d->semid = c;
+    return 0;
+}
+
 // expect[s]: the optional "interactions": {"train": N, ...} counts (-1 when absent),
 // checked against the split files once they are loaded.
+static int meta_interactions(long long expect[SPLIT_COUNT], json_t *root, const char *path, Error *e) {
+    for (int sp = 0; sp < SPLIT_COUNT; sp++) expect[sp] = -1;
+    json_t *inter = json_object_get(root, "interactions");
+    if (!inter) return 0;
+    if (!json_is_object(inter)) return err_set(e, "%s: field \"interactions\" must be an object", path);
+    for (int sp = 0; sp < SPLIT_COUNT; sp++) {
+        json_t *x = json_object_get(inter, SPLIT_NAMES[sp]);
+        if (!x) continue;
+        if (!json_is_integer(x) || json_integer_value(x) < 0)
+            return err_set(e, "%s: interactions.%s must be a non-negative integer", path, SPLIT_NAMES[sp]);
+        expect[sp] = json_integer_value(x);
+    }
+    return 0;
+}
+
+// Every field of the parsed meta.json object into d (and expect).
+static int meta_fields(Dataset *d, long long expect[SPLIT_COUNT], json_t *root, const char *path, Error *e) {
+    char format[64];
+    long long v;
+    if (!json_is_object(root)) return err_set(e, "%s: expected a JSON object", path);
+    if (meta_string(path, root, "format", 1, format, sizeof format, e) < 0) return -1;
+    if (strcmp(format, "earnest-dataset") != 0)
+        return err_set(e, "%s: field \"format\" is \"%s\", expected \"earnest-dataset\"", path, format);
+    if (meta_int(path, root, "version", 1, 1, 1, &v, e) != 0) return -1;
+    if (meta_string(path, root, "name", 1, d->name, sizeof d->name, e) < 0 ||
+        meta_string(path, root, "source", 0, d->source, sizeof d->source, e) < 0)
+        return -1;
+    int rc = meta_string(path, root, "codes_method", 0, d->codes_method, sizeof d->codes_method, e);
+    if (rc < 0) return -1;
+    if (rc == 1) snprintf(d->codes_method, sizeof d->codes_method, "unknown");
+    if (meta_int(path, root, "n_users", 1, DATASET_MAX_IDS, 1, &v, e) != 0) return -1;
+    d->n_users = (int)v;
+    if (meta_int(path, root, "n_items", 1, DATASET_MAX_IDS, 1, &v, e) != 0) return -1;
+    d->n_items = (int)v;
+    if (meta_int(path, root, "code_levels", 1, DATASET_MAX_LEVELS, 1, &v, e) != 0) return -1;
+    d->code_levels = (int)v;
+    rc = meta_int(path, root, "seed", 0, LLONG_MAX, 0, &v, e);
+    if (rc < 0) return -1;
+    if (rc == 0) {
+        d->has_seed = 1;
+        d->seed = (uint64_t)v;
+    }
+    if (meta_codes_per_level(d, root, path, e) != 0 || meta_semid(d, root, path, e) != 0) return -1;
+    return meta_interactions(expect, root, path, e);
+}
+
 static int meta_load(Dataset *d, long long expect[SPLIT_COUNT], const char *path, Error *e) {
     char *text;
     size_t len;
@@ -277,56 +379,7 @@ static int meta_load(Dataset *d, long long expect[SPLIT_COUNT], const char *path
     json_t *root = json_loadb(text, len, 0, &je);
     free(text);
     if (!root) return err_set(e, "%s:%d: invalid JSON: %s", path, je.line, je.text);
-    int rc = -1;
-    char format[64];
-    long long v;
-    if (!json_is_object(root)) { err_set(e, "%s: expected a JSON object", path); goto done; }
-    if (meta_string(path, root, "format", 1, format, sizeof format, e) != 0) goto done;
-    if (strcmp(format, "earnest-dataset") != 0) {
-        err_set(e, "%s: field \"format\" is \"%s\", expected \"earnest-dataset\"", path, format);
-        goto done;
-    }
-    if (meta_int(path, root, "version", 1, 1, 1, &v, e) != 0) goto done;
-    if (meta_string(path, root, "name", 1, d->name, sizeof d->name, e) != 0) goto done;
-    if (meta_string(path, root, "source", 0, d->source, sizeof d->source, e) != 0) goto done;
-    if (meta_int(path, root, "n_users", 1, DATASET_MAX_IDS, 1, &v, e) != 0) goto done;
-    d->n_users = (int)v;
-    if (meta_int(path, root, "n_items", 1, DATASET_MAX_IDS, 1, &v, e) != 0) goto done;
-    d->n_items = (int)v;
-    if (meta_int(path, root, "code_levels", 1, DATASET_MAX_LEVELS, 1, &v, e) != 0) goto done;
-    d->code_levels = (int)v;
-    if (meta_int(path, root, "seed", 0, LLONG_MAX, 0, &v, e) < 0) goto done;
-    json_t *cpl = json_object_get(root, "codes_per_level");
-    if (!cpl) { err_set(e, "%s: missing field \"codes_per_level\"", path); goto done; }
-    if (!json_is_array(cpl) || json_array_size(cpl) != (size_t)d->code_levels) {
-        err_set(e, "%s: field \"codes_per_level\" must be an array of code_levels = %d integers", path,
-                d->code_levels);
-        goto done;
-    }
-    for (int j = 0; j < d->code_levels; j++) {
-        json_t *x = json_array_get(cpl, (size_t)j);
-        if (!json_is_integer(x) || json_integer_value(x) < 1 || json_integer_value(x) > DATASET_MAX_CODES) {
-            err_set(e, "%s: codes_per_level[%d] must be an integer in 1..%d", path, j, DATASET_MAX_CODES);
-            goto done;
-        }
-        d->codes_per_level[j] = (int)json_integer_value(x);
-    }
-    for (int sp = 0; sp < SPLIT_COUNT; sp++) expect[sp] = -1;
-    json_t *inter = json_object_get(root, "interactions");
-    if (inter) {
-        if (!json_is_object(inter)) { err_set(e, "%s: field \"interactions\" must be an object", path); goto done; }
-        for (int sp = 0; sp < SPLIT_COUNT; sp++) {
-            json_t *x = json_object_get(inter, SPLIT_NAMES[sp]);
-            if (!x) continue;
-            if (!json_is_integer(x) || json_integer_value(x) < 0) {
-                err_set(e, "%s: interactions.%s must be a non-negative integer", path, SPLIT_NAMES[sp]);
-                goto done;
-            }
-            expect[sp] = json_integer_value(x);
-        }
-    }
-    rc = 0;
-done:
+    int rc = meta_fields(d, expect, root, path, e);
     json_decref(root);
     return rc;
 }

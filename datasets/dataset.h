@@ -1,8 +1,13 @@
-// dataset.h: a prepared dataset directory, loaded into memory.
+// dataset.h: a prepared dataset directory, loaded into memory: the one type
+// every tool uses for it and the one reader of its files. The writer is
+// prep_write_dir (datasets/prepare.h), which writes this same type.
 //
 // The directory (written by `earnest prepare` / Makefile.data):
-//   meta.json   {"format": "earnest-dataset", "version": 1, "name", "source",
-//                "n_users", "n_items", "code_levels", "codes_per_level": [...], "seed"?}
+//   meta.json   {"format": "earnest-dataset", "version": 1, "name", "source"?,
+//                "n_users", "n_items", "code_levels", "codes_per_level": [...],
+//                "seed"?, "codes_method"?, "semantic_ids"?: {"levels", "codes",
+//                "dim", "window", "iters", "power_iters", "seed"},
+//                "interactions"?: {"train", "valid", "test"}}
 //   train.txt valid.txt test.txt
 //               one line per user 1..n_users, in order: "uid item item ..."
 //               (1-based ids, chronological; a user with nothing in a split
@@ -10,14 +15,17 @@
 //   codes.tsv   one line per item 1..n_items, in order: "item<TAB><a_12><b_3>..."
 //               (level letters a, b, c, ...; the number is the index in that level)
 //
-// Loading is strict: every malformed line is an error naming file:line.
+// Loading is strict: every malformed line is an error naming file:line, every
+// bad meta.json field an error naming the field.
 // Ids are 1-based everywhere, as in the files; arrays indexed by id have an
 // unused row 0.
 #ifndef EARNEST_DATASET_H
 #define EARNEST_DATASET_H
 
 #include <stddef.h>
+#include <stdint.h>
 
+#include "datasets/semantic_ids.h"
 #include "runtime/util.h"
 
 #define DATASET_MAX_LEVELS 8          // level letters 'a'..'h'
@@ -35,7 +43,12 @@ typedef struct {
 
 typedef struct {
     char name[128];
-    char source[512];
+    char source[1024];
+    char codes_method[64]; // "lcrec-rqvae" (AtSpeed release), "earnest-rkmeans"; "unknown" if not given
+    int has_seed;
+    uint64_t seed;         // meta.json "seed": the --seed of generated data and codes
+    int has_semid;         // meta.json "semantic_ids": the settings of codes built here
+    SemIdConfig semid;
     int n_users, n_items;
     int code_levels;
     int codes_per_level[DATASET_MAX_LEVELS];
@@ -66,5 +79,21 @@ int dataset_parse_split(DatasetSplit *out, const char *text, size_t len, const c
 // codes_out: [(n_items + 1) * code_levels]
 int dataset_parse_codes(int **codes_out, const char *text, size_t len, const char *path,
                         int n_items, int code_levels, const int *codes_per_level, Error *e);
+
+// One code token "<x_N>" of level `level` (x = 'a' + level) at the start of
+// [p, end): N decimal, no leading zero (codes are compared as strings, so
+// "<a_07>" would be another code than "<a_7>"), N < n_codes. On CODE_TOKEN_OK
+// *idx = N and *after points past the '>'; on CODE_TOKEN_RANGE *idx holds N
+// (saturated above DATASET_MAX_CODES). The callers word the messages (codes.tsv
+// names file:line, the LC-Rec code map its key).
+typedef enum {
+    CODE_TOKEN_OK = 0,
+    CODE_TOKEN_MALFORMED,    // not '<', the level letter, '_', a digit
+    CODE_TOKEN_LEADING_ZERO,
+    CODE_TOKEN_NO_CLOSE,     // the digits are not followed by '>'
+    CODE_TOKEN_RANGE,        // N >= n_codes
+} CodeTokenStatus;
+CodeTokenStatus dataset_parse_code_token(const char *p, const char *end, int level, int n_codes, int *idx,
+                                         const char **after);
 
 #endif

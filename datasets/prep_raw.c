@@ -51,7 +51,7 @@ static int table_intern(NameTable *t, const char *s, size_t n) {
         if (strlen(name) == n && memcmp(name, s, n) == 0) return t->slots[h] - 1;
         h = (h + 1) & (t->n_slots - 1);
     }
-    if (t->n >= PREP_MAX_IDS) return -1;
+    if (t->n >= DATASET_MAX_IDS) return -1;
     if (t->n == t->cap_names) {
         t->cap_names = t->cap_names ? t->cap_names * 2 : 1024;
         t->names = xrealloc(t->names, (size_t)t->cap_names * sizeof *t->names);
@@ -174,12 +174,12 @@ static int movielens_line(RawLog *log, const char *s, size_t n, const char *path
     }
     if (nf != 4) return err_set(e, "%s:%zu: expected user::item::rating::timestamp", path, line);
     int64_t user, item, ts;
-    if (parse_int64(field[0], flen[0], &user) != 0 || user < 1 || user > PREP_MAX_IDS)
+    if (parse_int64(field[0], flen[0], &user) != 0 || user < 1 || user > DATASET_MAX_IDS)
         return err_set(e, "%s:%zu: user id '%.*s' is not an integer in 1..%d", path, line,
-                       (int)(flen[0] > 40 ? 40 : flen[0]), field[0], PREP_MAX_IDS);
-    if (parse_int64(field[1], flen[1], &item) != 0 || item < 1 || item > PREP_MAX_IDS)
+                       (int)(flen[0] > 40 ? 40 : flen[0]), field[0], DATASET_MAX_IDS);
+    if (parse_int64(field[1], flen[1], &item) != 0 || item < 1 || item > DATASET_MAX_IDS)
         return err_set(e, "%s:%zu: item id '%.*s' is not an integer in 1..%d", path, line,
-                       (int)(flen[1] > 40 ? 40 : flen[1]), field[1], PREP_MAX_IDS);
+                       (int)(flen[1] > 40 ? 40 : flen[1]), field[1], DATASET_MAX_IDS);
     if (parse_int64(field[3], flen[3], &ts) != 0)
         return err_set(e, "%s:%zu: timestamp '%.*s' is not a non-negative integer", path, line,
                        (int)(flen[3] > 40 ? 40 : flen[3]), field[3]);
@@ -269,7 +269,7 @@ static int cmp_event(const void *a, const void *b) {
     return (x->order > y->order) - (x->order < y->order);
 }
 
-int prep_split(PrepSeqs *out, int **item_raw, const RawLog *log, Error *e) {
+int prep_split(Dataset *out, int **item_raw, const RawLog *log, Error *e) {
     memset(out, 0, sizeof *out);
     size_t n = log->n;
     if (n == 0) return err_set(e, "no interactions left (after dropping ratings below 4)");
@@ -277,7 +277,7 @@ int prep_split(PrepSeqs *out, int **item_raw, const RawLog *log, Error *e) {
     memcpy(ev, log->ev, n * sizeof *ev);
     qsort(ev, n, sizeof *ev, cmp_event);
     // Global timeline 8:1:1 by interaction count.
-    size_t bound[PREP_NSPLITS + 1] = {0, n * 8 / 10, n * 9 / 10, n};
+    size_t bound[SPLIT_COUNT + 1] = {0, n * 8 / 10, n * 9 / 10, n};
 
     int *train_count = xcalloc((size_t)log->n_users + 1, sizeof *train_count);
     for (size_t t = 0; t < bound[1]; t++) train_count[ev[t].user]++;
@@ -295,16 +295,17 @@ int prep_split(PrepSeqs *out, int **item_raw, const RawLog *log, Error *e) {
         free(item_id);
         return err_set(e, "no user has 2 or more train interactions (of %zu interactions kept)", n);
     }
-    int *raw_of = xmalloc(((size_t)log->n_items + 1) * sizeof *raw_of);
+    int *raw_of = xmalloc(((size_t)log->n_items + 1) * sizeof *raw_of); // [dense item id]; row 0 unused
+    raw_of[0] = -1;
     for (size_t t = 0; t < n; t++)
         if (user_id[ev[t].user] && !item_id[ev[t].item]) {
-            raw_of[n_items] = ev[t].item;
             item_id[ev[t].item] = ++n_items;
+            raw_of[n_items] = ev[t].item;
         }
 
     out->n_users = n_users;
     out->n_items = n_items;
-    for (int k = 0; k < PREP_NSPLITS; k++) {
+    for (int k = 0; k < SPLIT_COUNT; k++) {
         size_t *off = xcalloc((size_t)n_users + 1, sizeof *off);
         for (size_t t = bound[k]; t < bound[k + 1]; t++)
             if (user_id[ev[t].user]) off[user_id[ev[t].user]]++;
@@ -317,8 +318,8 @@ int prep_split(PrepSeqs *out, int **item_raw, const RawLog *log, Error *e) {
             if (u) items[fill[u - 1]++] = item_id[ev[t].item];
         }
         free(fill);
-        out->offsets[k] = off;
-        out->items[k] = items;
+        out->splits[k].offsets = off;
+        out->splits[k].items = items;
     }
     free(ev);
     free(train_count);

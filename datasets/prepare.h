@@ -1,12 +1,10 @@
 // prepare.h: producing prepared dataset directories (the `earnest prepare` verbs).
 //
-// The prepared directory (read back by datasets/dataset.h):
-//   meta.json   {"format": "earnest-dataset", "version": 1, "name", "source",
-//                "n_users", "n_items", "code_levels", "codes_per_level", "seed"?, ...}
-//   train.txt valid.txt test.txt   one line per user 1..n_users: "uid item item ..."
-//   codes.tsv   one line per item 1..n_items: "item<TAB><a_12><b_3><c_200><d_7>"
-// It is always written whole into DIR.tmp.PID and renamed into place, so a
-// failure leaves an existing DIR untouched and no partial directory behind.
+// The prepared directory and its in-memory form, Dataset, are defined in
+// datasets/dataset.h, whose dataset_load is the one reader of it;
+// prep_write_dir below is its one writer, from a Dataset. A directory is
+// always written whole into DIR.tmp.PID and renamed into place, so a failure
+// leaves an existing DIR untouched and no partial directory behind.
 //
 // Sources:
 //   - the AtSpeed release (sequential_{train,valid,test}.txt + <name>.LCRec-1e-3lr.json),
@@ -31,72 +29,39 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "datasets/dataset.h"
 #include "datasets/semantic_ids.h"
 #include "runtime/util.h"
 
-#define PREP_MAX_LEVELS 8      // level letters 'a'..'h'
-#define PREP_MAX_CODES 1000000 // per level
-#define PREP_MAX_IDS 100000000 // users or items
+// Sets the dataset's name and source (meta.json "name", "source").
+void prep_set_meta(Dataset *d, const char *name, const char *source);
 
-enum { PREP_TRAIN = 0, PREP_VALID = 1, PREP_TEST = 2, PREP_NSPLITS = 3 };
+// Reads and validates the AtSpeed release files in src_dir into d (splits,
+// codes; codes_method "lcrec-rqvae"; name and source are left to the caller).
+// Every error names the file and line (text files) or the key (code map).
+int prep_read_atspeed(Dataset *d, const char *src_dir, const char *name, Error *e);
+// Parses one AtSpeed sequential_*.txt file already in memory: "uid item item ..."
+// lines, users 1..n in order (n is whatever the file holds: *n_users), blanks
+// around ids and a blank last line tolerated. Items must be in 1..max_item
+// (max_item < 0: any positive id; *max_seen, if not NULL, gets the largest seen).
+// `path` only names the file in messages. On failure nothing is allocated.
+int prep_parse_seq_text(DatasetSplit *out, int *n_users, int *max_seen, const char *text, size_t len,
+                        const char *path, int max_item, Error *e);
+// Parses an LC-Rec code map {"<id-1>": ["<a_x>", "<b_y>", ...]} already in memory
+// into d->codes (row 0 unused), d->code_levels, d->codes_per_level (all
+// codes_per_level_max) and d->n_items. Keys must be exactly 0..n-1; every list
+// must have the same length (<= DATASET_MAX_LEVELS) and level l's token must be
+// a code token (dataset_parse_code_token) <letter_l_N> with N < codes_per_level_max.
+int prep_parse_code_json(Dataset *d, const char *text, size_t len, const char *path, int codes_per_level_max,
+                         Error *e);
 
-// The three splits in CSR form: user u's items in split s are
-// items[s][offsets[s][u-1] .. offsets[s][u]) (1-based ids, chronological).
-typedef struct {
-    int n_users, n_items;
-    size_t *offsets[PREP_NSPLITS]; // [n_users + 1]
-    int *items[PREP_NSPLITS];      // [offsets[s][n_users]]
-} PrepSeqs;
+// Writes d as a prepared directory atomically (DIR.tmp.PID, then rename):
+// meta.json from d's fields (and the interaction counts), the splits, codes.tsv.
+int prep_write_dir(const char *dir, const Dataset *d, Error *e);
 
-// Item codes: item i's level-l index is codes[(i-1) * levels + l].
-typedef struct {
-    int levels;
-    int codes_per_level[PREP_MAX_LEVELS];
-    int *codes; // [n_items * levels]
-} PrepCodes;
-
-typedef struct {
-    char name[128];
-    char source[1024];
-    char codes_method[64]; // "lcrec-rqvae" (AtSpeed release) or "earnest-rkmeans"
-    int has_seed;
-    uint64_t seed;    // the --seed of generated data and codes
-    int has_semid;    // codes built here: their settings go into meta.json
-    SemIdConfig semid;
-} PrepMeta;
-
-void prep_meta_init(PrepMeta *m, const char *name, const char *source, const char *codes_method);
-
-void prep_seqs_free(PrepSeqs *s);
-void prep_codes_free(PrepCodes *c);
-size_t prep_seqs_count(const PrepSeqs *s, int split);
-
-// Reads and validates the AtSpeed release files in src_dir. Every error names
-// the file and line (text files) or the key (code map).
-int prep_read_atspeed(PrepSeqs *seqs, PrepCodes *codes, const char *src_dir, const char *name,
-                      Error *e);
-// Parses one "uid item item ..." file already in memory (AtSpeed sequential_*.txt
-// or a prepared train/valid/test.txt). Users must be 1..n in order. Items must be
-// in 1..max_item (max_item < 0: any positive id; *max_seen gets the largest seen).
-// `path` only names the file in messages.
-int prep_parse_seq_text(size_t **offsets, int **items, int *n_users, int *max_seen,
-                        const char *text, size_t len, const char *path, int max_item, Error *e);
-// Parses an LC-Rec code map {"<id-1>": ["<a_x>", "<b_y>", ...]} already in memory.
-// Keys must be exactly 0..n-1; every list must have the same length (<= PREP_MAX_LEVELS)
-// and level l's token must read <letter_l_N> with N < codes_per_level_max.
-int prep_parse_code_json(PrepCodes *codes, int *n_items, const char *text, size_t len,
-                         const char *path, int codes_per_level_max, Error *e);
-
-// Reads a prepared directory back (meta.json, the splits, codes.tsv), for
-// `prepare codes` and `prepare codes-check`.
-int prep_read_dir(PrepSeqs *seqs, PrepCodes *codes, PrepMeta *meta, const char *dir, Error *e);
-
-// Writes the prepared directory atomically (DIR.tmp.PID, then rename).
-int prep_write_dir(const char *dir, const PrepMeta *meta, const PrepSeqs *seqs,
-                   const PrepCodes *codes, Error *e);
-
-// Builds codes for seqs' items from its train split (semantic_ids.h).
-void prep_build_codes(PrepCodes *codes, const PrepSeqs *seqs, const SemIdConfig *cfg);
+// Builds codes for d's items from its train split (semantic_ids.h), replacing
+// d's codes, and records how (codes_method "earnest-rkmeans", seed, semid).
+void prep_build_codes(Dataset *d, const SemIdConfig *cfg);
 
 // ---- raw interaction logs (prep_raw.c) ----------------------------------------
 
@@ -126,9 +91,11 @@ int raw_parse_buf(RawLog *log, RawFormat fmt, const char *buf, size_t len, const
                   Error *e);
 // Reads a file (plain or gzip-compressed, detected by zlib) line by line.
 int raw_read_file(RawLog *log, RawFormat fmt, const char *path, Error *e);
-// The pipeline steps 2-5 above. Fails when no user survives. item_raw (optional)
-// receives a malloc'ed [n_items] array: the log's item index of dense item i+1.
-int prep_split(PrepSeqs *out, int **item_raw, const RawLog *log, Error *e);
+// The pipeline steps 2-5 above, into out's n_users, n_items and splits (the rest
+// zeroed; no codes yet). Fails when no user survives. item_raw (optional)
+// receives a malloc'ed [n_items + 1] array: the log's item index of dense item i
+// (row 0 unused).
+int prep_split(Dataset *out, int **item_raw, const RawLog *log, Error *e);
 
 // ---- synthetic data (prep_synthetic.c) ---------------------------------------
 

@@ -414,7 +414,7 @@ void semid_check(SemIdCheck *out, const int *codes, int levels, const size_t *of
         size_t len = off[u + 1] - off[u], from = later_from ? later_from[u] : 0;
         for (size_t p = 0; p < len; p++)
             for (size_t q = p + 1; q < len && q <= p + (size_t)window; q++) {
-                int i = s[p] - 1, j = s[q] - 1;
+                int i = s[p], j = s[q];
                 if (i == j || q < from) continue;
                 n_pairs++;
                 same += codes[(size_t)i * levels] == codes[(size_t)j * levels];
@@ -422,10 +422,10 @@ void semid_check(SemIdCheck *out, const int *codes, int levels, const size_t *of
     }
     // Random pair of distinct items: sum over first-level codes of n_c (n_c - 1) / (n (n - 1)).
     int max_code = 0;
-    for (int i = 0; i < n_items; i++)
+    for (int i = 1; i <= n_items; i++)
         if (codes[(size_t)i * levels] > max_code) max_code = codes[(size_t)i * levels];
     double *cnt = xcalloc((size_t)max_code + 1, sizeof *cnt);
-    for (int i = 0; i < n_items; i++) cnt[codes[(size_t)i * levels]] += 1.0;
+    for (int i = 1; i <= n_items; i++) cnt[codes[(size_t)i * levels]] += 1.0;
     double num = 0.0;
     for (int c = 0; c <= max_code; c++) num += cnt[c] * (cnt[c] - 1.0);
     free(cnt);

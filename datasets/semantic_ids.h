@@ -54,7 +54,8 @@ void semid_embed(float *emb, const size_t *off, const int *items, int n_users, i
 void semid_kmeans(int *assign, float *centroids, const float *x, int n, int d, int k, int iters,
                   uint64_t seed);
 
-// Residual k-means + collision level. codes: [n_items, levels + 1];
+// Residual k-means + collision level. codes: [n_items, levels + 1], row r for
+// emb row r (item r + 1: a Dataset's codes + (levels + 1), past its unused row 0);
 // codes_per_level: [levels + 1].
 void semid_quantize(int *codes, int *codes_per_level, const float *emb, int n_items, int dim,
                     const SemIdConfig *c);
@@ -70,7 +71,8 @@ int semid_separate_collisions(int *codes, int n, int levels);
 // later_from (NULL: every pair) counts only pairs whose later position q is at
 // least later_from[u] in user u's sequence: with sequences = train + valid +
 // test and later_from = the train length, only pairs reaching into held-out
-// data count. codes: [n_items, levels].
+// data count. codes: [(n_items + 1) * levels] indexed by item id, row 0 unused
+// (a Dataset's codes).
 typedef struct {
     double p_cooc, p_random, ratio;
     size_t n_pairs; // co-occurring pairs counted

@@ -58,11 +58,11 @@ static int check_name(const char *name) {
     return ok ? 0 : 2;
 }
 
-static void report(const char *dir, const PrepSeqs *s, const PrepCodes *c, double secs) {
+static void report(const char *dir, const Dataset *d, double secs) {
     printf("prepared %s: %d users, %d items, %zu/%zu/%zu train/valid/test interactions, %d code levels [",
-           dir, s->n_users, s->n_items, prep_seqs_count(s, PREP_TRAIN), prep_seqs_count(s, PREP_VALID),
-           prep_seqs_count(s, PREP_TEST), c->levels);
-    for (int l = 0; l < c->levels; l++) printf("%s%d", l ? "," : "", c->codes_per_level[l]);
+           dir, d->n_users, d->n_items, dataset_interactions(d, SPLIT_TRAIN), dataset_interactions(d, SPLIT_VALID),
+           dataset_interactions(d, SPLIT_TEST), d->code_levels);
+    for (int l = 0; l < d->code_levels; l++) printf("%s%d", l ? "," : "", d->codes_per_level[l]);
     printf("], %.2f s\n", secs);
 }
 
@@ -71,21 +71,18 @@ static int run_atspeed(PrepareArgs *a) {
     if (rc || check_name(a->name)) return 2;
     double t0 = time_now_s();
     Error e;
-    PrepSeqs seqs;
-    PrepCodes codes;
-    PrepMeta meta;
-    if (prep_read_atspeed(&seqs, &codes, a->src, a->name, &e) != 0) {
+    Dataset d;
+    if (prep_read_atspeed(&d, a->src, a->name, &e) != 0) {
         fprintf(stderr, "earnest prepare atspeed: %s\n", e.msg);
         return 1;
     }
     char source[1024];
     snprintf(source, sizeof source, "atspeed:%s", a->src);
-    prep_meta_init(&meta, a->name, source, "lcrec-rqvae");
-    rc = prep_write_dir(a->out, &meta, &seqs, &codes, &e);
+    prep_set_meta(&d, a->name, source);
+    rc = prep_write_dir(a->out, &d, &e);
     if (rc != 0) fprintf(stderr, "earnest prepare atspeed: %s\n", e.msg);
-    else report(a->out, &seqs, &codes, time_now_s() - t0);
-    prep_seqs_free(&seqs);
-    prep_codes_free(&codes);
+    else report(a->out, &d, time_now_s() - t0);
+    dataset_free(&d);
     return rc ? 1 : 0;
 }
 
@@ -93,24 +90,17 @@ static int run_atspeed(PrepareArgs *a) {
 static int split_and_write(const RawLog *log, PrepareArgs *a, const char *name, const char *source,
                            double t0, const char *verb) {
     Error e;
-    PrepSeqs seqs;
-    PrepCodes codes;
-    PrepMeta meta;
-    if (prep_split(&seqs, NULL, log, &e) != 0) {
+    Dataset d;
+    if (prep_split(&d, NULL, log, &e) != 0) {
         fprintf(stderr, "earnest prepare %s: %s\n", verb, e.msg);
         return 1;
     }
-    prep_build_codes(&codes, &seqs, &a->semid);
-    prep_meta_init(&meta, name, source, "earnest-rkmeans");
-    meta.has_seed = 1;
-    meta.seed = a->semid.seed;
-    meta.has_semid = 1;
-    meta.semid = a->semid;
-    int rc = prep_write_dir(a->out, &meta, &seqs, &codes, &e);
+    prep_build_codes(&d, &a->semid); // also records codes_method, seed and the settings
+    prep_set_meta(&d, name, source);
+    int rc = prep_write_dir(a->out, &d, &e);
     if (rc != 0) fprintf(stderr, "earnest prepare %s: %s\n", verb, e.msg);
-    else report(a->out, &seqs, &codes, time_now_s() - t0);
-    prep_seqs_free(&seqs);
-    prep_codes_free(&codes);
+    else report(a->out, &d, time_now_s() - t0);
+    dataset_free(&d);
     return rc ? 1 : 0;
 }
 
@@ -170,68 +160,58 @@ static int run_codes(PrepareArgs *a) {
     if (need(a->data, "--data", "codes")) return 2;
     double t0 = time_now_s();
     Error e;
-    PrepSeqs seqs;
-    PrepCodes old, codes;
-    PrepMeta meta;
-    if (prep_read_dir(&seqs, &old, &meta, a->data, &e) != 0) {
+    Dataset d;
+    if (dataset_load(&d, a->data, &e) != 0) {
         fprintf(stderr, "earnest prepare codes: %s\n", e.msg);
         return 1;
     }
-    prep_codes_free(&old);
-    prep_build_codes(&codes, &seqs, &a->semid);
-    snprintf(meta.codes_method, sizeof meta.codes_method, "earnest-rkmeans");
-    meta.has_seed = 1;
-    meta.seed = a->semid.seed;
-    meta.has_semid = 1;
-    meta.semid = a->semid;
-    int rc = prep_write_dir(a->data, &meta, &seqs, &codes, &e);
+    prep_build_codes(&d, &a->semid); // replaces the codes; records codes_method, seed and the settings
+    int rc = prep_write_dir(a->data, &d, &e);
     if (rc != 0) fprintf(stderr, "earnest prepare codes: %s\n", e.msg);
-    else report(a->data, &seqs, &codes, time_now_s() - t0);
-    prep_seqs_free(&seqs);
-    prep_codes_free(&codes);
+    else report(a->data, &d, time_now_s() - t0);
+    dataset_free(&d);
     return rc ? 1 : 0;
 }
 
 static int run_codes_check(PrepareArgs *a) {
     if (need(a->data, "--data", "codes-check")) return 2;
     Error e;
-    PrepSeqs seqs;
-    PrepCodes codes;
-    PrepMeta meta;
-    if (prep_read_dir(&seqs, &codes, &meta, a->data, &e) != 0) {
+    Dataset d;
+    if (dataset_load(&d, a->data, &e) != 0) {
         fprintf(stderr, "earnest prepare codes-check: %s\n", e.msg);
         return 1;
     }
     // train: pairs inside the train sequences (what codes built here learned from);
     // heldout: pairs in train + valid + test whose later item is in valid or test.
-    int U = seqs.n_users;
+    int U = d.n_users;
     size_t *off = xmalloc(((size_t)U + 1) * sizeof *off), *from = xmalloc(((size_t)U + 1) * sizeof *from);
     size_t total = 0;
-    for (int k = 0; k < PREP_NSPLITS; k++) total += prep_seqs_count(&seqs, k);
+    for (int k = 0; k < SPLIT_COUNT; k++) total += dataset_interactions(&d, (Split)k);
     int *all = xmalloc((total ? total : 1) * sizeof *all);
     off[0] = 0;
     for (int u = 1; u <= U; u++) {
         size_t w = off[u - 1];
-        for (int k = 0; k < PREP_NSPLITS; k++) {
-            if (k == PREP_VALID) from[u - 1] = w - off[u - 1];
-            for (size_t t = seqs.offsets[k][u - 1]; t < seqs.offsets[k][u]; t++) all[w++] = seqs.items[k][t];
+        for (int k = 0; k < SPLIT_COUNT; k++) {
+            if (k == SPLIT_VALID) from[u - 1] = w - off[u - 1];
+            int n;
+            const int *items = dataset_user_items(&d, (Split)k, u, &n);
+            for (int t = 0; t < n; t++) all[w++] = items[t];
         }
         off[u] = w;
     }
     SemIdCheck r[2];
-    semid_check(&r[0], codes.codes, codes.levels, seqs.offsets[PREP_TRAIN], seqs.items[PREP_TRAIN], NULL, U,
-                seqs.n_items, a->semid.window);
-    semid_check(&r[1], codes.codes, codes.levels, off, all, from, U, seqs.n_items, a->semid.window);
+    const DatasetSplit *train = &d.splits[SPLIT_TRAIN];
+    semid_check(&r[0], d.codes, d.code_levels, train->offsets, train->items, NULL, U, d.n_items, a->semid.window);
+    semid_check(&r[1], d.codes, d.code_levels, off, all, from, U, d.n_items, a->semid.window);
     const char *pairs[2] = {"train", "heldout"};
     for (int k = 0; k < 2; k++)
         printf("data=%s codes=%s pairs=%s window=%d n_pairs=%zu p_same_a_cooc=%.4f p_same_a_random=%.4f "
-               "ratio=%.2f\n", a->data, meta.codes_method, pairs[k], a->semid.window, r[k].n_pairs, r[k].p_cooc,
+               "ratio=%.2f\n", a->data, d.codes_method, pairs[k], a->semid.window, r[k].n_pairs, r[k].p_cooc,
                r[k].p_random, r[k].ratio);
     free(off);
     free(from);
     free(all);
-    prep_seqs_free(&seqs);
-    prep_codes_free(&codes);
+    dataset_free(&d);
     return 0;
 }
 

@@ -30,6 +30,8 @@ seed fuzz_dataset s1 '\003\005' $'1 1 2 3\n2\n3 4 5\n4 1\n'
 seed fuzz_dataset s2 '\001\011' $'1 5 5 1\r\n2 3'
 seed fuzz_codes s1 '\003\002\002' $'1\t<a_0><b_1><c_2><d_3>\n2\t<a_1><b_0><c_0><d_0>\n3\t<a_0><b_1><c_2><d_4>\n'
 seed fuzz_codes s2 '\001\000\000' $'1\t<a_0><b_0>\n'
+seed fuzz_code_json s1 '' '{"0": ["<a_1>", "<b_2>"], "1": ["<a_255>", "<b_0>"]}'
+seed fuzz_code_json s2 '' '{"1": ["<a_0>"], "0": ["<a_7>"], "2": ["<a_10>"]}'
 
 mkdir -p "$BUILD/artifacts"
 failed=0

@@ -409,6 +409,44 @@ static void test_bad_files(void **state) {
     (void)e;
 }
 
+// The minimal schema (attn_dump.h): a good dump stripped of every optional
+// attribute and of sample 0's masks still opens, with the documented defaults.
+static void test_minimal_schema(void **state) {
+    (void)state;
+    char path[128];
+    hid_t h = edit_open("minimal.h5", path, sizeof path);
+    static const char *OPTIONAL[5] = {"n_kv_heads", "dim", "vocab_size", "method", "n_samples"};
+    for (int i = 0; i < 5; i++) assert_true(H5Adelete(h, OPTIONAL[i]) >= 0);
+    assert_true(H5Ldelete(h, "samples/000000/row_mask", H5P_DEFAULT) >= 0);
+    assert_true(H5Ldelete(h, "samples/000000/key_mask", H5P_DEFAULT) >= 0);
+    H5Fclose(h);
+    AttnDumpReader r;
+    Error e;
+    if (attn_dump_open(&r, path, &e)) fail_msg("%s", e.msg);
+    assert_int_equal(r.info.n_layers, L_);
+    assert_int_equal(r.info.n_heads, H_);
+    assert_int_equal(r.info.n_kv_heads, H_);
+    assert_int_equal(r.info.dim, 0);
+    assert_int_equal(r.info.vocab_size, 0);
+    assert_string_equal(r.info.method, "unknown");
+    assert_int_equal(r.info.layer_split_k, K_);
+    assert_int_equal(r.n_samples, 2);
+    AttnSample smp;
+    if (attn_dump_read_sample(&smp, &r, 0, &e)) fail_msg("%s", e.msg);
+    int T = smp.T;
+    for (int i = 0; i < L_ * T; i++) {
+        assert_int_equal(smp.row_mask[i], 1); // every row and key present: causal only
+        assert_int_equal(smp.key_mask[i], 1);
+    }
+    attn_sample_free(&smp);
+    // Sample 1 kept its masks: they are read as written.
+    if (attn_dump_read_sample(&smp, &r, 1, &e)) fail_msg("%s", e.msg);
+    for (int l = 0; l < L_; l++)
+        for (int t = 0; t < smp.T; t++) assert_int_equal(smp.row_mask[l * smp.T + t], kept(l, smp.kinds[t]));
+    attn_sample_free(&smp);
+    attn_dump_reader_close(&r);
+}
+
 // The file as h5py sees it: an independent reader of the contract.
 static void test_h5py_view(void **state) {
     (void)state;
@@ -465,6 +503,7 @@ int main(void) {
         cmocka_unit_test(test_abort_leaves_nothing),
         cmocka_unit_test(test_bad_writer_calls),
         cmocka_unit_test(test_bad_files),
+        cmocka_unit_test(test_minimal_schema),
         cmocka_unit_test(test_h5py_view),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

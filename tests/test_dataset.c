@@ -127,6 +127,34 @@ static void test_load_good(void **state) {
     assert_string_equal(s, "<a_2><b_3><c_4>");
     dataset_code_string(s, &d, 4);
     assert_string_equal(s, "<a_0><b_1><c_2>");
+    // The optional meta fields: seed given; no codes_method, no semantic_ids.
+    assert_true(d.has_seed);
+    assert_int_equal(d.seed, 7);
+    assert_string_equal(d.codes_method, "unknown");
+    assert_false(d.has_semid);
+    dataset_free(&d);
+}
+
+// The meta fields the writer (prep_write_dir) adds for codes built here.
+static void test_load_codes_meta(void **state) {
+    Fx *fx = *state;
+    write_file(fx, "meta.json",
+               "{\"format\": \"earnest-dataset\", \"version\": 1, \"name\": \"tiny\", \"n_users\": 4,"
+               " \"n_items\": 6, \"code_levels\": 3, \"codes_per_level\": [3, 4, 5], \"codes_method\": \"earnest-rkmeans\","
+               " \"semantic_ids\": {\"levels\": 2, \"codes\": 4, \"dim\": 8, \"window\": 1, \"iters\": 5,"
+               " \"power_iters\": 3, \"seed\": 11}}");
+    Dataset d;
+    load_ok(fx, &d);
+    assert_false(d.has_seed);
+    assert_string_equal(d.codes_method, "earnest-rkmeans");
+    assert_true(d.has_semid);
+    assert_int_equal(d.semid.levels, 2);
+    assert_int_equal(d.semid.codes, 4);
+    assert_int_equal(d.semid.dim, 8);
+    assert_int_equal(d.semid.window, 1);
+    assert_int_equal(d.semid.iters, 5);
+    assert_int_equal(d.semid.power_iters, 3);
+    assert_int_equal(d.semid.seed, 11);
     dataset_free(&d);
 }
 
@@ -209,6 +237,28 @@ static void test_bad_meta(void **state) {
          "{\"format\": \"earnest-dataset\", \"version\": 1, \"name\": \"t\", \"n_users\": 4, \"n_items\": 6,"
          " \"code_levels\": 3, \"codes_per_level\": [3, 4, 5], \"interactions\": {\"valid\": 6}}",
          "valid.txt: 5 interactions, meta.json interactions.valid says 6", NULL},
+        {"meta.json",
+         "{\"format\": \"earnest-dataset\", \"version\": 1, \"name\": \"t\", \"n_users\": 4, \"n_items\": 6,"
+         " \"code_levels\": 3, \"codes_per_level\": [3, 4, 5], \"codes_method\": 3}",
+         "meta.json: field \"codes_method\" must be a string", NULL},
+        {"meta.json",
+         "{\"format\": \"earnest-dataset\", \"version\": 1, \"name\": \"t\", \"n_users\": 4, \"n_items\": 6,"
+         " \"code_levels\": 3, \"codes_per_level\": [3, 4, 5], \"seed\": -1}",
+         "meta.json: field \"seed\" = -1 out of range", NULL},
+        {"meta.json",
+         "{\"format\": \"earnest-dataset\", \"version\": 1, \"name\": \"t\", \"n_users\": 4, \"n_items\": 6,"
+         " \"code_levels\": 3, \"codes_per_level\": [3, 4, 5], \"semantic_ids\": [1]}",
+         "meta.json: field \"semantic_ids\" must be an object", NULL},
+        {"meta.json",
+         "{\"format\": \"earnest-dataset\", \"version\": 1, \"name\": \"t\", \"n_users\": 4, \"n_items\": 6,"
+         " \"code_levels\": 3, \"codes_per_level\": [3, 4, 5], \"semantic_ids\": {\"levels\": 2, \"codes\": 4,"
+         " \"dim\": 8, \"window\": 1, \"iters\": 5, \"seed\": 1}}",
+         "meta.json: semantic_ids.power_iters must be a non-negative integer", NULL},
+        {"meta.json",
+         "{\"format\": \"earnest-dataset\", \"version\": 1, \"name\": \"t\", \"n_users\": 4, \"n_items\": 6,"
+         " \"code_levels\": 3, \"codes_per_level\": [3, 4, 5], \"semantic_ids\": {\"levels\": 9, \"codes\": 4,"
+         " \"dim\": 8, \"window\": 1, \"iters\": 5, \"power_iters\": 3, \"seed\": 1}}",
+         "meta.json: semantic_ids: levels must be in 1..7", NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) expect_error(fx, &cases[i]);
 }
@@ -429,10 +479,50 @@ static void test_parse_split_direct(void **state) {
     assert_string_equal(split_name(SPLIT_TEST), "test");
 }
 
+// The one code-token parser (codes.tsv and the LC-Rec code map both use it).
+static void test_code_token(void **state) {
+    (void)state;
+    static const struct {
+        const char *text;
+        int level, n_codes;
+        CodeTokenStatus want;
+        int idx;        // on OK and RANGE
+        size_t used;    // on OK
+    } cases[] = {
+        {"<a_0>", 0, 1, CODE_TOKEN_OK, 0, 5},
+        {"<b_255><c_1>", 1, 256, CODE_TOKEN_OK, 255, 7},
+        {"<h_999999>", 7, 1000000, CODE_TOKEN_OK, 999999, 10},
+        {"<a_256>", 0, 256, CODE_TOKEN_RANGE, 256, 0},
+        {"<a_99999999999>", 0, 256, CODE_TOKEN_RANGE, DATASET_MAX_CODES + 1, 0},
+        {"<a_07>", 0, 256, CODE_TOKEN_LEADING_ZERO, 0, 0},
+        {"<a_7", 0, 256, CODE_TOKEN_MALFORMED, 0, 0},   // shorter than any token
+        {"<a_12", 0, 256, CODE_TOKEN_NO_CLOSE, 0, 0},
+        {"<a_7x>", 0, 256, CODE_TOKEN_NO_CLOSE, 0, 0},
+        {"<b_7>", 0, 256, CODE_TOKEN_MALFORMED, 0, 0},
+        {"<a_>", 0, 256, CODE_TOKEN_MALFORMED, 0, 0},
+        {"<a_-1>", 0, 256, CODE_TOKEN_MALFORMED, 0, 0},
+        {"a_1>", 0, 256, CODE_TOKEN_MALFORMED, 0, 0},
+        {"", 0, 256, CODE_TOKEN_MALFORMED, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *t = cases[i].text, *after = NULL;
+        int idx = -1;
+        CodeTokenStatus st = dataset_parse_code_token(t, t + strlen(t), cases[i].level, cases[i].n_codes, &idx, &after);
+        if (st != cases[i].want) fail_msg("'%s': status %d, want %d", t, st, cases[i].want);
+        if (st == CODE_TOKEN_OK || st == CODE_TOKEN_RANGE) assert_int_equal(idx, cases[i].idx);
+        if (st == CODE_TOKEN_OK) assert_int_equal(after - t, cases[i].used);
+    }
+    // The end bound is respected: "<a_123>" cut after "<a_12" has no '>'.
+    const char *t = "<a_123>", *after = NULL;
+    int idx;
+    assert_int_equal(dataset_parse_code_token(t, t + 5, 0, 256, &idx, &after), CODE_TOKEN_NO_CLOSE);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_load_good, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_load_tolerated, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_load_codes_meta, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_bad_meta, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_bad_splits, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_bad_codes, fx_setup, fx_teardown),
@@ -441,6 +531,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_samples_train_split, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_mostpop, fx_setup, fx_teardown),
         cmocka_unit_test(test_parse_split_direct),
+        cmocka_unit_test(test_code_token),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

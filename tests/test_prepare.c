@@ -175,19 +175,16 @@ static void prepare_fixture(RawFormat fmt, const char *input, const char *out) {
     assert_memory_equal(log2.ev, log.ev, log.n * sizeof *log.ev);
     raw_log_free(&log2);
     free(text);
-    PrepSeqs seqs;
-    if (prep_split(&seqs, NULL, &log, &e) != 0) fail_msg("%s", e.msg);
-    assert_int_equal(seqs.n_users, 5);
-    assert_int_equal(seqs.n_items, 9);
+    Dataset d;
+    if (prep_split(&d, NULL, &log, &e) != 0) fail_msg("%s", e.msg);
+    assert_int_equal(d.n_users, 5);
+    assert_int_equal(d.n_items, 9);
     SemIdConfig cfg;
     semid_config_default(&cfg);
-    PrepCodes codes;
-    prep_build_codes(&codes, &seqs, &cfg);
-    PrepMeta meta;
-    prep_meta_init(&meta, "fixture", input, "earnest-rkmeans");
-    if (prep_write_dir(out, &meta, &seqs, &codes, &e) != 0) fail_msg("%s", e.msg);
-    prep_codes_free(&codes);
-    prep_seqs_free(&seqs);
+    prep_build_codes(&d, &cfg);
+    prep_set_meta(&d, "fixture", input);
+    if (prep_write_dir(out, &d, &e) != 0) fail_msg("%s", e.msg);
+    dataset_free(&d);
     raw_log_free(&log);
 
     expect_file(out, "train.txt", WANT_TRAIN);
@@ -200,19 +197,20 @@ static void prepare_fixture(RawFormat fmt, const char *input, const char *out) {
                 "4\t<a_0><b_0><c_0><d_3>\n5\t<a_0><b_0><c_0><d_4>\n6\t<a_0><b_0><c_0><d_5>\n"
                 "7\t<a_0><b_0><c_0><d_6>\n8\t<a_0><b_0><c_0><d_7>\n9\t<a_0><b_0><c_0><d_8>\n");
 
-    // Read back: meta.json agrees with the files.
-    PrepSeqs back;
-    PrepCodes bc;
-    PrepMeta bm;
-    if (prep_read_dir(&back, &bc, &bm, out, &e) != 0) fail_msg("%s", e.msg);
+    // Read back (dataset_load, the one reader): meta.json agrees with the files.
+    Dataset back;
+    if (dataset_load(&back, out, &e) != 0) fail_msg("%s", e.msg);
     assert_int_equal(back.n_users, 5);
     assert_int_equal(back.n_items, 9);
-    assert_int_equal(bc.levels, 4);
+    assert_int_equal(back.code_levels, 4);
     int want_cpl[4] = {1, 1, 1, 9};
-    for (int l = 0; l < 4; l++) assert_int_equal(bc.codes_per_level[l], want_cpl[l]);
-    assert_string_equal(bm.name, "fixture");
-    prep_seqs_free(&back);
-    prep_codes_free(&bc);
+    for (int l = 0; l < 4; l++) assert_int_equal(back.codes_per_level[l], want_cpl[l]);
+    assert_string_equal(back.name, "fixture");
+    assert_string_equal(back.source, input);
+    assert_string_equal(back.codes_method, "earnest-rkmeans");
+    assert_true(back.has_seed && back.has_semid);
+    assert_memory_equal(&back.semid, &cfg, sizeof cfg);
+    dataset_free(&back);
     expect_no_temp_left();
 }
 
@@ -292,11 +290,11 @@ static void expect_raw_error(RawFormat fmt, const char *text, const char *needle
     RawLog log;
     raw_log_init(&log);
     int rc = raw_read_file(&log, fmt, path, &e);
-    PrepSeqs seqs;
-    if (rc == 0) rc = prep_split(&seqs, NULL, &log, &e);
+    Dataset d;
+    if (rc == 0) rc = prep_split(&d, NULL, &log, &e);
     raw_log_free(&log);
     if (rc == 0) {
-        prep_seqs_free(&seqs);
+        dataset_free(&d);
         fail_msg("accepted bad input for \"%s\"", needle);
     }
     expect_msg(&e, needle);
@@ -384,14 +382,13 @@ static void test_atspeed_good(void **state) {
     write_atspeed(&GOOD, src, sizeof src);
     tmp_path(out, sizeof out, "toy");
     Error e;
-    PrepSeqs seqs;
-    PrepCodes codes;
-    if (prep_read_atspeed(&seqs, &codes, src, "toy", &e) != 0) fail_msg("%s", e.msg);
-    assert_int_equal(seqs.n_users, 2);
-    assert_int_equal(seqs.n_items, 3);
-    PrepMeta meta;
-    prep_meta_init(&meta, "toy", src, "lcrec-rqvae");
-    if (prep_write_dir(out, &meta, &seqs, &codes, &e) != 0) fail_msg("%s", e.msg);
+    Dataset d;
+    if (prep_read_atspeed(&d, src, "toy", &e) != 0) fail_msg("%s", e.msg);
+    assert_int_equal(d.n_users, 2);
+    assert_int_equal(d.n_items, 3);
+    assert_string_equal(d.codes_method, "lcrec-rqvae");
+    prep_set_meta(&d, "toy", src);
+    if (prep_write_dir(out, &d, &e) != 0) fail_msg("%s", e.msg);
     expect_file(out, "train.txt", GOOD.train);
     expect_file(out, "valid.txt", GOOD.valid);
     expect_file(out, "test.txt", GOOD.test);
@@ -406,27 +403,23 @@ static void test_atspeed_good(void **state) {
     assert_non_null(strstr(meta_text, "\"code_levels\": 4"));
     assert_non_null(strstr(meta_text, "\"format\": \"earnest-dataset\""));
     free(meta_text);
-    prep_seqs_free(&seqs);
-    prep_codes_free(&codes);
+    dataset_free(&d);
     // Trailing spaces and CRLF line ends are tolerated.
     AtspeedFiles crlf = {"1 1 2 \r\n2 2 3 1\r\n", "1\r\n2 1", NULL, NULL};
     write_atspeed(&crlf, src, sizeof src);
-    if (prep_read_atspeed(&seqs, &codes, src, "toy", &e) != 0) fail_msg("%s", e.msg);
-    assert_int_equal(prep_seqs_count(&seqs, PREP_TRAIN), 5);
-    assert_int_equal(prep_seqs_count(&seqs, PREP_VALID), 1);
-    prep_seqs_free(&seqs);
-    prep_codes_free(&codes);
+    if (prep_read_atspeed(&d, src, "toy", &e) != 0) fail_msg("%s", e.msg);
+    assert_int_equal(dataset_interactions(&d, SPLIT_TRAIN), 5);
+    assert_int_equal(dataset_interactions(&d, SPLIT_VALID), 1);
+    dataset_free(&d);
 }
 
 static void expect_atspeed_error(AtspeedFiles f, const char *needle) {
     char src[4200], out[4200], args[12000], err[4096];
     write_atspeed(&f, src, sizeof src);
     Error e;
-    PrepSeqs seqs;
-    PrepCodes codes;
-    if (prep_read_atspeed(&seqs, &codes, src, "toy", &e) == 0) {
-        prep_seqs_free(&seqs);
-        prep_codes_free(&codes);
+    Dataset d;
+    if (prep_read_atspeed(&d, src, "toy", &e) == 0) {
+        dataset_free(&d);
         fail_msg("accepted bad input for \"%s\"", needle);
     }
     expect_msg(&e, needle);
@@ -479,11 +472,15 @@ static void test_atspeed_errors(void **state) {
     expect_atspeed_error((AtspeedFiles){NULL, NULL, NULL,
         "{\"0\": [\"<a_1>\",\"<b_2>\",\"<c_3>\",\"<d_4>\"], \"1\": [\"<a_1>\",\"<b_2>\",\"<c_3>\",\"<d_4>\"], "
         "\"2\": [\"<a_1>\",\"<b_2>\",\"<c_x>\",\"<d_5>\"]}"}, "key \"2\": token 2");
+    // The same code-token parser as codes.tsv: a leading zero would name another code.
+    expect_atspeed_error((AtspeedFiles){NULL, NULL, NULL,
+        "{\"0\": [\"<a_1>\",\"<b_2>\",\"<c_3>\",\"<d_4>\"], \"1\": [\"<a_01>\",\"<b_2>\",\"<c_3>\",\"<d_4>\"], "
+        "\"2\": [\"<a_1>\",\"<b_2>\",\"<c_3>\",\"<d_5>\"]}"}, "key \"1\": token 0 is not <a_N>");
 }
 
 // ---- synthetic data: deterministic, learnable ---------------------------------------
 
-static void synth_prepare(PrepSeqs *seqs, const SynthConfig *c) {
+static void synth_prepare(Dataset *seqs, const SynthConfig *c) {
     RawLog log;
     raw_log_init(&log);
     synth_generate(&log, NULL, c);
@@ -495,15 +492,16 @@ static void synth_prepare(PrepSeqs *seqs, const SynthConfig *c) {
 // Recall@10 on test (history = train + valid; targets = the user's test items) of
 // (a) the 10 most popular train items and (b) the 10 items that most often
 // follow the last history item in train (ties and padding by popularity).
-static void recall_at_10(const PrepSeqs *s, double *mostpop, double *successor) {
+static void recall_at_10(const Dataset *s, double *mostpop, double *successor) {
     int I = s->n_items;
     double *pop = calloc((size_t)I + 1, sizeof *pop);
     double *trans = calloc(((size_t)I + 1) * ((size_t)I + 1), sizeof *trans);
     assert_non_null(pop);
     assert_non_null(trans);
     for (int u = 1; u <= s->n_users; u++) {
-        const int *it = s->items[PREP_TRAIN] + s->offsets[PREP_TRAIN][u - 1];
-        size_t n = s->offsets[PREP_TRAIN][u] - s->offsets[PREP_TRAIN][u - 1];
+        const DatasetSplit *tr = &s->splits[SPLIT_TRAIN];
+        const int *it = tr->items + tr->offsets[u - 1];
+        size_t n = tr->offsets[u] - tr->offsets[u - 1];
         for (size_t t = 0; t < n; t++) {
             pop[it[t]] += 1.0;
             if (t + 1 < n) trans[(size_t)it[t] * (I + 1) + it[t + 1]] += 1.0;
@@ -512,10 +510,11 @@ static void recall_at_10(const PrepSeqs *s, double *mostpop, double *successor) 
     double sum_pop = 0.0, sum_succ = 0.0;
     int n_eval = 0;
     for (int u = 1; u <= s->n_users; u++) {
-        size_t t0 = s->offsets[PREP_TEST][u - 1], t1 = s->offsets[PREP_TEST][u];
+        const DatasetSplit *tr = &s->splits[SPLIT_TRAIN], *va = &s->splits[SPLIT_VALID], *te = &s->splits[SPLIT_TEST];
+        size_t t0 = te->offsets[u - 1], t1 = te->offsets[u];
         if (t0 == t1) continue;
-        size_t v0 = s->offsets[PREP_VALID][u - 1], v1 = s->offsets[PREP_VALID][u];
-        int last = v1 > v0 ? s->items[PREP_VALID][v1 - 1] : s->items[PREP_TRAIN][s->offsets[PREP_TRAIN][u] - 1];
+        size_t v0 = va->offsets[u - 1], v1 = va->offsets[u];
+        int last = v1 > v0 ? va->items[v1 - 1] : tr->items[tr->offsets[u] - 1];
         // Top 10 by score = 1e6 * transitions + popularity (a plain selection loop).
         int top_pop[10], top_succ[10];
         for (int pass = 0; pass < 2; pass++) {
@@ -535,8 +534,8 @@ static void recall_at_10(const PrepSeqs *s, double *mostpop, double *successor) 
         }
         int hit_pop = 0, hit_succ = 0, n_t = 0;
         for (size_t t = t0; t < t1; t++) {
-            int target = s->items[PREP_TEST][t], dup = 0;
-            for (size_t q = t0; q < t; q++) dup |= s->items[PREP_TEST][q] == target;
+            int target = te->items[t], dup = 0;
+            for (size_t q = t0; q < t; q++) dup |= te->items[q] == target;
             if (dup) continue; // targets are a set
             n_t++;
             for (int r = 0; r < 10; r++) {
@@ -560,40 +559,46 @@ static void test_synthetic(void **state) {
     synth_config_default(&c);
     Error e;
     assert_int_equal(synth_check(&c, &e), 0);
-    PrepSeqs a, b;
+    Dataset a, b;
     synth_prepare(&a, &c);
     synth_prepare(&b, &c);
     // Deterministic for a seed.
     assert_int_equal(a.n_users, b.n_users);
     assert_int_equal(a.n_items, b.n_items);
-    for (int k = 0; k < PREP_NSPLITS; k++) {
-        assert_int_equal(prep_seqs_count(&a, k), prep_seqs_count(&b, k));
-        assert_memory_equal(a.items[k], b.items[k], prep_seqs_count(&a, k) * sizeof(int));
+    for (int k = 0; k < SPLIT_COUNT; k++) {
+        assert_int_equal(dataset_interactions(&a, (Split)k), dataset_interactions(&b, (Split)k));
+        assert_memory_equal(a.splits[k].items, b.splits[k].items, dataset_interactions(&a, (Split)k) * sizeof(int));
     }
     // Size: most users survive; the global split is 8:1:1 of the kept interactions
     // before dropping (so roughly, after).
     assert_true(a.n_users > c.n_users * 9 / 10);
     assert_true(a.n_items > c.n_items * 9 / 10);
-    double n_all = (double)(prep_seqs_count(&a, 0) + prep_seqs_count(&a, 1) + prep_seqs_count(&a, 2));
-    double f_train = prep_seqs_count(&a, PREP_TRAIN) / n_all;
+    double n_all = (double)(dataset_interactions(&a, SPLIT_TRAIN) + dataset_interactions(&a, SPLIT_VALID) +
+                            dataset_interactions(&a, SPLIT_TEST));
+    double f_train = dataset_interactions(&a, SPLIT_TRAIN) / n_all;
     assert_true(f_train > 0.78 && f_train < 0.82);
     // Every user has >= 2 train items.
-    for (int u = 1; u <= a.n_users; u++) assert_true(a.offsets[PREP_TRAIN][u] - a.offsets[PREP_TRAIN][u - 1] >= 2);
+    for (int u = 1; u <= a.n_users; u++) {
+        int n;
+        dataset_user_items(&a, SPLIT_TRAIN, u, &n);
+        assert_true(n >= 2);
+    }
     // Learnable: following the train transitions beats MostPop clearly.
     double mp = 0.0, succ = 0.0;
     recall_at_10(&a, &mp, &succ);
     print_message("synthetic test recall@10: mostpop %.3f, successor %.3f\n", mp, succ);
     assert_true(succ > 0.3);
     assert_true(succ > 3.0 * mp);
-    prep_seqs_free(&b);
+    dataset_free(&b);
     // Another seed gives other data.
     c.seed = 2;
     synth_prepare(&b, &c);
-    int differ = b.n_users != a.n_users || prep_seqs_count(&a, 0) != prep_seqs_count(&b, 0) ||
-                 memcmp(a.items[0], b.items[0], prep_seqs_count(&a, 0) * sizeof(int)) != 0;
+    size_t n_a = dataset_interactions(&a, SPLIT_TRAIN);
+    int differ = b.n_users != a.n_users || n_a != dataset_interactions(&b, SPLIT_TRAIN) ||
+                 memcmp(a.splits[SPLIT_TRAIN].items, b.splits[SPLIT_TRAIN].items, n_a * sizeof(int)) != 0;
     assert_true(differ);
-    prep_seqs_free(&a);
-    prep_seqs_free(&b);
+    dataset_free(&a);
+    dataset_free(&b);
     // Bad settings are refused.
     c.p_follow = 0.8f;
     c.p_stay = 0.5f;
@@ -608,35 +613,35 @@ static void test_cli_synthetic_codes(void **state) {
     snprintf(args, sizeof args, "synthetic --out '%s' --users 200 --items 60 --clusters 4 --seed 4", out);
     assert_int_equal(run_cli(args, err, sizeof err), 0);
     Error e;
-    PrepSeqs a, b;
-    PrepCodes ca, cb;
-    PrepMeta ma, mb;
-    if (prep_read_dir(&a, &ca, &ma, out, &e) != 0) fail_msg("%s", e.msg);
-    assert_true(ma.has_seed);
-    assert_int_equal(ma.seed, 4);
+    Dataset a, b;
+    if (dataset_load(&a, out, &e) != 0) fail_msg("%s", e.msg);
+    assert_true(a.has_seed);
+    assert_int_equal(a.seed, 4);
     snprintf(args, sizeof args, "codes --data '%s' --codes 2 --seed 5 --levels 2", out);
     assert_int_equal(run_cli(args, err, sizeof err), 0);
-    if (prep_read_dir(&b, &cb, &mb, out, &e) != 0) fail_msg("%s", e.msg);
+    if (dataset_load(&b, out, &e) != 0) fail_msg("%s", e.msg);
     // Same splits, new codes: 2 k-means levels of min(2, n_items / 16) clusters + collisions.
     assert_int_equal(a.n_users, b.n_users);
     assert_int_equal(a.n_items, b.n_items);
-    for (int k = 0; k < PREP_NSPLITS; k++) {
-        assert_int_equal(prep_seqs_count(&a, k), prep_seqs_count(&b, k));
-        assert_memory_equal(a.items[k], b.items[k], prep_seqs_count(&a, k) * sizeof(int));
+    for (int k = 0; k < SPLIT_COUNT; k++) {
+        assert_int_equal(dataset_interactions(&a, (Split)k), dataset_interactions(&b, (Split)k));
+        assert_memory_equal(a.splits[k].items, b.splits[k].items, dataset_interactions(&a, (Split)k) * sizeof(int));
     }
-    assert_int_equal(cb.levels, 3);
-    assert_int_equal(cb.codes_per_level[0], 2);
-    assert_int_equal(cb.codes_per_level[1], 2);
-    assert_true(cb.codes_per_level[2] >= a.n_items / 4); // 4 k-means codes for ~60 items
-    assert_int_equal(mb.seed, 5);
-    assert_string_equal(mb.name, "synthetic");
-    for (int i = 0; i < b.n_items; i++)
-        for (int j = i + 1; j < b.n_items; j++)
-            assert_true(memcmp(cb.codes + (size_t)i * 3, cb.codes + (size_t)j * 3, 3 * sizeof(int)) != 0);
-    prep_seqs_free(&a);
-    prep_seqs_free(&b);
-    prep_codes_free(&ca);
-    prep_codes_free(&cb);
+    assert_int_equal(b.code_levels, 3);
+    assert_int_equal(b.codes_per_level[0], 2);
+    assert_int_equal(b.codes_per_level[1], 2);
+    assert_true(b.codes_per_level[2] >= a.n_items / 4); // 4 k-means codes for ~60 items
+    assert_int_equal(b.seed, 5);
+    assert_true(b.has_semid);
+    assert_int_equal(b.semid.levels, 2);
+    assert_int_equal(b.semid.codes, 2);
+    assert_string_equal(b.name, "synthetic");
+    assert_string_equal(b.source, a.source);
+    for (int i = 1; i <= b.n_items; i++)
+        for (int j = i + 1; j <= b.n_items; j++)
+            assert_true(memcmp(dataset_item_code(&b, i), dataset_item_code(&b, j), 3 * sizeof(int)) != 0);
+    dataset_free(&a);
+    dataset_free(&b);
     expect_no_temp_left();
     // codes-check prints both ratios.
     char outpath[4200];
@@ -654,8 +659,57 @@ static void test_cli_synthetic_codes(void **state) {
     write_text(path, "1 2\n1 3\n");
     snprintf(args, sizeof args, "codes --data '%s'", out);
     assert_int_equal(run_cli(args, err, sizeof err), 1);
-    if (!strstr(err, "valid.txt:2: duplicate user 1")) fail_msg("stderr: %s", err);
+    if (!strstr(err, "valid.txt:2: user id 1 duplicated")) fail_msg("stderr: %s", err);
     expect_file(out, "valid.txt", "1 2\n1 3\n");
+    expect_no_temp_left();
+}
+
+// ---- one type, one reader, one writer: load -> write is byte-identical ----------
+
+static void expect_same_files(const char *a, const char *b) {
+    static const char *FILES[5] = {"meta.json", "train.txt", "valid.txt", "test.txt", "codes.tsv"};
+    for (int k = 0; k < 5; k++) {
+        char pa[4400], pb[4400];
+        assert_int_equal(path_join(pa, sizeof pa, a, FILES[k]), 0);
+        assert_int_equal(path_join(pb, sizeof pb, b, FILES[k]), 0);
+        char *x, *y;
+        size_t nx, ny;
+        Error e;
+        if (file_read_all(pa, &x, &nx, &e) != 0 || file_read_all(pb, &y, &ny, &e) != 0) fail_msg("%s", e.msg);
+        if (nx != ny || memcmp(x, y, nx) != 0) fail_msg("%s and %s differ", pa, pb);
+        free(x);
+        free(y);
+    }
+}
+
+// dataset_load of a directory prep_write_dir wrote, written again elsewhere,
+// gives the same bytes: the type carries every meta.json field the writer writes.
+static void expect_round_trip(const char *dir, const char *copy) {
+    Error e;
+    Dataset d;
+    if (dataset_load(&d, dir, &e) != 0) fail_msg("%s", e.msg);
+    if (prep_write_dir(copy, &d, &e) != 0) fail_msg("%s", e.msg);
+    dataset_free(&d);
+    expect_same_files(dir, copy);
+}
+
+static void test_load_write_round_trip(void **state) {
+    (void)state;
+    char out[4200], copy[4200], args[12000], err[4096];
+    // Generated data with codes built here: seed and semantic_ids in meta.json.
+    tmp_path(out, sizeof out, "syn");
+    tmp_path(copy, sizeof copy, "syn_copy");
+    snprintf(args, sizeof args, "synthetic --out '%s' --users 150 --items 50 --clusters 5 --seed 9", out);
+    assert_int_equal(run_cli(args, err, sizeof err), 0);
+    expect_round_trip(out, copy);
+    // The AtSpeed release: its own codes, no seed, no semantic_ids.
+    char src[4200];
+    write_atspeed(&GOOD, src, sizeof src);
+    tmp_path(out, sizeof out, "toy");
+    tmp_path(copy, sizeof copy, "toy_copy");
+    snprintf(args, sizeof args, "atspeed --src '%s' --name toy --out '%s'", src, out);
+    assert_int_equal(run_cli(args, err, sizeof err), 0);
+    expect_round_trip(out, copy);
     expect_no_temp_left();
 }
 
@@ -669,6 +723,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_atspeed_errors, setup_tmp, teardown_tmp),
         cmocka_unit_test_setup_teardown(test_synthetic, setup_tmp, teardown_tmp),
         cmocka_unit_test_setup_teardown(test_cli_synthetic_codes, setup_tmp, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_load_write_round_trip, setup_tmp, teardown_tmp),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

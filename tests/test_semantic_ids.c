@@ -54,8 +54,8 @@ static void test_kmeans_blobs(void **state) {
 
 // A planted-cluster dataset (synthetic generator), split as the pipeline does.
 typedef struct {
-    PrepSeqs seqs;
-    int *cluster; // [n_items] planted cluster of dense item i+1
+    Dataset d;
+    int *cluster; // [n_items + 1] planted cluster of dense item i (row 0 unused)
     int n_clusters;
 } Planted;
 
@@ -72,9 +72,10 @@ static void planted_make(Planted *p, int n_users, int n_items, int n_clusters, u
     synth_generate(&log, raw_cluster, &c);
     int *item_raw = NULL;
     Error e;
-    if (prep_split(&p->seqs, &item_raw, &log, &e) != 0) fail_msg("%s", e.msg);
-    p->cluster = malloc(sizeof(int) * (size_t)p->seqs.n_items);
-    for (int i = 0; i < p->seqs.n_items; i++) p->cluster[i] = raw_cluster[item_raw[i]];
+    if (prep_split(&p->d, &item_raw, &log, &e) != 0) fail_msg("%s", e.msg);
+    p->cluster = malloc(sizeof(int) * ((size_t)p->d.n_items + 1));
+    p->cluster[0] = -1;
+    for (int i = 1; i <= p->d.n_items; i++) p->cluster[i] = raw_cluster[item_raw[i]];
     p->n_clusters = n_clusters;
     free(item_raw);
     free(raw_cluster);
@@ -82,12 +83,29 @@ static void planted_make(Planted *p, int n_users, int n_items, int n_clusters, u
 }
 
 static void planted_free(Planted *p) {
-    prep_seqs_free(&p->seqs);
+    dataset_free(&p->d);
     free(p->cluster);
 }
 
-static void codes_build(PrepCodes *codes, const Planted *p, const SemIdConfig *cfg) {
-    prep_build_codes(codes, &p->seqs, cfg);
+// A copy of the codes prep_build_codes gives the planted dataset (row 0 unused).
+typedef struct {
+    int levels;
+    int codes_per_level[DATASET_MAX_LEVELS];
+    int *codes; // [(n_items + 1) * levels]
+} Codes;
+
+static void codes_build(Codes *c, Planted *p, const SemIdConfig *cfg) {
+    prep_build_codes(&p->d, cfg);
+    c->levels = p->d.code_levels;
+    memcpy(c->codes_per_level, p->d.codes_per_level, sizeof c->codes_per_level);
+    size_t n = ((size_t)p->d.n_items + 1) * (size_t)c->levels;
+    c->codes = malloc(n * sizeof(int));
+    memcpy(c->codes, p->d.codes, n * sizeof(int));
+}
+
+static void codes_free(Codes *c) {
+    free(c->codes);
+    c->codes = NULL;
 }
 
 static void test_unique_and_deterministic(void **state) {
@@ -97,18 +115,18 @@ static void test_unique_and_deterministic(void **state) {
     SemIdConfig cfg;
     semid_config_default(&cfg);
     cfg.codes = 8; // few clusters per level, so that collisions happen and get separated
-    PrepCodes a, b;
+    Codes a, b;
     codes_build(&a, &p, &cfg);
-    int L = a.levels, n = p.seqs.n_items;
+    int L = a.levels, n = p.d.n_items;
     assert_int_equal(L, cfg.levels + 1);
     // No two items share the full code; indices are within codes_per_level.
     int collided = 0;
-    for (int i = 0; i < n; i++) {
+    for (int i = 1; i <= n; i++) {
         for (int l = 0; l < L; l++) {
             assert_true(a.codes[(size_t)i * L + l] >= 0);
             assert_true(a.codes[(size_t)i * L + l] < a.codes_per_level[l]);
         }
-        for (int j = i + 1; j < n; j++) {
+        for (int j = i + 1; j <= n; j++) {
             assert_true(memcmp(a.codes + (size_t)i * L, a.codes + (size_t)j * L, sizeof(int) * (size_t)L) != 0);
             collided |= memcmp(a.codes + (size_t)i * L, a.codes + (size_t)j * L, sizeof(int) * (size_t)(L - 1)) == 0;
         }
@@ -121,16 +139,16 @@ static void test_unique_and_deterministic(void **state) {
     for (int threads = 1; threads <= 2; threads++) {
         threads_init(threads);
         codes_build(&b, &p, &cfg);
-        assert_memory_equal(a.codes, b.codes, sizeof(int) * (size_t)n * L);
+        assert_memory_equal(a.codes, b.codes, sizeof(int) * (size_t)(n + 1) * L);
         assert_memory_equal(a.codes_per_level, b.codes_per_level, sizeof(int) * (size_t)L);
-        prep_codes_free(&b);
+        codes_free(&b);
     }
     // Another seed: other codes.
     cfg.seed = 99;
     codes_build(&b, &p, &cfg);
-    assert_true(memcmp(a.codes, b.codes, sizeof(int) * (size_t)n * L) != 0);
-    prep_codes_free(&b);
-    prep_codes_free(&a);
+    assert_true(memcmp(a.codes, b.codes, sizeof(int) * (size_t)(n + 1) * L) != 0);
+    codes_free(&b);
+    codes_free(&a);
     planted_free(&p);
 }
 
@@ -144,14 +162,14 @@ static void test_planted_clusters(void **state) {
     semid_config_default(&cfg);
     cfg.codes = p.n_clusters;
     cfg.window = 1;
-    PrepCodes codes;
+    Codes codes;
     codes_build(&codes, &p, &cfg);
-    int L = codes.levels, n = p.seqs.n_items, C = p.n_clusters;
+    int L = codes.levels, n = p.d.n_items, C = p.n_clusters;
     assert_int_equal(codes.codes_per_level[0], C);
     // Purity: for each planted cluster, the share of its items carrying its most
     // common first-level code; averaged over items.
     int *count = calloc((size_t)C * C, sizeof(int));
-    for (int i = 0; i < n; i++) count[p.cluster[i] * C + codes.codes[(size_t)i * L]]++;
+    for (int i = 1; i <= n; i++) count[p.cluster[i] * C + codes.codes[(size_t)i * L]]++;
     int agree = 0;
     for (int c = 0; c < C; c++) {
         int best = 0;
@@ -161,15 +179,16 @@ static void test_planted_clusters(void **state) {
     double purity = (double)agree / n;
     // Pairs: same cluster -> same code, and different clusters -> different codes.
     long same_c = 0, same_c_same_a = 0, diff_c = 0, diff_c_same_a = 0;
-    for (int i = 0; i < n; i++)
-        for (int j = i + 1; j < n; j++) {
+    for (int i = 1; i <= n; i++)
+        for (int j = i + 1; j <= n; j++) {
             int sa = codes.codes[(size_t)i * L] == codes.codes[(size_t)j * L];
             if (p.cluster[i] == p.cluster[j]) { same_c++; same_c_same_a += sa; }
             else { diff_c++; diff_c_same_a += sa; }
         }
     double p_same = (double)same_c_same_a / same_c, p_diff = (double)diff_c_same_a / diff_c;
     SemIdCheck chk;
-    semid_check(&chk, codes.codes, L, p.seqs.offsets[PREP_TRAIN], p.seqs.items[PREP_TRAIN], NULL, p.seqs.n_users, n, 3);
+    const DatasetSplit *train = &p.d.splits[SPLIT_TRAIN];
+    semid_check(&chk, codes.codes, L, train->offsets, train->items, NULL, p.d.n_users, n, 3);
     print_message("planted: purity %.3f, P(same a | same cluster) %.3f, P(same a | other cluster) %.3f, "
                   "co-occurrence ratio %.2f\n", purity, p_same, p_diff, chk.ratio);
     assert_true(purity >= 0.8);
@@ -177,15 +196,16 @@ static void test_planted_clusters(void **state) {
     assert_true(p_diff <= 0.05);
     assert_true(chk.ratio > 2.0);
     free(count);
-    prep_codes_free(&codes);
+    codes_free(&codes);
     planted_free(&p);
 }
 
 // The check statistic against a hand count.
 static void test_check_by_hand(void **state) {
     (void)state;
-    // Items 1..4 with first-level codes 0, 0, 1, 1 (levels = 2, second column unused).
-    int codes[4 * 2] = {0, 0, 0, 1, 1, 0, 1, 1};
+    // Items 1..4 with first-level codes 0, 0, 1, 1 (levels = 2, second column
+    // unused); rows indexed by item id, row 0 unused as in a Dataset.
+    int codes[5 * 2] = {-1, -1, 0, 0, 0, 1, 1, 0, 1, 1};
     // User 1: 1 2 3; user 2: 4 3 3 1. Window 1 pairs: (1,2) same, (2,3) diff, (4,3) same,
     // (3,3) skipped, (3,1) diff -> 2 of 4. Window 2 adds (1,3) diff, (4,3) same, (3,1) diff -> 3 of 7.
     size_t off[3] = {0, 3, 7};

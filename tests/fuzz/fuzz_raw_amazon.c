@@ -12,15 +12,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     raw_log_init(&log);
     Error e;
     if (raw_parse_buf(&log, RAW_AMAZON, (const char *)data, size, "fuzz", &e) == 0) {
-        PrepSeqs seqs;
-        if (prep_split(&seqs, NULL, &log, &e) == 0) {
+        Dataset d;
+        if (prep_split(&d, NULL, &log, &e) == 0) {
             // Every user keeps >= 2 train items and every id is in range.
-            for (int u = 1; u <= seqs.n_users; u++)
-                if (seqs.offsets[PREP_TRAIN][u] - seqs.offsets[PREP_TRAIN][u - 1] < 2) abort();
-            for (int k = 0; k < PREP_NSPLITS; k++)
-                for (size_t t = 0; t < prep_seqs_count(&seqs, k); t++)
-                    if (seqs.items[k][t] < 1 || seqs.items[k][t] > seqs.n_items) abort();
-            prep_seqs_free(&seqs);
+            for (int u = 1; u <= d.n_users; u++) {
+                int n;
+                dataset_user_items(&d, SPLIT_TRAIN, u, &n);
+                if (n < 2) abort();
+            }
+            for (int k = 0; k < SPLIT_COUNT; k++)
+                for (size_t t = 0; t < dataset_interactions(&d, (Split)k); t++)
+                    if (d.splits[k].items[t] < 1 || d.splits[k].items[t] > d.n_items) abort();
+            dataset_free(&d);
         }
     }
     raw_log_free(&log);

@@ -33,10 +33,4 @@ void fixture_dataset_make(Dataset *d, const char *name, const int *train_lens, i
     }
 }
 
-void fixture_dataset_free(Dataset *d) {
-    free(d->codes);
-    for (int s = 0; s < SPLIT_COUNT; s++) {
-        free(d->splits[s].offsets);
-        free(d->splits[s].items);
-    }
-}
+void fixture_dataset_free(Dataset *d) { dataset_free(d); }

@@ -13,6 +13,6 @@
 // seeded with `seed`, so a seed gives the same dataset every time.
 void fixture_dataset_make(Dataset *d, const char *name, const int *train_lens, int n_users, int n_items,
                           const int *codes_per_level, int levels, uint64_t seed);
-void fixture_dataset_free(Dataset *d);
+void fixture_dataset_free(Dataset *d); // dataset_free
 
 #endif
