@@ -34,6 +34,7 @@ typedef struct {
     int have_data, have_samples, have_mostpop, have_model, have_vocab, have_prompter;
     AtomicFile out_f, rank_f;
     int out_open, rank_open;
+    OutputLock out_lock, rank_lock; // one writer per output
 } EvalRun;
 
 static const char *EVAL_ABOUT =
@@ -140,6 +141,8 @@ static int load_model(EvalRun *run, const EvalArgs *a, PromptTemplate *tmpl, Err
 static int eval_setup(EvalRun *run, const EvalArgs *a, Split split, PromptTemplate *tmpl, Error *e) {
     if (a->rankings && !strcmp(a->rankings, a->out))
         return err_set(e, "--out and --rankings name the same file '%s'", a->out);
+    if (output_lock(&run->out_lock, a->out, e) || (a->rankings && output_lock(&run->rank_lock, a->rankings, e)))
+        return -1;
     if (dataset_load(&run->d, a->data, e)) return -1;
     run->have_data = 1;
     samples_build(&run->ss, &run->d, split, a->max_history);
@@ -165,6 +168,8 @@ static void eval_free(EvalRun *run) {
     if (run->have_mostpop) mostpop_free(&run->mp);
     if (run->have_samples) samples_free(&run->ss);
     if (run->have_data) dataset_free(&run->d);
+    output_unlock(&run->rank_lock); // last: the outputs are settled
+    output_unlock(&run->out_lock);
 }
 
 static int write_json(EvalRun *run, json_t *root, const char *path, Error *e) {
@@ -245,6 +250,7 @@ int cmd_eval(int argc, char **argv) {
     PromptTemplate tmpl = PROMPT_TEMPLATE_LCREC;
     EvalRun run;
     memset(&run, 0, sizeof run);
+    run.out_lock.fd = run.rank_lock.fd = -1;
     Error e;
     int rc = eval_setup(&run, &a, split, &tmpl, &e) || eval_run(&run, &a, tmpl, &e) ? cli_fail("eval", &e) : 0;
     eval_free(&run);

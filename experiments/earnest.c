@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "experiments/commands.h"
+#include "runtime/atomic.h"
 
 typedef struct {
     const char *name;
@@ -35,6 +36,7 @@ int main(int argc, char **argv) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
+    output_signals_install(); // SIGINT/SIGTERM leave no temporary files behind
     for (size_t i = 0; i < sizeof VERBS / sizeof VERBS[0]; i++)
         if (!strcmp(argv[1], VERBS[i].name)) return VERBS[i].run(argc - 1, argv + 1);
     fprintf(stderr, "earnest: unknown verb '%s'\n", argv[1]);

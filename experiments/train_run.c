@@ -727,6 +727,8 @@ int train_run(const TrainOptions *opts, Error *e) {
     t->o = *opts;
     t->o.threads = threads_init(opts->threads);
     int resume_threads = 0, rc = -1;
+    OutputLock lock = {.fd = -1};
+    if (!t->o.dry_run && t->o.out_dir && output_lock(&lock, t->o.out_dir, e)) goto done; // one run per OUT
     if (trainer_setup(t, &resume_threads, e)) goto done;
     if (t->o.resume && t->pr.done) {
         fprintf(stderr, "earnest train: %s: the run already ended (best valid Recall@10 %.4f at epoch %d); nothing to do\n",
@@ -748,5 +750,6 @@ int train_run(const TrainOptions *opts, Error *e) {
 done:
     trainer_free(t);
     free(t);
+    output_unlock(&lock); // last: OUT is settled
     return rc;
 }
