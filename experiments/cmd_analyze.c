@@ -144,6 +144,13 @@ int cmd_analyze(int argc, char **argv) {
         cli_free(&cli);
         return 2;
     }
+    {
+        Error le;
+        if (output_lock_hold(out, &le)) { // one writer per output
+            cli_free(&cli);
+            return cli_fail("analyze", &le);
+        }
+    }
     int hl = heat.n ? heat.v[0] : 0, hh = heat.n ? heat.v[1] : 0, hs = heat.n ? heat.v[2] : 0, want_heat = heat.n;
     cli_free(&cli);
 

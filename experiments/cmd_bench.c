@@ -370,6 +370,13 @@ int cmd_bench(int argc, char **argv) {
                    "[--prompt-len 512,4096] [options]", .about = BENCH_ABOUT, .flags = flags, .n_flags = CLI_COUNT(flags)};
     int st = cli_parse(&cli, argc, argv);
     if (st >= 0) return st;
+    {
+        Error le;
+        if (a.out && output_lock_hold(a.out, &le)) { // one writer per output
+            cli_free(&cli);
+            return cli_fail("bench", &le);
+        }
+    }
     ModelMethod methods[2];
     int n_methods = parse_methods(methods, a.methods_s);
     if (!!a.model_dir == !!a.preset || n_methods < 0) {

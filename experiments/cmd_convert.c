@@ -61,6 +61,10 @@ int cmd_convert(int argc, char **argv) {
     }
     for (size_t n = strlen(out_buf); n > 1 && out_buf[n - 1] == '/'; n--) out_buf[n - 1] = '\0';
     out = out_buf;
+    {
+        Error le;
+        if (output_lock_hold(out, &le)) return cli_fail("convert", &le); // one writer per output
+    }
 
     // Read and validate everything first, so a bad input leaves no output at all.
     Error e = {{0}};

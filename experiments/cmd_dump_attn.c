@@ -67,7 +67,7 @@ typedef struct {
     const char *model_dir, *out, *data_dir, *split, *tmpl, *text_file;
     CliStrings texts;
     CliIntList tokens, kinds;
-    int n_samples, with_target, threads;
+    int n_samples, with_target, threads, allow_nonfinite;
 } DumpArgs;
 
 typedef struct {
@@ -224,6 +224,7 @@ int cmd_dump_attn(int argc, char **argv) {
         {"--kinds", CLI_INT_LIST, &a.kinds, .lo = 0, .hi = TOKEN_KIND_TARGET, .sep = ' ',
          .help = "each token's kind, with --tokens (needed by an EARN model)"},
         {"--threads", CLI_INT, &a.threads, .lo = 1, .hi = 1024, .help = "threads (default: EARNEST_THREADS or all cores)"},
+        {"--allow-nonfinite", CLI_FLAG, &a.allow_nonfinite, .help = "load a model whose weights are not all finite"},
     };
     CliSpec cli = {.verb = "dump-attn", .synopsis = "--model DIR --out A.h5 (--data DATA_DIR | --text \"...\" | "
                    "--text-file FILE | --tokens \"ID ...\") [options]",
@@ -235,6 +236,10 @@ int cmd_dump_attn(int argc, char **argv) {
         cli_free(&cli);
         return 2;
     }
+    {
+        Error le;
+        if (output_lock_hold(a.out, &le)) return cli_fail("dump-attn", &le); // one writer per output
+    }
     threads_init(a.threads);
     Error e = {{0}};
     char *text_buf = NULL;
@@ -242,7 +247,7 @@ int cmd_dump_attn(int argc, char **argv) {
     PromptTemplate tmpl = PROMPT_TEMPLATE_LCREC;
     Model m;
     int have_model = 0, rc = (a.text_file && read_text_file(&a.texts, &text_buf, a.text_file, &e)) ||
-                             model_load(&m, a.model_dir, &e);
+                             model_load_flags(&m, a.model_dir, a.allow_nonfinite ? MODEL_LOAD_ALLOW_NONFINITE : 0, &e);
     if (!rc) {
         have_model = 1;
         rc = a.data_dir     ? prompts_from_data(&ps, &tmpl, &a, &m.config, &e)

@@ -7,20 +7,26 @@
 // the same keys, and "efficiency" (a model only): prefill_ms, decode_ms,
 // total_ms, prompt_tokens, generated_tokens, tau (generated tokens/s), sigma
 // (KV bytes per user), sigma_full, gamma (KV reduction %), kv_bytes_batch_peak,
-// batch, omega (speedup over --baseline, from the same split and users), device.
+// batch, omega (speedup over --baseline, from the same split and users), device;
+// run_id, and with --rankings {path, sha256} of the rankings file it wrote
+// (`sha256sum R.tsv` tells whether a rankings file belongs to this JSON).
+#include <errno.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "datasets/model_vocab.h"
 #include "experiments/cli.h"
 #include "experiments/commands.h"
 #include "experiments/rec_eval.h"
 #include "runtime/checkpoint.h"
+#include "runtime/sha256.h"
 
 typedef struct {
     const char *model_dir, *method, *data, *split, *out, *rankings, *tmpl, *baseline;
-    int beam, batch, limit, max_history, threads;
+    int beam, batch, limit, max_history, threads, allow_nonfinite;
 } EvalArgs;
 
 // Everything the run holds, released in one place.
@@ -35,6 +41,9 @@ typedef struct {
     AtomicFile out_f, rank_f;
     int out_open, rank_open;
     OutputLock out_lock, rank_lock; // one writer per output
+    double baseline_ms;             // --baseline's prefill + decode time
+    char run_id[96];                // this run, in the JSON
+    char rankings_sha256[65];       // the rankings file this JSON describes
 } EvalRun;
 
 static const char *EVAL_ABOUT =
@@ -109,6 +118,13 @@ static json_t *result_json(const EvalRun *run, const EvalArgs *a, const RecEvalR
     json_object_set_new(root, "split", json_string(a->split));
     json_object_set_new(root, "n_users", json_integer(a->model_dir ? r->model.n_users : r->mostpop.n_users));
     json_object_set_new(root, "beam", json_integer(a->beam));
+    json_object_set_new(root, "run_id", json_string(run->run_id));
+    if (a->rankings) {
+        json_t *rk = json_object();
+        json_object_set_new(rk, "path", json_string(a->rankings));
+        json_object_set_new(rk, "sha256", json_string(run->rankings_sha256));
+        json_object_set_new(root, "rankings", rk);
+    }
     if (a->model_dir) {
         json_object_set_new(root, "template", json_string(prompt_template_name(tmpl)));
         json_object_set_new(root, "k", json_integer(c->layer_split_k));
@@ -126,7 +142,7 @@ static json_t *result_json(const EvalRun *run, const EvalArgs *a, const RecEvalR
 
 // The model, its vocabulary and its prompts.
 static int load_model(EvalRun *run, const EvalArgs *a, PromptTemplate *tmpl, Error *e) {
-    if (model_load(&run->m, a->model_dir, e)) return -1;
+    if (model_load_flags(&run->m, a->model_dir, a->allow_nonfinite ? MODEL_LOAD_ALLOW_NONFINITE : 0, e)) return -1;
     run->have_model = 1;
     if (prompt_template_for_model(tmpl, a->tmpl, run->m.config.prompt_template, a->model_dir, e)) return -1;
     if (model_vocab_load(&run->v, a->model_dir, &run->d, &run->m.config, e)) return -1;
@@ -147,6 +163,10 @@ static int eval_setup(EvalRun *run, const EvalArgs *a, Split split, PromptTempla
     run->have_data = 1;
     samples_build(&run->ss, &run->d, split, a->max_history);
     run->have_samples = 1;
+    if (run->ss.n == 0)
+        return err_set(e, "%s: no user has %s targets: nothing to evaluate", a->data, a->split);
+    long n_users = a->limit && (size_t)a->limit < run->ss.n ? a->limit : (long)run->ss.n;
+    if (a->baseline && baseline_total_ms(&run->baseline_ms, a->baseline, a->split, n_users, e)) return -1;
     mostpop_build(&run->mp, &run->d, split);
     run->have_mostpop = 1;
     if (a->model_dir && load_model(run, a, tmpl, e)) return -1;
@@ -193,12 +213,11 @@ static int eval_run(EvalRun *run, const EvalArgs *a, PromptTemplate tmpl, Error 
     o.progress = 1;
     RecEvalResult r;
     if (rec_eval_run(&r, &in, &o, e)) return -1;
-    double omega = 0, total_ms = 1e3 * (r.prefill_s + r.decode_s), base_ms = 0;
-    if (a->baseline) {
-        if (baseline_total_ms(&base_ms, a->baseline, a->split, r.model.n_users, e)) return -1;
-        omega = total_ms > 0 ? base_ms / total_ms : 0;
-    }
-    if (run->rank_open) {
+    double total_ms = 1e3 * (r.prefill_s + r.decode_s);
+    double omega = a->baseline && total_ms > 0 ? run->baseline_ms / total_ms : 0;
+    if (run->rank_open) { // its digest goes in the JSON, so a reader can tell the two belong together
+        if (fflush(run->rank_f.f) != 0) return err_set(e, "%s: write failed: %s", a->rankings, strerror(errno));
+        if (sha256_file_hex(run->rankings_sha256, run->rank_f.tmp, e)) return -1;
         run->rank_open = 0;
         if (atomic_commit(&run->rank_f, e)) return -1;
     }
@@ -230,6 +249,7 @@ int cmd_eval(int argc, char **argv) {
         {"--template", CLI_STRING, &a.tmpl, .choices = "lcrec|tiger", .help = "prompt template (default: the model's)"},
         {"--max-history", CLI_INT, &a.max_history, .lo = 1, .hi = 1 << 20, .help = "history items kept per prompt"},
         {"--threads", CLI_INT, &a.threads, .lo = 1, .hi = 1024, .help = "threads (default: EARNEST_THREADS or all cores)"},
+        {"--allow-nonfinite", CLI_FLAG, &a.allow_nonfinite, .help = "load a model whose weights are not all finite"},
         {"--baseline", CLI_STRING, &a.baseline, .meta = "E_full.json", .help = "the full model's eval: gives omega"},
     };
     CliSpec cli = {.verb = "eval", .synopsis = "(--model DIR | --method mostpop) --data DIR --out E.json [options]",
@@ -251,6 +271,9 @@ int cmd_eval(int argc, char **argv) {
     EvalRun run;
     memset(&run, 0, sizeof run);
     run.out_lock.fd = run.rank_lock.fd = -1;
+    struct timespec now;
+    CHECK(clock_gettime(CLOCK_REALTIME, &now) == 0, "clock_gettime: %s", strerror(errno));
+    snprintf(run.run_id, sizeof run.run_id, "%ld-%lld.%09ld", (long)getpid(), (long long)now.tv_sec, now.tv_nsec);
     Error e;
     int rc = eval_setup(&run, &a, split, &tmpl, &e) || eval_run(&run, &a, tmpl, &e) ? cli_fail("eval", &e) : 0;
     eval_free(&run);

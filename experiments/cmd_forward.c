@@ -110,7 +110,7 @@ static int forward_kinds(uint8_t *kinds, const CliIntList *given, int T, const M
 
 int cmd_forward(int argc, char **argv) {
     const char *model_dir = NULL, *out = NULL;
-    int want_attn = 0, threads = 0;
+    int want_attn = 0, threads = 0, allow_nonfinite = 0;
     CliIntList tok_list = {0}, kind_list = {0};
     CliFlag flags[] = {
         {"--model", CLI_STRING, &model_dir, .meta = "DIR", .required = 1, .help = "model directory"},
@@ -119,6 +119,7 @@ int cmd_forward(int argc, char **argv) {
         {"--kinds", CLI_INT_LIST, &kind_list, .lo = 0, .hi = TOKEN_KIND_TARGET, .sep = ' ',
          .help = "each token's kind (needed by an EARN model)"},
         {"--out", CLI_STRING, &out, .meta = "F.h5", .required = 1, .help = "HDF5 output (atomic)"},
+        {"--allow-nonfinite", CLI_FLAG, &allow_nonfinite, .help = "load a model whose weights are not all finite"},
         {"--attn", CLI_FLAG, &want_attn, .help = "also write /attn [L,H,T,T]"},
         {"--threads", CLI_INT, &threads, .lo = 1, .hi = 1024, .help = "threads (default: EARNEST_THREADS or all cores)"},
     };
@@ -126,10 +127,14 @@ int cmd_forward(int argc, char **argv) {
                    .about = FORWARD_ABOUT, .flags = flags, .n_flags = CLI_COUNT(flags)};
     int st = cli_parse(&cli, argc, argv);
     if (st >= 0) return st;
+    {
+        Error le;
+        if (output_lock_hold(out, &le)) return cli_fail("forward", &le); // one writer per output
+    }
     threads_init(threads);
     Error e;
     Model m;
-    if (model_load(&m, model_dir, &e)) {
+    if (model_load_flags(&m, model_dir, allow_nonfinite ? MODEL_LOAD_ALLOW_NONFINITE : 0, &e)) {
         cli_free(&cli);
         return cli_fail("forward", &e);
     }

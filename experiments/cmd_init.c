@@ -45,6 +45,10 @@ int cmd_init(int argc, char **argv) {
         fprintf(stderr, "earnest init: --std: %g is not a positive number\n", (double)stdev);
         return 2;
     }
+    {
+        Error le;
+        if (output_lock_hold(out, &le)) return cli_fail("init", &le); // one writer per output
+    }
     Error e;
     Vocab voc;
     if (data) {

@@ -250,6 +250,10 @@ int cmd_prepare(int argc, char **argv) {
                    .args = &src, .min_args = 1, .max_args = 1, .n_args = &n_src, .args_meta = "the SOURCE"};
     int rc = cli_parse(&cli, argc, argv);
     if (rc >= 0) return rc;
+    {
+        Error le;
+        if ((a.out || a.data) && output_lock_hold(a.out ? a.out : a.data, &le)) return cli_fail("prepare", &le); // one writer per output
+    }
     a.semid.seed = a.synth.seed = (uint64_t)seed;
     a.window_given = cli_given(&cli, "--window");
     threads_init(a.threads);

@@ -611,10 +611,18 @@ static int train_step(Trainer *t, const size_t *order, size_t i0, size_t i1, Err
     TrainBatch b;
     batch_build(&b, t, order, i0, i1);
     if (train_forward(&t->acts, &t->m, &b, e)) return -1;
+    if (!isfinite(t->acts.loss_mean))
+        return err_set(e, "update %lld (epoch %d): the loss is %g; the run diverged (lower --lr?) and stops here: "
+                       "nothing of it is saved as best, the last state is the one before", (long long)t->pr.step + 1,
+                       t->pr.epoch + 1, (double)t->acts.loss_mean);
     grads_zero(&t->g);
     train_backward(&t->g, &t->acts, &t->m, t->acts.n_labels ? 1.0f / (float)t->acts.n_labels : 0.0f);
     float lr = adamw_lr(&t->o.opt, t->pr.step, t->pr.total_steps);
     double gnorm = adamw_step(&t->opt, t->m.params_memory, t->g.memory, lr, &t->o.opt);
+    if (!isfinite(gnorm))
+        return err_set(e, "update %lld (epoch %d): the gradient norm is %g; the run diverged and stops here: nothing "
+                       "of it is saved as best, the last state is the one before", (long long)t->pr.step + 1,
+                       t->pr.epoch + 1, gnorm);
     size_t T = t->acts.T;
     t->pr.step++;
     t->pr.batch++;

@@ -34,9 +34,16 @@ void atomic_tmp_forget(const char *tmp) {
         if (g_tmp_used[i] && !strcmp(g_tmp[i], tmp)) g_tmp_used[i] = 0;
 }
 
+// Locks held until the process ends (output_lock_hold).
+enum { HELD_LOCKS = 8 };
+static OutputLock g_held[HELD_LOCKS];
+static volatile sig_atomic_t g_n_held;
+
 static void on_fatal_signal(int sig) {
     for (int i = 0; i < TMP_SLOTS; i++)
         if (g_tmp_used[i]) unlink(g_tmp[i]); // async-signal-safe; a temporary directory is left to the stale cleanup
+    for (int i = 0; i < g_n_held; i++)
+        if (g_held[i].fd >= 0) unlink(g_held[i].path);
     signal(sig, SIG_DFL);
     raise(sig);
 }
@@ -242,6 +249,20 @@ int output_lock(OutputLock *l, const char *path, Error *e) {
         close(fd);
     }
     return err_set(e, "%s: the lock %s keeps changing; try again", p, l->path);
+}
+
+static void release_held_locks(void) {
+    for (int i = 0; i < g_n_held; i++) output_unlock(&g_held[i]);
+}
+
+int output_lock_hold(const char *path, Error *e) {
+    CHECK(g_n_held < HELD_LOCKS, "output_lock_hold: more than %d outputs", HELD_LOCKS);
+    OutputLock l;
+    if (output_lock(&l, path, e)) return -1;
+    if (g_n_held == 0) CHECK(atexit(release_held_locks) == 0, "atexit failed");
+    g_held[g_n_held] = l;
+    g_n_held++;
+    return 0;
 }
 
 void output_unlock(OutputLock *l) {

@@ -58,5 +58,8 @@ typedef struct {
 } OutputLock;
 int output_lock(OutputLock *l, const char *path, Error *e);
 void output_unlock(OutputLock *l);
+// The same, held until the process ends (exit, or SIGINT/SIGTERM through
+// output_signals_install), for a verb that writes `path` once.
+int output_lock_hold(const char *path, Error *e);
 
 #endif

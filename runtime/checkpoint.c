@@ -4,6 +4,7 @@
 #include "runtime/checkpoint.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -38,38 +39,61 @@ static int is_ignorable(const char *name) {
     return end >= 0 && (size_t)end == strlen(name);
 }
 
-// Copies every tensor the config asks for into m; marks the ones used.
-static int load_params(Model *m, const StSet *set, uint8_t *used, Error *e) {
-    const ModelConfig *c = &m->config;
+// Finds every tensor the config asks for and checks its shape, before
+// anything is allocated (a config that does not fit the file, however
+// absurd its sizes, fails here); marks the ones used.
+static int check_params(const ModelConfig *c, const StSet *set, uint8_t *used, Error *e) {
     char name[512];
     for (int t = 0; t < MODEL_N_PARAM_TENSORS; t++) {
         ParamTensorInfo info;
         model_param_info(c, t, &info);
-        if (t == 14 && c->tie_embeddings) {
-            // Tied: lm_head is embed_tokens. A stored copy is accepted (transformers
-            // ignores it too) if its shape fits.
-            const StTensor *st = st_set_find(set, info.hf_name);
-            if (st) {
-                if (check_shape(st, &info, e) != 0) return -1;
-                used[st_set_index(set, st)] = 1;
-            }
-            continue;
-        }
-        if (info.numel == 0) continue; // absent in this config (biases of Llama)
-        size_t per = info.ndim == 2 ? info.shape[0] * info.shape[1] : info.shape[0];
+        int tied_head = t == 14 && c->tie_embeddings; // a stored copy is accepted (transformers ignores it too)
+        if (info.numel == 0 && !tied_head) continue;  // absent in this config (biases of Llama)
         int n = info.per_layer ? c->n_layers : 1;
-        float *slot = *model_param_slot(&m->params, t);
         for (int l = 0; l < n; l++) {
             param_name(name, sizeof name, &info, l);
             const StTensor *st = st_set_find(set, name);
+            if (!st && tied_head) break;
             if (!st) {
                 char want[256];
                 return err_set(e, "%s: tensor '%s' (shape %s) is missing", set->source, name,
                                st_shape_str(want, sizeof want, info.shape, info.ndim));
             }
             if (check_shape(st, &info, e) != 0) return -1;
-            st_tensor_to_f32(slot + (size_t)l * per, st);
             used[st_set_index(set, st)] = 1;
+        }
+    }
+    return 0;
+}
+
+// The first non-finite value of n floats, or -1.
+static long first_nonfinite(const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return (long)i;
+    return -1;
+}
+
+// Copies every tensor the config asks for into m (check_params passed).
+static int load_params(Model *m, const StSet *set, int allow_nonfinite, Error *e) {
+    const ModelConfig *c = &m->config;
+    char name[512];
+    for (int t = 0; t < MODEL_N_PARAM_TENSORS; t++) {
+        ParamTensorInfo info;
+        model_param_info(c, t, &info);
+        if (info.numel == 0) continue; // absent, or lm_head when tied
+        size_t per = info.ndim == 2 ? info.shape[0] * info.shape[1] : info.shape[0];
+        int n = info.per_layer ? c->n_layers : 1;
+        float *slot = *model_param_slot(&m->params, t);
+        for (int l = 0; l < n; l++) {
+            param_name(name, sizeof name, &info, l);
+            const StTensor *st = st_set_find(set, name);
+            CHECK(st, "load_params: tensor %s passed check_params but is missing", name);
+            st_tensor_to_f32(slot + (size_t)l * per, st);
+            long bad = allow_nonfinite ? -1 : first_nonfinite(slot + (size_t)l * per, per);
+            if (bad >= 0)
+                return err_set(e, "%s: tensor '%s' holds a non-finite value (%g at flat index %ld): a diverged or "
+                               "corrupt model; --allow-nonfinite loads it anyway", st->file, name,
+                               (double)slot[(size_t)l * per + (size_t)bad], bad);
         }
     }
     return 0;
@@ -93,7 +117,9 @@ static int check_unused(const StSet *set, const uint8_t *used, const ModelConfig
                    c->tie_embeddings ? " and tied embeddings" : "", list, n_bad > 4 ? ", ..." : "");
 }
 
-int model_load(Model *m, const char *dir, Error *e) {
+int model_load(Model *m, const char *dir, Error *e) { return model_load_flags(m, dir, 0, e); }
+
+int model_load_flags(Model *m, const char *dir, unsigned flags, Error *e) {
     memset(m, 0, sizeof *m);
     char path[4096];
     if (path_join(path, sizeof path, dir, "config.json") != 0) return err_set(e, "%s: path too long", dir);
@@ -101,13 +127,16 @@ int model_load(Model *m, const char *dir, Error *e) {
     if (config_load(&c, path, e) != 0) return -1; // config_load validates
     StSet set;
     if (st_set_open(&set, dir, e) != 0) return -1;
-    model_alloc(m, &c);
     uint8_t *used = xcalloc((size_t)set.n_tensors + 1, 1);
-    int rc = load_params(m, &set, used, e);
+    int rc = check_params(&c, &set, used, e);
     if (rc == 0) rc = check_unused(&set, used, &c, e);
     free(used);
+    if (rc == 0) { // the file holds exactly what the config describes: now allocate
+        model_alloc(m, &c);
+        rc = load_params(m, &set, (flags & MODEL_LOAD_ALLOW_NONFINITE) != 0, e);
+        if (rc != 0) model_free(m);
+    }
     st_set_close(&set);
-    if (rc != 0) model_free(m);
     return rc;
 }
 
