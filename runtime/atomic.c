@@ -39,11 +39,16 @@ enum { HELD_LOCKS = 8 };
 static OutputLock g_held[HELD_LOCKS];
 static volatile sig_atomic_t g_n_held;
 
+// Every lock file this process holds, for the signal handler.
+enum { LOCK_SLOTS = 16 };
+static char g_lock_path[LOCK_SLOTS][4200];
+static volatile sig_atomic_t g_lock_used[LOCK_SLOTS];
+
 static void on_fatal_signal(int sig) {
     for (int i = 0; i < TMP_SLOTS; i++)
         if (g_tmp_used[i]) unlink(g_tmp[i]); // async-signal-safe; a temporary directory is left to the stale cleanup
-    for (int i = 0; i < g_n_held; i++)
-        if (g_held[i].fd >= 0) unlink(g_held[i].path);
+    for (int i = 0; i < LOCK_SLOTS; i++)
+        if (g_lock_used[i]) unlink(g_lock_path[i]);
     signal(sig, SIG_DFL);
     raise(sig);
 }
@@ -224,10 +229,13 @@ int output_lock(OutputLock *l, const char *path, Error *e) {
         if (fd < 0) return err_set(e, "%s: cannot create the lock %s: %s", p, l->path, strerror(errno));
         if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
             int err = errno;
-            char buf[32] = {0};
-            ssize_t got = pread(fd, buf, sizeof buf - 1, 0);
+            long pid = 0;
+            for (int tries = 0; err == EWOULDBLOCK && pid <= 0 && tries < 50; tries++) {
+                char buf[32] = {0}; // the holder writes its PID right after taking the lock: wait for it briefly
+                if (pread(fd, buf, sizeof buf - 1, 0) > 0) pid = strtol(buf, NULL, 10);
+                if (pid <= 0) usleep(2000);
+            }
             close(fd);
-            long pid = got > 0 ? strtol(buf, NULL, 10) : 0;
             if (err != EWOULDBLOCK) return err_set(e, "%s: cannot lock %s: %s", p, l->path, strerror(err));
             if (pid > 0) return err_set(e, "%s is in use by PID %ld (lock %s); nothing was changed", p, pid, l->path);
             return err_set(e, "%s is in use by another process (lock %s); nothing was changed", p, l->path);
@@ -244,6 +252,12 @@ int output_lock(OutputLock *l, const char *path, Error *e) {
                 return err_set(e, "%s: cannot write the lock %s: %s", p, l->path, strerror(err));
             }
             l->fd = fd;
+            for (int i = 0; i < LOCK_SLOTS; i++)
+                if (!g_lock_used[i]) {
+                    snprintf(g_lock_path[i], sizeof g_lock_path[i], "%s", l->path);
+                    g_lock_used[i] = 1;
+                    break;
+                }
             return 0;
         }
         close(fd);
@@ -267,6 +281,8 @@ int output_lock_hold(const char *path, Error *e) {
 
 void output_unlock(OutputLock *l) {
     if (l->fd < 0) return;
+    for (int i = 0; i < LOCK_SLOTS; i++)
+        if (g_lock_used[i] && !strcmp(g_lock_path[i], l->path)) g_lock_used[i] = 0;
     unlink(l->path); // while still holding it (see output_lock)
     close(l->fd);
     l->fd = -1;
