@@ -1,6 +1,8 @@
-// train.c: see train.h. The training forward mirrors model_forward (same ops,
-// same order of operations, same row dropping under the layer plan) and keeps
-// what the backward needs; the backward walks the layers in reverse.
+// train.c: see train.h. The training forward runs the layer body model_forward
+// runs (block.h: same ops, same order of operations; only attention differs,
+// over whole sequences instead of against a KV cache), with the same row
+// dropping under the layer plan, and keeps what the backward needs; the
+// backward walks the layers in reverse.
 //
 // Rows: at layer l the activation matrices hold one row per token still
 // computed there (depth > l), in packed order; a token whose depth is reached
