@@ -127,11 +127,131 @@ static void user_step(UserBeams *ub, Cand *cand, int *used, KVCache **tmp, int *
     ub->n = n_new;
 }
 
+// The scratch of the decode steps: one user's candidates and reorder buffers,
+// and the batch of a decode step (one row per beam of every user).
+typedef struct {
+    Cand *cand;           // [max children of a trie node * W]
+    int *used;            // [W]
+    int *tmp_tok;         // [W * steps]
+    int *tmp_node;        // [W]
+    double *tmp_score;    // [W]
+    KVCache **tmp;        // [W]
+    int *step_tok;        // [UW] token fed to each row
+    int *ones;            // [UW] all 1: one new token per row
+    int *row_user;        // [UW] user of each row (the hook's)
+    int *row_tokens;      // [UW * steps] tokens each row was fed (the hook's)
+    KVCache **step_cache; // [UW]
+} StepWork;
+
+static void step_work_alloc(StepWork *w, const Trie *t, int W, int steps, size_t UW) {
+    size_t max_cand = 1;
+    for (int x = 0; x < t->n_nodes; x++) {
+        size_t d = (size_t)(t->first_edge[x + 1] - t->first_edge[x]);
+        max_cand = d > max_cand ? d : max_cand;
+    }
+    max_cand *= (size_t)W;
+    w->cand = xmalloc(max_cand * sizeof(Cand));
+    w->used = xmalloc((size_t)W * sizeof(int));
+    w->tmp_tok = xmalloc((size_t)W * steps * sizeof(int));
+    w->tmp_node = xmalloc((size_t)W * sizeof(int));
+    w->tmp_score = xmalloc((size_t)W * sizeof(double));
+    w->tmp = xmalloc((size_t)W * sizeof(KVCache *));
+    w->step_tok = xmalloc(UW * sizeof(int));
+    w->ones = xmalloc(UW * sizeof(int));
+    w->row_user = xmalloc(UW * sizeof(int));
+    w->row_tokens = xmalloc(UW * (size_t)steps * sizeof(int));
+    w->step_cache = xmalloc(UW * sizeof(KVCache *));
+    for (size_t i = 0; i < UW; i++) w->ones[i] = 1;
+}
+
+static void step_work_free(StepWork *w) {
+    free(w->cand); free(w->used); free(w->tmp_tok); free(w->tmp_node); free(w->tmp_score); free(w->tmp);
+    free(w->step_tok); free(w->ones); free(w->row_user); free(w->row_tokens); free(w->step_cache);
+}
+
+// Prefill: every user's prompt in one call; caches prompt[u] sized by the plan
+// (layer l holds the tokens whose depth exceeds l: exactly what is stored).
+// logits [n_users, V] receives each prompt's last row. On failure the caches
+// are freed again.
+static int beam_prefill(float *logits, KVCache *prompt, BeamSearch *bs, int n_users, const int *const *prompts,
+                        const uint8_t *const *kinds, const int *prompt_len, size_t T, Error *e) {
+    const ModelConfig *c = &bs->model->config;
+    const int N = c->n_layers;
+    int *tokens = xmalloc(T * sizeof(int)), *depth = xmalloc(T * sizeof(int));
+    int *cap = xmalloc((size_t)N * sizeof(int));
+    KVCache **pk = xmalloc((size_t)n_users * sizeof(KVCache *));
+    size_t at = 0;
+    for (int u = 0; u < n_users; u++) {
+        int n = prompt_len[u];
+        memcpy(tokens + at, prompts[u], (size_t)n * sizeof(int));
+        if (kinds) plan_depth_for(depth + at, kinds[u], n, c);
+        else plan_depth_full(depth + at, n, N);
+        for (int l = 0; l < N; l++) {
+            cap[l] = 0;
+            for (int i = 0; i < n; i++) cap[l] += depth[at + (size_t)i] > l;
+        }
+        kvcache_init(&prompt[u], N, c->n_kv_heads, c->head_dim, cap);
+        pk[u] = &prompt[u];
+        at += (size_t)n;
+    }
+    ForwardBatch fb = {.n_seqs = n_users, .n_new = prompt_len, .tokens = tokens, .depth = depth, .caches = pk,
+                       .logits_mode = LOGITS_LAST};
+    double t0 = time_now_s();
+    int rc = model_forward(logits, bs->model, &fb, &bs->scratch, e);
+    bs->prefill_s = time_now_s() - t0;
+    free(tokens); free(depth); free(cap); free(pk);
+    if (rc) {
+        for (int u = 0; u < n_users; u++) kvcache_free(&prompt[u]);
+        return err_prefix(e, "beam search prefill: ");
+    }
+    return 0;
+}
+
+// The search after the prefill: step 0 expands each prompt's logits row, then
+// each decode step feeds every beam its last token in one model_forward and
+// every user keeps its top W.
+static int beam_decode(UserBeams *ub, StepWork *w, float *logits, BeamSearch *bs, int n_users, int W, Error *e) {
+    const Trie *t = bs->trie;
+    const int steps = bs->steps;
+    const size_t V = (size_t)bs->model->config.vocab_size;
+    if (bs->hook) {
+        for (int u = 0; u < n_users; u++) w->row_user[u] = u;
+        bs->hook(bs->hook_ctx, 0, n_users, w->row_user, w->row_tokens, 0, logits);
+    }
+    for (int u = 0; u < n_users; u++)
+        user_step(&ub[u], w->cand, w->used, w->tmp, w->tmp_tok, w->tmp_score, w->tmp_node, t,
+                  logits + (size_t)u * V, V, W, steps, 0);
+    for (int s = 1; s < steps; s++) {
+        // Feed each beam its last token; beams of one user are consecutive, so
+        // the forward pass reads their shared prompt KV once per (layer, kv head).
+        int rows = 0;
+        for (int u = 0; u < n_users; u++)
+            for (int j = 0; j < ub[u].n; j++, rows++) {
+                w->step_tok[rows] = ub[u].tokens[(size_t)j * steps + s - 1];
+                w->step_cache[rows] = ub[u].cache[j];
+                w->row_user[rows] = u;
+                memcpy(w->row_tokens + (size_t)rows * s, ub[u].tokens + (size_t)j * steps, (size_t)s * sizeof(int));
+            }
+        ForwardBatch step = {.n_seqs = rows, .n_new = w->ones, .tokens = w->step_tok, .caches = w->step_cache,
+                             .logits_mode = LOGITS_LAST};
+        if (model_forward(logits, bs->model, &step, &bs->scratch, e))
+            return err_prefix(e, "beam search step %d: ", s + 1);
+        if (bs->hook) bs->hook(bs->hook_ctx, s, rows, w->row_user, w->row_tokens, s, logits);
+        size_t r0 = 0;
+        for (int u = 0; u < n_users; u++) {
+            int n_before = ub[u].n;
+            user_step(&ub[u], w->cand, w->used, w->tmp, w->tmp_tok, w->tmp_score, w->tmp_node, t,
+                      logits + r0 * V, V, W, steps, s);
+            r0 += (size_t)n_before;
+        }
+    }
+    return 0;
+}
+
 int beam_search_run(BeamHyps *out, BeamSearch *bs, int n_users, const int *const *prompts,
                     const uint8_t *const *kinds, const int *prompt_len, Error *e) {
     Model *m = bs->model;
     const ModelConfig *c = &m->config;
-    const Trie *t = bs->trie;
     const int N = c->n_layers, steps = bs->steps;
     const int W = bs->width < bs->n_leaves ? bs->width : bs->n_leaves; // beams never exceed the codes
     const size_t V = (size_t)c->vocab_size;
@@ -149,42 +269,16 @@ int beam_search_run(BeamHyps *out, BeamSearch *bs, int n_users, const int *const
     bs->prompt_tokens = T;
     bs->gen_tokens = 0;
 
-    // Prefill: every user's prompt in one call; caches sized by the plan (layer l
-    // holds the tokens whose depth exceeds l: exactly what is stored).
-    int *tokens = xmalloc(T * sizeof(int)), *depth = xmalloc(T * sizeof(int));
-    int *cap = xmalloc((size_t)N * sizeof(int)), *gcap = xmalloc((size_t)N * sizeof(int));
     KVCache *prompt = xcalloc((size_t)n_users, sizeof(KVCache));
-    KVCache **pk = xmalloc((size_t)n_users * sizeof(KVCache *));
-    size_t at = 0;
-    for (int u = 0; u < n_users; u++) {
-        int n = prompt_len[u];
-        memcpy(tokens + at, prompts[u], (size_t)n * sizeof(int));
-        if (kinds) plan_depth_for(depth + at, kinds[u], n, c);
-        else plan_depth_full(depth + at, n, N);
-        for (int l = 0; l < N; l++) {
-            cap[l] = 0;
-            for (int i = 0; i < n; i++) cap[l] += depth[at + (size_t)i] > l;
-        }
-        kvcache_init(&prompt[u], N, c->n_kv_heads, c->head_dim, cap);
-        pk[u] = &prompt[u];
-        at += (size_t)n;
-    }
     float *logits = xmalloc((size_t)n_users * (size_t)W * V * sizeof(float));
-    ForwardBatch fb = {.n_seqs = n_users, .n_new = prompt_len, .tokens = tokens, .depth = depth, .caches = pk,
-                       .logits_mode = LOGITS_LAST};
-    double t0 = time_now_s();
-    int rc = model_forward(logits, m, &fb, &bs->scratch, e);
-    bs->prefill_s = time_now_s() - t0;
-    free(tokens);
-    free(depth);
-    if (rc) {
-        for (int u = 0; u < n_users; u++) kvcache_free(&prompt[u]);
-        free(prompt); free(pk); free(cap); free(gcap); free(logits);
-        return err_prefix(e, "beam search prefill: ");
+    if (beam_prefill(logits, prompt, bs, n_users, prompts, kinds, prompt_len, T, e)) {
+        free(prompt); free(logits);
+        return -1;
     }
 
     // Beams: W child caches per user, room for the steps - 1 tokens that are fed.
-    t0 = time_now_s();
+    double t0 = time_now_s();
+    int *gcap = xmalloc((size_t)N * sizeof(int));
     for (int l = 0; l < N; l++) gcap[l] = steps - 1;
     size_t UW = (size_t)n_users * (size_t)W;
     KVCache *child = xcalloc(UW, sizeof(KVCache));
@@ -203,53 +297,9 @@ int beam_search_run(BeamHyps *out, BeamSearch *bs, int n_users, const int *const
             ub[u].cache[j] = ch;
         }
     }
-    // Step scratch: candidates of one user, reorder buffers, the batch of a decode step.
-    size_t max_cand = 1;
-    for (int x = 0; x < t->n_nodes; x++) {
-        size_t d = (size_t)(t->first_edge[x + 1] - t->first_edge[x]);
-        max_cand = d > max_cand ? d : max_cand;
-    }
-    max_cand *= (size_t)W;
-    Cand *cand = xmalloc(max_cand * sizeof(Cand));
-    int *used = xmalloc((size_t)W * sizeof(int)), *tmp_tok = xmalloc((size_t)W * steps * sizeof(int));
-    int *tmp_node = xmalloc((size_t)W * sizeof(int));
-    double *tmp_score = xmalloc((size_t)W * sizeof(double));
-    KVCache **tmp = xmalloc((size_t)W * sizeof(KVCache *));
-    int *step_tok = xmalloc(UW * sizeof(int)), *ones = xmalloc(UW * sizeof(int)), *row_user = xmalloc(UW * sizeof(int));
-    int *row_tokens = xmalloc(UW * (size_t)steps * sizeof(int));
-    KVCache **step_cache = xmalloc(UW * sizeof(KVCache *));
-    for (size_t i = 0; i < UW; i++) ones[i] = 1;
-
-    if (bs->hook) {
-        for (int u = 0; u < n_users; u++) row_user[u] = u;
-        bs->hook(bs->hook_ctx, 0, n_users, row_user, row_tokens, 0, logits);
-    }
-    for (int u = 0; u < n_users; u++)
-        user_step(&ub[u], cand, used, tmp, tmp_tok, tmp_score, tmp_node, t, logits + (size_t)u * V, V, W, steps, 0);
-
-    for (int s = 1; s < steps && !rc; s++) {
-        // Feed each beam its last token; beams of one user are consecutive, so
-        // the forward pass reads their shared prompt KV once per (layer, kv head).
-        int rows = 0;
-        for (int u = 0; u < n_users; u++)
-            for (int j = 0; j < ub[u].n; j++, rows++) {
-                step_tok[rows] = ub[u].tokens[(size_t)j * steps + s - 1];
-                step_cache[rows] = ub[u].cache[j];
-                row_user[rows] = u;
-                memcpy(row_tokens + (size_t)rows * s, ub[u].tokens + (size_t)j * steps, (size_t)s * sizeof(int));
-            }
-        ForwardBatch step = {.n_seqs = rows, .n_new = ones, .tokens = step_tok, .caches = step_cache,
-                             .logits_mode = LOGITS_LAST};
-        rc = model_forward(logits, m, &step, &bs->scratch, e);
-        if (rc) { err_prefix(e, "beam search step %d: ", s + 1); break; }
-        if (bs->hook) bs->hook(bs->hook_ctx, s, rows, row_user, row_tokens, s, logits);
-        size_t r0 = 0;
-        for (int u = 0; u < n_users; u++) {
-            int n_before = ub[u].n;
-            user_step(&ub[u], cand, used, tmp, tmp_tok, tmp_score, tmp_node, t, logits + r0 * V, V, W, steps, s);
-            r0 += (size_t)n_before;
-        }
-    }
+    StepWork w;
+    step_work_alloc(&w, bs->trie, W, steps, UW);
+    int rc = beam_decode(ub, &w, logits, bs, n_users, W, e);
     bs->decode_s = time_now_s() - t0;
 
     if (!rc) {
@@ -268,9 +318,8 @@ int beam_search_run(BeamHyps *out, BeamSearch *bs, int n_users, const int *const
     for (size_t i = 0; i < UW; i++)
         if (child[i].cap) kvcache_free(&child[i]);
     for (int u = 0; u < n_users; u++) kvcache_free(&prompt[u]);
-    free(prompt); free(pk); free(cap); free(gcap); free(logits); free(child); free(ub);
-    free(node_mem); free(tok_mem); free(score_mem); free(cache_mem); free(cand); free(used); free(tmp_tok);
-    free(tmp_node); free(tmp_score); free(tmp); free(step_tok); free(ones); free(row_user); free(row_tokens);
-    free(step_cache);
+    step_work_free(&w);
+    free(prompt); free(gcap); free(logits); free(child); free(ub);
+    free(node_mem); free(tok_mem); free(score_mem); free(cache_mem);
     return rc;
 }

@@ -1,12 +1,12 @@
 // model.c: parameters of the Llama-family decoder and the forward pass.
 #include "runtime/model.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/block.h"
 #include "runtime/ops.h"
 
 // ---------------------------------------------------------------------------
@@ -111,6 +111,11 @@ void model_free(Model *m) {
 // reached are dropped (their hidden state is gone, their KV stays only in the
 // layers below). All projections are one sgemm over all rows of all sequences;
 // attention runs per (sequence, head, block of queries) in parallel.
+//
+// Steps of one call: forward_check, forward_layout (scratch), batch_index_build
+// (packed bookkeeping, embeddings), then per layer compact_rows (the layer
+// plan), block_qkv_forward, kv_append, forward_attention, the residual and MLP
+// (block.h); last gather_logits.
 
 enum { ATTN_QUERY_BLOCK = 64 };
 
@@ -125,167 +130,331 @@ static float *scratch_take(float **at, size_t n) {
     return p;
 }
 
-// The per-call bookkeeping of the packed batch (ints), carved from one allocation.
+// The per-call bookkeeping of the packed batch (ints), carved from the scratch.
 typedef struct {
+    size_t T;       // packed tokens
     int *seq;       // [T] sequence of each packed token
     int *local;     // [T] index among its sequence's new tokens
     int *order;     // [T] sequence index (0 = first token ever fed to the cache)
     int *pos;       // [T] RoPE position
     int *depth;     // [T] layers the token is computed in
+    size_t rows;    // active rows at the current layer
     int *row_tok;   // [T] packed token of each active row
+    int *row_local; // [T] index of each active row among its sequence's new tokens (its mask index)
     int32_t *row_order; // [T] sequence index of each active row (the hook's q_tok)
     int *row_pos;   // [T] RoPE position of each active row
     int *row_start; // [S+1] first active row of each sequence
-    int *grp_first; // [S+1] first sequence of each attention group (see attention_group)
+    int *grp_first; // [S+1] first sequence of each attention group (see group_task)
     int *task_start;// [S+1] first attention task of each group
     int n_groups;
+    int qblock;     // active rows per task of a lone sequence (all of them when a hook listens)
     int grp_block;  // active rows per task of a shared-parent group
+    size_t max_keys;// longest key list any attention task sees
     int32_t *k_tok; // [n_threads * max_keys] key sequence indices for the attention hook
 } BatchIndex;
 
-// One attention task: sequence b, head h, queries [i0, i1) of its active rows.
-static void attention_block(float *att, const float *q, float *scores, int32_t *k_tok_buf,
-                            const Model *m, const ForwardBatch *fb, const BatchIndex *bi,
-                            int l, int b, int h, int i0, int i1) {
+// The float buffers of one call, carved from the scratch.
+typedef struct {
+    float *x;       // [rows, D] residual stream
+    float *xn;      // [rows, D] normalised
+    float *q;       // [rows, H*E]
+    float *k, *v;   // [rows, G*E]
+    float *att;     // [rows, H*E] attention output
+    float *h1;      // [rows, F] gate, then silu(gate)*up
+    float *h2;      // [rows, F] up
+    float *scores;  // [n_threads, score_stride] attention work of each thread
+    size_t score_stride;
+    size_t task_rows; // query rows of the largest attention task
+} ForwardBufs;
+
+// Sizes the scratch for the batch (grown when needed) and carves it.
+static void forward_layout(BatchIndex *bi, ForwardBufs *fw, ForwardScratch *s, const Model *m,
+                           const ForwardBatch *fb) {
+    const ModelConfig *c = &m->config;
+    const int S = fb->n_seqs, L = c->n_layers, G = c->n_kv_heads, H = c->n_heads;
+    const size_t D = (size_t)c->dim, F = (size_t)c->hidden_dim, E = (size_t)c->head_dim;
+    const size_t QD = (size_t)H * E, KD = (size_t)G * E;
+    size_t T = 0;
+    for (int b = 0; b < S; b++) T += (size_t)fb->n_new[b];
+
+    // Longest key list any attention task sees.
+    size_t max_keys = 1;
+    for (int b = 0; b < S; b++) {
+        const KVCache *kv = fb->caches[b];
+        for (int l = 0; l < L; l++) {
+            size_t par = 0;
+            if (kv->parent)
+                for (int g = 0; g < G; g++) {
+                    size_t pl = (size_t)kv->parent->len[l * G + g];
+                    par = pl > par ? pl : par;
+                }
+            size_t k = par + (size_t)kv->cap[l];
+            max_keys = k > max_keys ? k : max_keys;
+        }
+    }
+    const int qblock = fb->attn_hook ? (int)(T > 0 ? T : 1) : ATTN_QUERY_BLOCK;
+    const int n_threads = omp_get_max_threads();
+    // A shared-parent group task stacks hpg heads of up to grp_block rows each.
+    const int hpg = H / G, grp_block = qblock / hpg > 0 ? qblock / hpg : 1;
+    const size_t task_rows = (size_t)(qblock > hpg ? qblock : hpg);
+    const size_t score_floats = task_rows * max_keys + 2 * task_rows * E; // scores, then qbuf and obuf
+#define F16(n) (((n) + 15) & ~(size_t)15)
+    size_t nf = 2 * F16(T * D) + F16(T * QD) + 2 * F16(T * KD) + F16(T * QD) + 2 * F16(T * F);
+    nf += (size_t)n_threads * F16(score_floats);
+    size_t ni = 9 * T + 3 * ((size_t)S + 1) + (size_t)n_threads * max_keys;
+    size_t need = nf + ni + 16;
+    fw->score_stride = F16(score_floats);
+#undef F16
+    if (s->capacity < need) {
+        free(s->memory);
+        s->memory = xmalloc(need * sizeof(float));
+        s->capacity = need;
+    }
+    float *at = s->memory;
+    fw->x = scratch_take(&at, T * D);
+    fw->xn = scratch_take(&at, T * D);
+    fw->q = scratch_take(&at, T * QD);
+    fw->k = scratch_take(&at, T * KD);
+    fw->v = scratch_take(&at, T * KD);
+    fw->att = scratch_take(&at, T * QD);
+    fw->h1 = scratch_take(&at, T * F);
+    fw->h2 = scratch_take(&at, T * F);
+    fw->scores = scratch_take(&at, (size_t)n_threads * fw->score_stride);
+    fw->task_rows = task_rows;
+    int *ip = (int *)at;
+    bi->T = T;
+    bi->seq = ip; ip += T;
+    bi->local = ip; ip += T;
+    bi->order = ip; ip += T;
+    bi->pos = ip; ip += T;
+    bi->depth = ip; ip += T;
+    bi->row_tok = ip; ip += T;
+    bi->row_local = ip; ip += T;
+    bi->row_order = (int32_t *)ip; ip += T;
+    bi->row_pos = ip; ip += T;
+    bi->row_start = ip; ip += S + 1;
+    bi->grp_first = ip; ip += S + 1;
+    bi->task_start = ip; ip += S + 1;
+    bi->k_tok = (int32_t *)ip;
+    bi->qblock = qblock;
+    bi->grp_block = grp_block;
+    bi->max_keys = max_keys;
+}
+
+// Fills the packed bookkeeping (every token active: rows = T) and the
+// attention groups, and looks up the embeddings into x [T, D].
+static void batch_index_build(BatchIndex *bi, float *x, const Model *m, const ForwardBatch *fb) {
+    const int S = fb->n_seqs, L = m->config.n_layers;
+    const size_t D = (size_t)m->config.dim;
+    // Groups: runs of consecutive sequences reading the same parent (beams of one
+    // prompt) attend together; any other sequence is a group of its own. A hook
+    // wants per-sequence probabilities, so it turns grouping off.
+    bi->n_groups = 0;
+    for (int b = 0; b < S; b++) {
+        const KVCache *par = fb->caches[b]->parent;
+        if (b == 0 || !par || fb->attn_hook || fb->caches[b - 1]->parent != par) bi->grp_first[bi->n_groups++] = b;
+    }
+    bi->grp_first[bi->n_groups] = S;
+    size_t t = 0;
+    for (int b = 0; b < S; b++) {
+        for (int i = 0; i < fb->n_new[b]; i++, t++) {
+            bi->seq[t] = b;
+            bi->local[t] = i;
+            bi->order[t] = fb->caches[b]->n_seen + i;
+            bi->pos[t] = fb->positions ? fb->positions[t] : bi->order[t];
+            bi->depth[t] = fb->depth ? fb->depth[t] : L;
+            bi->row_tok[t] = (int)t;
+            memcpy(x + t * D, m->params.embed + (size_t)fb->tokens[t] * D, D * sizeof(float));
+        }
+    }
+    bi->rows = t;
+}
+
+// The layer plan at layer l: drops the rows of tokens whose depth is reached
+// from x [rows, D] (stable compaction), then indexes the rows kept: per
+// sequence (row_start), per row, and the attention tasks of each group.
+static void compact_rows(BatchIndex *bi, float *x, const ForwardBatch *fb, const ModelConfig *c, int l) {
+    const int S = fb->n_seqs, H = c->n_heads, G = c->n_kv_heads;
+    const size_t D = (size_t)c->dim;
+    size_t kept = 0;
+    for (size_t r = 0; r < bi->rows; r++) {
+        int tok = bi->row_tok[r];
+        if (bi->depth[tok] <= l) continue;
+        if (kept != r) memmove(x + kept * D, x + r * D, D * sizeof(float));
+        bi->row_tok[kept++] = tok;
+    }
+    bi->rows = kept;
+    for (int b = 0; b <= S; b++) bi->row_start[b] = 0;
+    for (size_t r = 0; r < bi->rows; r++) {
+        int tok = bi->row_tok[r];
+        bi->row_start[bi->seq[tok] + 1]++;
+        bi->row_order[r] = bi->order[tok];
+        bi->row_local[r] = bi->local[tok];
+        bi->row_pos[r] = bi->pos[tok];
+    }
+    for (int b = 0; b < S; b++) bi->row_start[b + 1] += bi->row_start[b];
+    // Tasks: (kv head, row block) of a shared-parent group, else (head, query block) of a sequence.
+    bi->task_start[0] = 0;
+    for (int gi = 0; gi < bi->n_groups; gi++) {
+        int b0 = bi->grp_first[gi], b1 = bi->grp_first[gi + 1];
+        int nq = bi->row_start[b1] - bi->row_start[b0];
+        int grouped = fb->caches[b0]->parent && !fb->attn_hook;
+        bi->task_start[gi + 1] = bi->task_start[gi] + (grouped ? G * ((nq + bi->grp_block - 1) / bi->grp_block)
+                                                               : H * ((nq + bi->qblock - 1) / bi->qblock));
+    }
+}
+
+// Appends the new keys/values k, v [rows, G*E] of layer l to each sequence's
+// cache (a sequence's rows are consecutive and in order).
+static void kv_append(const ForwardBatch *fb, const BatchIndex *bi, const float *k, const float *v,
+                      const ModelConfig *c, int l) {
+    const int G = c->n_kv_heads;
+    const size_t E = (size_t)c->head_dim, KD = (size_t)G * E;
+    for (int b = 0; b < fb->n_seqs; b++) {
+        KVCache *kv = fb->caches[b];
+        for (int r = bi->row_start[b]; r < bi->row_start[b + 1]; r++) {
+            for (int g = 0; g < G; g++) {
+                int *len = &kv->len[l * G + g];
+                memcpy(kvcache_k(kv, l, g) + (size_t)*len * E, k + (size_t)r * KD + (size_t)g * E, E * sizeof(float));
+                memcpy(kvcache_v(kv, l, g) + (size_t)*len * E, v + (size_t)r * KD + (size_t)g * E, E * sizeof(float));
+                kvcache_tok(kv, l, g)[*len] = bi->row_order[r];
+                (*len)++;
+            }
+        }
+    }
+}
+
+// One attention task of a lone sequence: sequence b, head h, queries [i0, i1)
+// of its active rows, against its cache (a parent's entries first); then the
+// hook, which gets probs [i1-i0, keys] and the keys' sequence indices.
+static void seq_task(float *att, float *probs, int32_t *k_tok, const float *q, const Model *m,
+                     const ForwardBatch *fb, const BatchIndex *bi, int l, int b, int h, int i0, int i1) {
     const ModelConfig *c = &m->config;
     const size_t E = (size_t)c->head_dim, QD = (size_t)c->n_heads * E;
     const int G = c->n_kv_heads, g = h / (c->n_heads / G);
     const KVCache *own = fb->caches[b], *par = own->parent;
     const int P = par ? par->len[l * G + g] : 0;
-    const int O = own->len[l * G + g];
     const int r0 = bi->row_start[b], nq = bi->row_start[b + 1] - r0;
-    const int n_old = O - nq;            // own entries from earlier calls
-    const int n_own = n_old + i1;        // own keys any query of this block can see
-    const int nk = P + n_own, bq = i1 - i0;
-    const float scale = 1.0f / sqrtf((float)E);
-    const float *qb = q + (size_t)(r0 + i0) * QD + (size_t)h * E;
-    float *ob = att + (size_t)(r0 + i0) * QD + (size_t)h * E;
-
-    // scores [bq, nk] = q_blk [bq, E] . [K_parent; K_own]^T
-    if (P > 0)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, P, (int)E, scale, qb, (int)QD,
-                    kvcache_k(par, l, g), (int)E, 0.0f, scores, nk);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, n_own, (int)E, scale, qb, (int)QD,
-                kvcache_k(own, l, g), (int)E, 0.0f, scores + P, nk);
-
-    // Mask the new keys a query may not see: later ones (not even touched:
-    // the softmax runs over the row's visible prefix and the rest is zeroed),
-    // and earlier ones the mask forbids.
-    const uint8_t *mask = fb->mask ? fb->mask[b] : NULL;
-    int n_new_b = fb->n_new[b];
-    for (int i = i0; i < i1; i++) {
-        float *row = scores + (size_t)(i - i0) * nk;
-        int n_vis = P + n_old + i + 1;
-        if (mask) {
-            int qi = bi->local[bi->row_tok[r0 + i]];
-            for (int j = 0; j < i; j++) {
-                int kj = bi->local[bi->row_tok[r0 + j]];
-                if (!mask[(size_t)qi * (size_t)n_new_b + (size_t)kj]) row[P + n_old + j] = -INFINITY;
-            }
-        }
-        softmax_row(row, (size_t)n_vis);
-        memset(row + n_vis, 0, (size_t)(nk - n_vis) * sizeof(float));
-    }
-
+    const int n_old = own->len[l * G + g] - nq; // own entries from earlier calls
+    const size_t at = (size_t)(r0 + i0) * QD + (size_t)h * E;
+    attention_cached_forward(att + at, probs, q + at, par ? kvcache_k(par, l, g) : NULL,
+                             par ? kvcache_v(par, l, g) : NULL, kvcache_k(own, l, g), kvcache_v(own, l, g),
+                             fb->mask ? fb->mask[b] : NULL, bi->row_local + r0, (size_t)fb->n_new[b], (size_t)P,
+                             (size_t)n_old, (size_t)i0, (size_t)i1, E, QD);
     if (fb->attn_hook) {
         // Hook runs use one block per (sequence, head): all rows at once.
+        const int n_own = n_old + i1;
         const int32_t *pt = par ? kvcache_tok(par, l, g) : NULL, *ot = kvcache_tok(own, l, g);
-        for (int j = 0; j < P; j++) k_tok_buf[j] = pt[j];
-        for (int j = 0; j < n_own; j++) k_tok_buf[P + j] = ot[j];
-        fb->attn_hook(fb->attn_hook_ctx, l, b, h, bq, bi->row_order + r0 + i0, nk, k_tok_buf, scores);
+        for (int j = 0; j < P; j++) k_tok[j] = pt[j];
+        for (int j = 0; j < n_own; j++) k_tok[P + j] = ot[j];
+        fb->attn_hook(fb->attn_hook_ctx, l, b, h, i1 - i0, bi->row_order + r0 + i0, P + n_own, k_tok, probs);
     }
-
-    // out [bq, E] = P . V
-    if (P > 0)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, (int)E, P, 1.0f, scores, nk,
-                    kvcache_v(par, l, g), (int)E, 0.0f, ob, (int)QD);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, (int)E, n_own, 1.0f, scores + P, nk,
-                kvcache_v(own, l, g), (int)E, P > 0 ? 1.0f : 0.0f, ob, (int)QD);
 }
 
 // Beams of one user share the prompt's cache as a read-only parent. Attending
 // to it beam by beam would be one matrix-vector product per (beam, head), each
 // reading the whole parent: decode time would grow with beams x prompt length.
-// Instead, one task takes a run of sequences b0..b1-1 with the same parent,
-// one KV head g and a block [ra, rb) of their active rows (consecutive, since
-// rows are packed by sequence): the queries of all those rows and of the
-// hpg = H/G query heads that read kv head g are stacked into one matrix, so
-// the parent's keys and values are read by one sgemm each. Each row's own keys
-// (its generated tokens, a handful) are plain dot products. The softmax runs
-// jointly over [parent | own], so the result is exactly that of attention_block.
-static void attention_group(float *att, const float *q, float *scores, float *qbuf, float *obuf, const Model *m,
-                            const ForwardBatch *fb, const BatchIndex *bi, int l, int g, int ra, int rb) {
+// Instead one task takes the consecutive active rows [ra, rb) of a run of
+// sequences with the same parent and one KV head g, and attention_shared_forward
+// reads the parent once for all of them and the hpg query heads of g.
+static void group_task(float *att, float *scores, float *qbuf, float *obuf, const float *q, const Model *m,
+                       const ForwardBatch *fb, const BatchIndex *bi, int l, int g, int ra, int rb) {
     const ModelConfig *c = &m->config;
     const size_t E = (size_t)c->head_dim, QD = (size_t)c->n_heads * E;
-    const int G = c->n_kv_heads, hpg = c->n_heads / G, nr = rb - ra, M = nr * hpg;
-    const int b_first = bi->seq[bi->row_tok[ra]], b_last = bi->seq[bi->row_tok[rb - 1]];
-    const KVCache *par = fb->caches[b_first]->parent;
-    const int P = par->len[l * G + g];
-    const float scale = 1.0f / sqrtf((float)E);
-    int max_own = 0;
-    for (int b = b_first; b <= b_last; b++) {
-        int O = fb->caches[b]->len[l * G + g];
-        max_own = O > max_own ? O : max_own;
+    const int G = c->n_kv_heads, hpg = c->n_heads / G;
+    AttnOwnKV own[ATTN_QUERY_BLOCK];
+    CHECK(rb - ra <= ATTN_QUERY_BLOCK, "group_task: %d rows > %d", rb - ra, ATTN_QUERY_BLOCK);
+    for (int r = ra; r < rb; r++) {
+        int b = bi->seq[bi->row_tok[r]];
+        const KVCache *kv = fb->caches[b];
+        const uint8_t *mask = fb->mask ? fb->mask[b] : NULL;
+        int r0 = bi->row_start[b], nq = bi->row_start[b + 1] - r0;
+        own[r - ra] = (AttnOwnKV){.k = kvcache_k(kv, l, g), .v = kvcache_v(kv, l, g),
+                                  .n_old = kv->len[l * G + g] - nq, .i = r - r0,
+                                  .mask_row = mask ? mask + (size_t)bi->row_local[r] * (size_t)fb->n_new[b] : NULL,
+                                  .idx = bi->row_local + r0};
     }
-    const size_t ld = (size_t)P + (size_t)max_own;
+    const KVCache *par = fb->caches[bi->seq[bi->row_tok[ra]]]->parent;
+    const size_t at = (size_t)ra * QD + (size_t)(g * hpg) * E;
+    attention_shared_forward(att + at, scores, qbuf, obuf, q + at, kvcache_k(par, l, g), kvcache_v(par, l, g), own,
+                             (size_t)(rb - ra), (size_t)hpg, (size_t)par->len[l * G + g], E, QD);
+}
 
-    // qbuf [M, E]: row j*nr + (r - ra) is query head g*hpg + j of active row r.
-    for (int j = 0; j < hpg; j++)
-        for (int r = ra; r < rb; r++)
-            memcpy(qbuf + ((size_t)j * nr + (size_t)(r - ra)) * E, q + (size_t)r * QD + (size_t)(g * hpg + j) * E,
-                   E * sizeof(float));
+// Attention of layer l: att [rows, H*E] from q [rows, H*E] and the caches
+// (which already hold this call's keys), one task per (sequence, head, query
+// block) or per (shared-parent group, kv head, row block), in parallel unless
+// a hook listens.
+static void forward_attention(float *att, const ForwardBufs *fw, const Model *m, const ForwardBatch *fb,
+                              const BatchIndex *bi, int l) {
+    const size_t E = (size_t)m->config.head_dim;
+    const int n_tasks = bi->task_start[bi->n_groups];
+    #pragma omp parallel for schedule(dynamic, 1) if (!fb->attn_hook)
+    for (int task = 0; task < n_tasks; task++) {
+        int gi = 0;
+        while (bi->task_start[gi + 1] <= task) gi++;
+        int b0 = bi->grp_first[gi], b1 = bi->grp_first[gi + 1], j = task - bi->task_start[gi];
+        int th = omp_get_thread_num();
+        float *sc = fw->scores + (size_t)th * fw->score_stride;
+        if (fb->caches[b0]->parent && !fb->attn_hook) {
+            int ra0 = bi->row_start[b0], nq = bi->row_start[b1] - ra0, gb = bi->grp_block;
+            int nb = (nq + gb - 1) / gb, g = j / nb, blk = j % nb;
+            int ra = ra0 + blk * gb, rb = ra + gb < ra0 + nq ? ra + gb : ra0 + nq;
+            float *qbuf = sc + fw->task_rows * bi->max_keys, *obuf = qbuf + fw->task_rows * E;
+            group_task(att, sc, qbuf, obuf, fw->q, m, fb, bi, l, g, ra, rb);
+            continue;
+        }
+        int nq = bi->row_start[b0 + 1] - bi->row_start[b0];
+        int nb = (nq + bi->qblock - 1) / bi->qblock;
+        int h = j / nb, blk = j % nb;
+        int i0 = blk * bi->qblock, i1 = i0 + bi->qblock < nq ? i0 + bi->qblock : nq;
+        seq_task(att, sc, bi->k_tok + (size_t)th * bi->max_keys, fw->q, m, fb, bi, l, b0, h, i0, i1);
+    }
+}
 
-    // scores[:, :P] = qbuf . K_parent^T, all rows at once.
-    if (P > 0)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, P, (int)E, scale, qbuf, (int)E, kvcache_k(par, l, g),
-                    (int)E, 0.0f, scores, (int)ld);
-
-    // Own keys row by row (causal among the sequence's new tokens, the mask), then the joint softmax.
-    for (int j = 0; j < hpg; j++) {
-        for (int r = ra; r < rb; r++) {
-            int b = bi->seq[bi->row_tok[r]];
-            const KVCache *own = fb->caches[b];
-            int r0 = bi->row_start[b], nq = bi->row_start[b + 1] - r0, i = r - r0;
-            int n_old = own->len[l * G + g] - nq, n_vis_own = n_old + i + 1;
-            const float *qr = qbuf + ((size_t)j * nr + (size_t)(r - ra)) * E, *ko = kvcache_k(own, l, g);
-            float *row = scores + ((size_t)j * nr + (size_t)(r - ra)) * ld;
-            for (int t = 0; t < n_vis_own; t++) {
-                float dot = 0.0f;
-                for (size_t d = 0; d < E; d++) dot += qr[d] * ko[(size_t)t * E + d];
-                row[P + t] = scale * dot;
-            }
-            const uint8_t *mask = fb->mask ? fb->mask[b] : NULL;
-            if (mask) {
-                int qi = bi->local[bi->row_tok[r]], n_new_b = fb->n_new[b];
-                for (int t = 0; t < i; t++) {
-                    int kj = bi->local[bi->row_tok[r0 + t]];
-                    if (!mask[(size_t)qi * (size_t)n_new_b + (size_t)kj]) row[P + n_old + t] = -INFINITY;
-                }
-            }
-            softmax_row(row, (size_t)(P + n_vis_own));
-            memset(row + P + n_vis_own, 0, (ld - (size_t)(P + n_vis_own)) * sizeof(float));
+// Adds the attention FLOPs of layer l (as needed: each query against the keys it sees).
+static void attention_flops(double *flops, const ModelConfig *c, const ForwardBatch *fb, const BatchIndex *bi,
+                            int l) {
+    const int G = c->n_kv_heads;
+    for (int b = 0; b < fb->n_seqs; b++) {
+        const KVCache *kv = fb->caches[b];
+        int nq = bi->row_start[b + 1] - bi->row_start[b];
+        for (int g = 0; g < G; g++) {
+            double before = (double)(kv->len[l * G + g] - nq) + (kv->parent ? kv->parent->len[l * G + g] : 0);
+            *flops += flops_attn_cached(c, nq, before);
         }
     }
+}
 
-    // obuf [M, E] = probs[:, :P] . V_parent (one sgemm), then each row's own values.
-    if (P > 0)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, (int)E, P, 1.0f, scores, (int)ld,
-                    kvcache_v(par, l, g), (int)E, 0.0f, obuf, (int)E);
-    else
-        memset(obuf, 0, (size_t)M * E * sizeof(float));
-    for (int j = 0; j < hpg; j++) {
-        for (int r = ra; r < rb; r++) {
-            int b = bi->seq[bi->row_tok[r]];
-            const KVCache *own = fb->caches[b];
-            int r0 = bi->row_start[b], nq = bi->row_start[b + 1] - r0, i = r - r0;
-            int n_vis_own = own->len[l * G + g] - nq + i + 1;
-            const float *row = scores + ((size_t)j * nr + (size_t)(r - ra)) * ld + P, *vo = kvcache_v(own, l, g);
-            float *orow = obuf + ((size_t)j * nr + (size_t)(r - ra)) * E;
-            for (int t = 0; t < n_vis_own; t++)
-                for (size_t d = 0; d < E; d++) orow[d] += row[t] * vo[(size_t)t * E + d];
-            memcpy(att + (size_t)r * QD + (size_t)(g * hpg + j) * E, orow, E * sizeof(float));
-        }
+// Logits from the final norm and the output head of the rows leaving the last
+// layer (x [rows, D]; xn is work space). Returns the FLOPs.
+static double gather_logits(float *logits, float *xn, const Model *m, const ForwardBatch *fb, const BatchIndex *bi,
+                            const float *x) {
+    const ModelConfig *c = &m->config;
+    const ModelParams *w = &m->params;
+    const int S = fb->n_seqs;
+    const size_t D = (size_t)c->dim, V = (size_t)c->vocab_size, rows = bi->rows;
+    if (fb->logits_mode == LOGITS_LAST) {
+        // The last row of each sequence is its last token (checked: depth N).
+        for (int b = 0; b < S; b++)
+            memcpy(xn + (size_t)b * D, x + (size_t)(bi->row_start[b + 1] - 1) * D, D * sizeof(float));
+        rmsnorm_forward(xn, xn, w->final_norm, (size_t)S, D, c->rms_eps);
+        matmul_forward(logits, xn, w->lm_head, NULL, (size_t)S, D, V, 0.0f);
+        return flops_head(c, (size_t)S);
     }
+    if (fb->logits_mode != LOGITS_ALL) return 0.0;
+    rmsnorm_forward(xn, x, w->final_norm, rows, D, c->rms_eps);
+    matmul_forward(logits, xn, w->lm_head, NULL, rows, D, V, 0.0f);
+    // Spread the computed rows to their tokens' places, last first (targets never precede sources).
+    for (size_t r = rows; r-- > 0;) {
+        size_t tok = (size_t)bi->row_tok[r];
+        if (tok != r) memmove(logits + tok * V, logits + r * V, V * sizeof(float));
+    }
+    size_t r = 0;
+    for (size_t tk = 0; tk < bi->T; tk++) {
+        if (r < rows && (size_t)bi->row_tok[r] == tk) { r++; continue; }
+        for (size_t i = 0; i < V; i++) logits[tk * V + i] = NAN;
+    }
+    return flops_head(c, rows);
 }
 
 // Validates the batch against the model and the caches.
@@ -328,221 +497,27 @@ static int forward_check(const Model *m, const ForwardBatch *fb, Error *e) {
 }
 
 int model_forward(float *logits, Model *m, const ForwardBatch *fb, ForwardScratch *s, Error *e) {
-    const ModelConfig *c = &m->config;
-    const ModelParams *w = &m->params;
     if (forward_check(m, fb, e)) return -1;
-    const int S = fb->n_seqs, L = c->n_layers, G = c->n_kv_heads, H = c->n_heads;
-    const size_t D = (size_t)c->dim, F = (size_t)c->hidden_dim, E = (size_t)c->head_dim, V = (size_t)c->vocab_size;
-    const size_t QD = (size_t)H * E, KD = (size_t)G * E;
-    size_t T = 0;
-    for (int b = 0; b < S; b++) T += (size_t)fb->n_new[b];
-
-    // Longest key list any attention task sees, and the number of tasks.
-    size_t max_keys = 1;
-    for (int b = 0; b < S; b++) {
-        const KVCache *kv = fb->caches[b];
-        for (int l = 0; l < L; l++) {
-            size_t par = 0;
-            if (kv->parent)
-                for (int g = 0; g < G; g++) {
-                    size_t pl = (size_t)kv->parent->len[l * G + g];
-                    par = pl > par ? pl : par;
-                }
-            size_t k = par + (size_t)kv->cap[l];
-            max_keys = k > max_keys ? k : max_keys;
-        }
-    }
-    const int qblock = fb->attn_hook ? (int)(T > 0 ? T : 1) : ATTN_QUERY_BLOCK;
-    const int n_threads = omp_get_max_threads();
-
-    // Scratch: floats, then the int bookkeeping after them.
-    size_t nf = 0, ni;
-    // A shared-parent group task stacks hpg heads of up to grp_block rows each.
-    const int hpg = H / G, grp_block = qblock / hpg > 0 ? qblock / hpg : 1;
-    const size_t task_rows = (size_t)(qblock > hpg ? qblock : hpg);
-    size_t score_floats = task_rows * max_keys + 2 * task_rows * E; // scores, then qbuf and obuf
-#define F16(n) (((n) + 15) & ~(size_t)15)
-    nf += 2 * F16(T * D) + F16(T * QD) + 2 * F16(T * KD) + F16(T * QD) + 2 * F16(T * F);
-    nf += (size_t)n_threads * F16(score_floats);
-    ni = 8 * T + 3 * ((size_t)S + 1) + (size_t)n_threads * max_keys;
-    size_t need = nf + ni + 16;
-#undef F16
-    if (s->capacity < need) {
-        free(s->memory);
-        s->memory = xmalloc(need * sizeof(float));
-        s->capacity = need;
-    }
-    float *at = s->memory;
-    float *x = scratch_take(&at, T * D);     // [rows, D] residual stream
-    float *xn = scratch_take(&at, T * D);    // [rows, D] normalised
-    float *q = scratch_take(&at, T * QD);    // [rows, H*E]
-    float *k = scratch_take(&at, T * KD);    // [rows, G*E]
-    float *v = scratch_take(&at, T * KD);    // [rows, G*E]
-    float *att = scratch_take(&at, T * QD);  // [rows, H*E] attention output
-    float *h1 = scratch_take(&at, T * F);    // [rows, F] gate, then silu(gate)*up
-    float *h2 = scratch_take(&at, T * F);    // [rows, F] up
-    float *scores = scratch_take(&at, (size_t)n_threads * ((score_floats + 15) & ~(size_t)15));
-    int *ip = (int *)at;
+    const ModelConfig *c = &m->config;
     BatchIndex bi;
-    bi.seq = ip; ip += T;
-    bi.local = ip; ip += T;
-    bi.order = ip; ip += T;
-    bi.pos = ip; ip += T;
-    bi.depth = ip; ip += T;
-    bi.row_tok = ip; ip += T;
-    bi.row_order = (int32_t *)ip; ip += T;
-    bi.row_pos = ip; ip += T;
-    bi.row_start = ip; ip += S + 1;
-    bi.grp_first = ip; ip += S + 1;
-    bi.task_start = ip; ip += S + 1;
-    bi.grp_block = grp_block;
-    // Groups: runs of consecutive sequences reading the same parent (beams of one
-    // prompt) attend together; any other sequence is a group of its own. A hook
-    // wants per-sequence probabilities, so it turns grouping off.
-    bi.n_groups = 0;
-    for (int b = 0; b < S; b++) {
-        const KVCache *par = fb->caches[b]->parent;
-        if (b == 0 || !par || fb->attn_hook || fb->caches[b - 1]->parent != par) bi.grp_first[bi.n_groups++] = b;
-    }
-    bi.grp_first[bi.n_groups] = S;
-    bi.k_tok = (int32_t *)ip;
-
-    // Packed bookkeeping and the embedding lookup.
-    size_t t = 0;
-    for (int b = 0; b < S; b++) {
-        for (int i = 0; i < fb->n_new[b]; i++, t++) {
-            bi.seq[t] = b;
-            bi.local[t] = i;
-            bi.order[t] = fb->caches[b]->n_seen + i;
-            bi.pos[t] = fb->positions ? fb->positions[t] : bi.order[t];
-            bi.depth[t] = fb->depth ? fb->depth[t] : L;
-            bi.row_tok[t] = (int)t;
-            memcpy(x + t * D, w->embed + (size_t)fb->tokens[t] * D, D * sizeof(float));
-        }
-    }
-    size_t rows = T;
+    ForwardBufs fw;
+    forward_layout(&bi, &fw, s, m, fb);
+    batch_index_build(&bi, fw.x, m, fb);
     double flops = 0.0;
-
-    for (int l = 0; l < L; l++) {
-        // Drop the rows of tokens whose depth is reached (stable compaction).
-        size_t kept = 0;
-        for (size_t r = 0; r < rows; r++) {
-            int tok = bi.row_tok[r];
-            if (bi.depth[tok] <= l) continue;
-            if (kept != r) memmove(x + kept * D, x + r * D, D * sizeof(float));
-            bi.row_tok[kept++] = tok;
-        }
-        rows = kept;
-        for (int b = 0; b <= S; b++) bi.row_start[b] = 0;
-        for (size_t r = 0; r < rows; r++) {
-            bi.row_start[bi.seq[bi.row_tok[r]] + 1]++;
-            bi.row_order[r] = bi.order[bi.row_tok[r]];
-        }
-        for (int b = 0; b < S; b++) bi.row_start[b + 1] += bi.row_start[b];
-        bi.task_start[0] = 0;
-        for (int gi = 0; gi < bi.n_groups; gi++) {
-            int b0 = bi.grp_first[gi], b1 = bi.grp_first[gi + 1];
-            int nq = bi.row_start[b1] - bi.row_start[b0];
-            int grouped = fb->caches[b0]->parent && !fb->attn_hook;
-            bi.task_start[gi + 1] = bi.task_start[gi] + (grouped ? G * ((nq + grp_block - 1) / grp_block)
-                                                                  : H * ((nq + qblock - 1) / qblock));
-        }
-        if (rows == 0) continue;
-
-        // Attention block: norm, q/k/v projections, RoPE.
-        size_t lD = (size_t)l * D;
-        rmsnorm_forward(xn, x, w->attn_norm + lD, rows, D, c->rms_eps);
-        matmul_forward(q, xn, w->wq + (size_t)l * QD * D, w->bq ? w->bq + (size_t)l * QD : NULL, rows, D, QD, 0.0f);
-        matmul_forward(k, xn, w->wk + (size_t)l * KD * D, w->bk ? w->bk + (size_t)l * KD : NULL, rows, D, KD, 0.0f);
-        matmul_forward(v, xn, w->wv + (size_t)l * KD * D, w->bv ? w->bv + (size_t)l * KD : NULL, rows, D, KD, 0.0f);
-        flops += 2.0 * (double)rows * (double)D * (double)(QD + 2 * KD);
-        for (size_t r = 0; r < rows; r++) bi.row_pos[r] = bi.pos[bi.row_tok[r]];
-        rope_forward(q, bi.row_pos, m->rope_inv_freq, rows, (size_t)H, E, QD);
-        rope_forward(k, bi.row_pos, m->rope_inv_freq, rows, (size_t)G, E, KD);
-
-        // Append the new keys/values to each sequence's cache (rows of a sequence are in order).
-        for (int b = 0; b < S; b++) {
-            KVCache *kv = fb->caches[b];
-            for (int r = bi.row_start[b]; r < bi.row_start[b + 1]; r++) {
-                for (int g = 0; g < G; g++) {
-                    int *len = &kv->len[l * G + g];
-                    memcpy(kvcache_k(kv, l, g) + (size_t)*len * E, k + (size_t)r * KD + (size_t)g * E, E * sizeof(float));
-                    memcpy(kvcache_v(kv, l, g) + (size_t)*len * E, v + (size_t)r * KD + (size_t)g * E, E * sizeof(float));
-                    kvcache_tok(kv, l, g)[*len] = bi.order[bi.row_tok[r]];
-                    (*len)++;
-                }
-            }
-        }
-
-        // Attention per (sequence, head, query block), or per (shared-parent group,
-        // kv head, row block), in parallel unless a hook listens.
-        int n_tasks = bi.task_start[bi.n_groups];
-        #pragma omp parallel for schedule(dynamic, 1) if (!fb->attn_hook)
-        for (int task = 0; task < n_tasks; task++) {
-            int gi = 0;
-            while (bi.task_start[gi + 1] <= task) gi++;
-            int b0 = bi.grp_first[gi], b1 = bi.grp_first[gi + 1], j = task - bi.task_start[gi];
-            int th = omp_get_thread_num();
-            float *sc = scores + (size_t)th * ((score_floats + 15) & ~(size_t)15);
-            if (fb->caches[b0]->parent && !fb->attn_hook) {
-                int ra0 = bi.row_start[b0], nq = bi.row_start[b1] - ra0;
-                int nb = (nq + grp_block - 1) / grp_block, g = j / nb, blk = j % nb;
-                int ra = ra0 + blk * grp_block, rb = ra + grp_block < ra0 + nq ? ra + grp_block : ra0 + nq;
-                float *qbuf = sc + task_rows * max_keys, *obuf = qbuf + task_rows * E;
-                attention_group(att, q, sc, qbuf, obuf, m, fb, &bi, l, g, ra, rb);
-                continue;
-            }
-            int b = b0;
-            int nq = bi.row_start[b + 1] - bi.row_start[b];
-            int nb = (nq + qblock - 1) / qblock;
-            int h = j / nb, blk = j % nb;
-            int i0 = blk * qblock, i1 = i0 + qblock < nq ? i0 + qblock : nq;
-            attention_block(att, q, sc, bi.k_tok + (size_t)th * max_keys, m, fb, &bi, l, b, h, i0, i1);
-        }
-        for (int b = 0; b < S; b++) {
-            const KVCache *kv = fb->caches[b];
-            int nq = bi.row_start[b + 1] - bi.row_start[b];
-            for (int g = 0; g < G; g++) {
-                double before = (double)(kv->len[l * G + g] - nq) + (kv->parent ? kv->parent->len[l * G + g] : 0);
-                // each query sees the older keys and the new ones up to itself: 2 products of E each
-                flops += 4.0 * (double)E * (double)(H / G) * ((double)nq * before + 0.5 * (double)nq * (nq + 1));
-            }
-        }
-
-        // Output projection into the residual stream, then the MLP block.
-        matmul_forward(x, att, w->wo + (size_t)l * D * QD, NULL, rows, QD, D, 1.0f);
-        rmsnorm_forward(xn, x, w->mlp_norm + lD, rows, D, c->rms_eps);
-        matmul_forward(h1, xn, w->w_gate + (size_t)l * F * D, NULL, rows, D, F, 0.0f);
-        matmul_forward(h2, xn, w->w_up + (size_t)l * F * D, NULL, rows, D, F, 0.0f);
-        swiglu_forward(h1, h1, h2, rows, F);
-        matmul_forward(x, h1, w->w_down + (size_t)l * D * F, NULL, rows, F, D, 1.0f);
-        flops += 2.0 * (double)rows * (double)D * (double)QD + 6.0 * (double)rows * (double)D * (double)F;
+    for (int l = 0; l < c->n_layers; l++) {
+        compact_rows(&bi, fw.x, fb, c, l);
+        if (bi.rows == 0) continue;
+        block_qkv_forward(fw.xn, fw.q, fw.k, fw.v, m, l, fw.x, bi.row_pos, bi.rows);
+        flops += flops_qkv(c, bi.rows);
+        kv_append(fb, &bi, fw.k, fw.v, c, l);
+        forward_attention(fw.att, &fw, m, fb, &bi, l);
+        attention_flops(&flops, c, fb, &bi, l);
+        block_attn_residual(fw.x, m, l, fw.x, fw.att, bi.rows);
+        block_mlp_forward(fw.x, fw.xn, fw.h1, fw.h2, fw.h1, m, l, fw.x, bi.rows);
+        flops += flops_out_mlp(c, bi.rows);
     }
-    for (int b = 0; b < S; b++) fb->caches[b]->n_seen += fb->n_new[b];
-
-    // Logits from the final norm and the output head.
-    if (fb->logits_mode == LOGITS_LAST) {
-        // The last row of each sequence is its last token (checked: depth N).
-        for (int b = 0; b < S; b++)
-            memcpy(xn + (size_t)b * D, x + (size_t)(bi.row_start[b + 1] - 1) * D, D * sizeof(float));
-        rmsnorm_forward(xn, xn, w->final_norm, (size_t)S, D, c->rms_eps);
-        matmul_forward(logits, xn, w->lm_head, NULL, (size_t)S, D, V, 0.0f);
-        flops += 2.0 * (double)S * (double)D * (double)V;
-    } else if (fb->logits_mode == LOGITS_ALL) {
-        rmsnorm_forward(xn, x, w->final_norm, rows, D, c->rms_eps);
-        matmul_forward(logits, xn, w->lm_head, NULL, rows, D, V, 0.0f);
-        flops += 2.0 * (double)rows * (double)D * (double)V;
-        // Spread the computed rows to their tokens' places, last first (targets never precede sources).
-        for (size_t r = rows; r-- > 0;) {
-            size_t tok = (size_t)bi.row_tok[r];
-            if (tok != r) memmove(logits + tok * V, logits + r * V, V * sizeof(float));
-        }
-        size_t r = 0;
-        for (size_t tk = 0; tk < T; tk++) {
-            if (r < rows && (size_t)bi.row_tok[r] == tk) { r++; continue; }
-            for (size_t i = 0; i < V; i++) logits[tk * V + i] = NAN;
-        }
-    }
+    for (int b = 0; b < fb->n_seqs; b++) fb->caches[b]->n_seen += fb->n_new[b];
+    flops += gather_logits(logits, fw.xn, m, fb, &bi, fw.x);
     s->last_flops = flops;
     return 0;
 }

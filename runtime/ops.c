@@ -493,6 +493,182 @@ void attention_backward_ref(float *dq, float *dk, float *dv, float *scratch, con
 }
 
 // ---------------------------------------------------------------------------
+// inference attention against a KV cache (see ops.h)
+
+void attention_cached_forward(float *out, float *probs, const float *q, const float *kp, const float *vp,
+                              const float *ko, const float *vo, const uint8_t *mask, const int *idx,
+                              size_t mask_n, size_t P, size_t n_old, size_t i0, size_t i1, size_t E, size_t sq) {
+    const size_t n_own = n_old + i1; // own keys any query of the block can see
+    const size_t nk = P + n_own, bq = i1 - i0;
+    const float scale = 1.0f / sqrtf((float)E);
+
+    // probs [bq, nk] = q_blk [bq, E] . [K_parent; K_own]^T * scale
+    if (P > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)bq, (int)P, (int)E, scale, q, (int)sq, kp,
+                    (int)E, 0.0f, probs, (int)nk);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)bq, (int)n_own, (int)E, scale, q, (int)sq, ko,
+                (int)E, 0.0f, probs + P, (int)nk);
+
+    // Hide the new keys a query may not see: later ones (not even touched: the
+    // softmax runs over the row's visible prefix and the rest is zeroed), and
+    // earlier ones the mask forbids.
+    for (size_t i = i0; i < i1; i++) {
+        float *row = probs + (i - i0) * nk;
+        size_t n_vis = P + n_old + i + 1;
+        if (mask) {
+            const uint8_t *mrow = mask + (size_t)idx[i] * mask_n;
+            for (size_t j = 0; j < i; j++)
+                if (!mrow[idx[j]]) row[P + n_old + j] = -INFINITY;
+        }
+        softmax_row(row, n_vis);
+        memset(row + n_vis, 0, (nk - n_vis) * sizeof(float));
+    }
+
+    // out [bq, E] = probs . [V_parent; V_own]
+    if (P > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)bq, (int)E, (int)P, 1.0f, probs, (int)nk, vp,
+                    (int)E, 0.0f, out, (int)sq);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)bq, (int)E, (int)n_own, 1.0f, probs + P, (int)nk,
+                vo, (int)E, P > 0 ? 1.0f : 0.0f, out, (int)sq);
+}
+
+// Key j of [parent | own] seen by new row i (see ops.h); j indexes the joined list.
+static int cached_visible(const uint8_t *mask, const int *idx, size_t mask_n, size_t P, size_t n_old, size_t i,
+                          size_t j) {
+    if (j < P + n_old) return 1;
+    size_t t = j - P - n_old; // new row t
+    if (t > i) return 0;
+    if (t == i || !mask) return 1;
+    return mask[(size_t)idx[i] * mask_n + (size_t)idx[t]] != 0;
+}
+
+void attention_cached_forward_ref(float *out, float *probs, const float *q, const float *kp, const float *vp,
+                                  const float *ko, const float *vo, const uint8_t *mask, const int *idx,
+                                  size_t mask_n, size_t P, size_t n_old, size_t i0, size_t i1, size_t E,
+                                  size_t sq) {
+    const size_t nk = P + n_old + i1;
+    double *sc = xmalloc(nk * sizeof(double));
+    for (size_t i = i0; i < i1; i++) {
+        const float *qi = q + (i - i0) * sq;
+        double mx = -INFINITY, sum = 0.0;
+        for (size_t j = 0; j < nk; j++) {
+            if (!cached_visible(mask, idx, mask_n, P, n_old, i, j)) { sc[j] = -INFINITY; continue; }
+            const float *kj = j < P ? kp + j * E : ko + (j - P) * E;
+            double d = 0.0;
+            for (size_t e = 0; e < E; e++) d += (double)qi[e] * kj[e];
+            sc[j] = d / sqrt((double)E);
+            mx = sc[j] > mx ? sc[j] : mx;
+        }
+        for (size_t j = 0; j < nk; j++) { sc[j] = sc[j] == -INFINITY ? 0.0 : exp(sc[j] - mx); sum += sc[j]; }
+        for (size_t j = 0; j < nk; j++) probs[(i - i0) * nk + j] = (float)(sc[j] / sum);
+        for (size_t e = 0; e < E; e++) {
+            double acc = 0.0;
+            for (size_t j = 0; j < nk; j++) acc += sc[j] / sum * (j < P ? vp[j * E + e] : vo[(j - P) * E + e]);
+            out[(i - i0) * sq + e] = (float)acc;
+        }
+    }
+    free(sc);
+}
+
+void attention_shared_forward(float *out, float *scores, float *qbuf, float *obuf, const float *q, const float *kp,
+                              const float *vp, const AttnOwnKV *own, size_t nr, size_t hpg, size_t P, size_t E,
+                              size_t sq) {
+    const size_t M = nr * hpg;
+    const float scale = 1.0f / sqrtf((float)E);
+    size_t max_own = 0;
+    for (size_t r = 0; r < nr; r++) {
+        size_t n = (size_t)own[r].n_old + (size_t)own[r].i + 1;
+        max_own = n > max_own ? n : max_own;
+    }
+    const size_t ld = P + max_own;
+
+    // qbuf [M, E]: row j*nr + r is query head j of row r.
+    for (size_t j = 0; j < hpg; j++)
+        for (size_t r = 0; r < nr; r++) memcpy(qbuf + (j * nr + r) * E, q + r * sq + j * E, E * sizeof(float));
+
+    // scores[:, :P] = qbuf . K_parent^T, all rows at once.
+    if (P > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)P, (int)E, scale, qbuf, (int)E, kp,
+                    (int)E, 0.0f, scores, (int)ld);
+
+    // Own keys row by row (causal among the sequence's new rows, the mask), then the joint softmax.
+    for (size_t j = 0; j < hpg; j++) {
+        for (size_t r = 0; r < nr; r++) {
+            const AttnOwnKV *o = &own[r];
+            const size_t n_old = (size_t)o->n_old, i = (size_t)o->i, n_vis_own = n_old + i + 1;
+            const float *qr = qbuf + (j * nr + r) * E;
+            float *row = scores + (j * nr + r) * ld;
+            for (size_t t = 0; t < n_vis_own; t++) {
+                float dot = 0.0f;
+                for (size_t d = 0; d < E; d++) dot += qr[d] * o->k[t * E + d];
+                row[P + t] = scale * dot;
+            }
+            if (o->mask_row)
+                for (size_t t = 0; t < i; t++)
+                    if (!o->mask_row[o->idx[t]]) row[P + n_old + t] = -INFINITY;
+            softmax_row(row, P + n_vis_own);
+            memset(row + P + n_vis_own, 0, (ld - (P + n_vis_own)) * sizeof(float));
+        }
+    }
+
+    // obuf [M, E] = probs[:, :P] . V_parent (one sgemm), then each row's own values.
+    if (P > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)E, (int)P, 1.0f, scores, (int)ld, vp,
+                    (int)E, 0.0f, obuf, (int)E);
+    else
+        memset(obuf, 0, M * E * sizeof(float));
+    for (size_t j = 0; j < hpg; j++) {
+        for (size_t r = 0; r < nr; r++) {
+            const AttnOwnKV *o = &own[r];
+            const size_t n_vis_own = (size_t)o->n_old + (size_t)o->i + 1;
+            const float *row = scores + (j * nr + r) * ld + P;
+            float *orow = obuf + (j * nr + r) * E;
+            for (size_t t = 0; t < n_vis_own; t++)
+                for (size_t d = 0; d < E; d++) orow[d] += row[t] * o->v[t * E + d];
+            memcpy(out + r * sq + j * E, orow, E * sizeof(float));
+        }
+    }
+}
+
+// Own entry u seen by the row o (see AttnOwnKV); u <= n_old + i.
+static int own_visible(const AttnOwnKV *o, size_t u) {
+    if (u < (size_t)o->n_old) return 1;
+    size_t t = u - (size_t)o->n_old; // new row t
+    if (t == (size_t)o->i || !o->mask_row) return 1;
+    return o->mask_row[o->idx[t]] != 0;
+}
+
+void attention_shared_forward_ref(float *out, float *scores, float *qbuf, float *obuf, const float *q,
+                                  const float *kp, const float *vp, const AttnOwnKV *own, size_t nr, size_t hpg,
+                                  size_t P, size_t E, size_t sq) {
+    (void)scores; (void)qbuf; (void)obuf;
+    for (size_t r = 0; r < nr; r++) {
+        const AttnOwnKV *o = &own[r];
+        const size_t nk = P + (size_t)o->n_old + (size_t)o->i + 1; // [parent | own 0..n_old+i]
+        double *sc = xmalloc(nk * sizeof(double));
+        for (size_t j = 0; j < hpg; j++) {
+            const float *qj = q + r * sq + j * E;
+            double mx = -INFINITY, sum = 0.0;
+            for (size_t t = 0; t < nk; t++) {
+                if (t >= P && !own_visible(o, t - P)) { sc[t] = -INFINITY; continue; }
+                const float *kt = t < P ? kp + t * E : o->k + (t - P) * E;
+                double d = 0.0;
+                for (size_t e = 0; e < E; e++) d += (double)qj[e] * kt[e];
+                sc[t] = d / sqrt((double)E);
+                mx = sc[t] > mx ? sc[t] : mx;
+            }
+            for (size_t t = 0; t < nk; t++) { sc[t] = sc[t] == -INFINITY ? 0.0 : exp(sc[t] - mx); sum += sc[t]; }
+            for (size_t e = 0; e < E; e++) {
+                double acc = 0.0;
+                for (size_t t = 0; t < nk; t++) acc += sc[t] / sum * (t < P ? vp[t * E + e] : o->v[(t - P) * E + e]);
+                out[r * sq + j * E + e] = (float)acc;
+            }
+        }
+        free(sc);
+    }
+}
+
+// ---------------------------------------------------------------------------
 // cross-entropy
 
 void crossentropy_forward(float *losses, const float *logits, const int *labels, size_t N, size_t V) {

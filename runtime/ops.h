@@ -72,6 +72,60 @@ void swiglu_backward_ref(float *dgate, float *dup, const float *dout, const floa
 void softmax_row(float *x, size_t n);
 void softmax_row_ref(float *x, size_t n);
 
+// ---------------------------------------------------------------------------
+// Inference attention against a KV cache (model_forward)
+//
+// A sequence's keys/values for one layer and KV head are the P entries of a
+// read-only parent cache kp, vp [P, E] (the shared prompt of beam search; P
+// may be 0), then its own entries ko, vo [n_old + nq, E] (row stride E): the
+// n_old entries of earlier calls, then the nq new rows of this call in order.
+// New row i is own entry n_old + i. It sees every parent entry, every earlier
+// own entry, and the new rows j <= i; for j < i also mask[idx[i] * mask_n +
+// idx[j]] must be 1 when mask is given (idx maps the sequence's new rows to
+// its mask indices, as in attention_forward). Scores are scaled by 1/sqrt(E).
+
+// ONE head, the block of new rows [i0, i1): q [i1-i0, E] and out [i1-i0, E]
+// start at row i0 (row stride sq). probs [i1-i0, P + n_old + i1] receives the
+// post-softmax probabilities over [parent | own 0..n_old+i1-1], 0 where not
+// visible (the attention hook reads them). The two products are sgemms, so
+// a block of queries reads the keys once.
+void attention_cached_forward(float *out, float *probs, const float *q, const float *kp, const float *vp,
+                              const float *ko, const float *vo, const uint8_t *mask, const int *idx,
+                              size_t mask_n, size_t P, size_t n_old, size_t i0, size_t i1, size_t E, size_t sq);
+void attention_cached_forward_ref(float *out, float *probs, const float *q, const float *kp, const float *vp,
+                                  const float *ko, const float *vo, const uint8_t *mask, const int *idx,
+                                  size_t mask_n, size_t P, size_t n_old, size_t i0, size_t i1, size_t E,
+                                  size_t sq);
+
+// What one query row of attention_shared_forward reads after the parent: its
+// own sequence's entries (k, v [n_old + i + 1 or more, E]) and its visibility
+// among the new rows, in the terms above. mask_row is the query's row of its
+// sequence's mask (mask + idx[i] * mask_n), or NULL; idx maps new rows to mask
+// columns (read for j < i only, with mask_row).
+typedef struct {
+    const float *k, *v;
+    int n_old;            // own entries from earlier calls
+    int i;                // the row is new row i of its sequence
+    const uint8_t *mask_row;
+    const int *idx;
+} AttnOwnKV;
+
+// Beams sharing a parent (decode): nr query rows, possibly of different
+// sequences, that all read the same parent kp, vp [P, E], for ONE KV head and
+// the hpg query heads that read it. Row r's heads are q + r*sq, [hpg, E]
+// adjacent; out likewise. own [nr] describes each row's own entries. The
+// queries of all rows and heads are stacked so the parent's keys and values
+// are read by one sgemm each; own keys (a handful per beam) are dot products;
+// the softmax runs jointly over [parent | own].
+// Work space: scores [hpg*nr, P + max_r(own[r].n_old + own[r].i + 1)],
+// qbuf and obuf [hpg*nr, E].
+void attention_shared_forward(float *out, float *scores, float *qbuf, float *obuf, const float *q, const float *kp,
+                              const float *vp, const AttnOwnKV *own, size_t nr, size_t hpg, size_t P, size_t E,
+                              size_t sq);
+void attention_shared_forward_ref(float *out, float *scores, float *qbuf, float *obuf, const float *q,
+                                  const float *kp, const float *vp, const AttnOwnKV *own, size_t nr, size_t hpg,
+                                  size_t P, size_t E, size_t sq);
+
 
 // ---------------------------------------------------------------------------
 // Training ops (forward + backward pairs)

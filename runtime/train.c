@@ -1,6 +1,8 @@
-// train.c: see train.h. The training forward mirrors model_forward (same ops,
-// same order of operations, same row dropping under the layer plan) and keeps
-// what the backward needs; the backward walks the layers in reverse.
+// train.c: see train.h. The training forward runs the layer body model_forward
+// runs (block.h: same ops, same order of operations; only attention differs,
+// over whole sequences instead of against a KV cache), with the same row
+// dropping under the layer plan, and keeps what the backward needs; the
+// backward walks the layers in reverse.
 //
 // Rows: at layer l the activation matrices hold one row per token still
 // computed there (depth > l), in packed order; a token whose depth is reached
@@ -16,6 +18,7 @@
 #include <string.h>
 
 #include "runtime/adamw.h"
+#include "runtime/block.h"
 #include "runtime/ops.h"
 
 // ---------------------------------------------------------------------------
@@ -154,16 +157,10 @@ static int train_check(const Model *m, const TrainBatch *b, Error *e) {
 // ---------------------------------------------------------------------------
 // Forward
 
-int train_forward(TrainActs *a, const Model *m, const TrainBatch *b, Error *e) {
-    const ModelConfig *c = &m->config;
-    const ModelParams *w = &m->params;
-    if (train_check(m, b, e)) return -1;
-    const int L = c->n_layers, S = b->n_seqs, H = c->n_heads, G = c->n_kv_heads;
-    const size_t D = (size_t)c->dim, F = (size_t)c->hidden_dim, E = (size_t)c->head_dim, V = (size_t)c->vocab_size;
-    const size_t QD = (size_t)H * E, KD = (size_t)G * E;
-    const float eps = c->rms_eps;
-
-    // Sizes, then the one allocation (grown when a batch needs more).
+// Sizes everything for batch b, (re)allocates, and fills the row bookkeeping
+// of every layer: the tokens with depth > l, in packed order.
+static void acts_prepare(TrainActs *a, const ModelConfig *c, const TrainBatch *b) {
+    const int L = c->n_layers, S = b->n_seqs, H = c->n_heads;
     if (!a->layer_memory || a->n_layers != L) {
         free(a->layer_memory);
         a->layer_memory = xcalloc((size_t)L, sizeof(LayerActs));
@@ -191,7 +188,6 @@ int train_forward(TrainActs *a, const Model *m, const TrainBatch *b, Error *e) {
     cv = (Carver){a->memory, 0};
     acts_layout(a, &cv, c, b);
 
-    // Row bookkeeping of every layer: the tokens with depth > l, in packed order.
     for (int l = 0; l < L; l++) {
         LayerActs *la = &a->layer[l];
         size_t r = 0, t = 0, probs = 0;
@@ -211,72 +207,66 @@ int train_forward(TrainActs *a, const Model *m, const TrainBatch *b, Error *e) {
         }
         la->row_start[S] = (int)r;
     }
+}
 
-    double flops = 0.0;
-    embedding_forward(a->layer[0].x_in, b->tokens, w->embed, a->T, D); // layer 0 computes every token
-
-    for (int l = 0; l < L; l++) {
-        LayerActs *la = &a->layer[l];
-        const size_t rows = la->rows, lD = (size_t)l * D;
-        if (l > 0) {
-            // Keep the rows of the previous layer's output whose token goes on.
-            const LayerActs *prev = &a->layer[l - 1];
-            size_t r = 0;
-            for (size_t p = 0; p < prev->rows && r < rows; p++)
-                if (prev->row_tok[p] == la->row_tok[r]) memcpy(la->x_in + r++ * D, a->xw + p * D, D * sizeof(float));
-        }
-        if (rows == 0) continue;
-
-        // Attention block: norm, projections, RoPE.
-        rmsnorm_forward(la->xn1, la->x_in, w->attn_norm + lD, rows, D, eps);
-        matmul_forward(la->q, la->xn1, w->wq + (size_t)l * QD * D, w->bq ? w->bq + (size_t)l * QD : NULL, rows, D,
-                       QD, 0.0f);
-        matmul_forward(la->k, la->xn1, w->wk + (size_t)l * KD * D, w->bk ? w->bk + (size_t)l * KD : NULL, rows, D,
-                       KD, 0.0f);
-        matmul_forward(la->v, la->xn1, w->wv + (size_t)l * KD * D, w->bv ? w->bv + (size_t)l * KD : NULL, rows, D,
-                       KD, 0.0f);
-        rope_forward(la->q, la->row_pos, m->rope_inv_freq, rows, (size_t)H, E, QD);
-        rope_forward(la->k, la->row_pos, m->rope_inv_freq, rows, (size_t)G, E, KD);
-        flops += 2.0 * (double)rows * (double)D * (double)(QD + 2 * KD);
-
-        // Attention per (sequence, head), in parallel: each task writes its own
-        // columns of att and its own probabilities.
-        const int n_tasks = S * H;
-        #pragma omp parallel for schedule(dynamic, 1)
-        for (int task = 0; task < n_tasks; task++) {
-            int s = task / H, h = task % H, g = h / (H / G);
-            size_t r0 = (size_t)la->row_start[s], n = (size_t)la->row_start[s + 1] - r0;
-            if (n == 0) continue;
-            const uint8_t *mask = b->mask ? b->mask[s] : NULL;
-            attention_forward(la->att + r0 * QD + (size_t)h * E, la->probs + la->probs_off[s] + (size_t)h * n * n,
-                              la->q + r0 * QD + (size_t)h * E, la->k + r0 * KD + (size_t)g * E,
-                              la->v + r0 * KD + (size_t)g * E, mask, la->row_local + r0, (size_t)b->n_tok[s], n, E,
-                              QD, KD);
-        }
-        for (int s = 0; s < S; s++) {
-            size_t n = (size_t)(la->row_start[s + 1] - la->row_start[s]);
-            for (size_t i0 = 0; i0 < n; i0 += ATTN_BLOCK) { // as computed: blocks of queries against keys 0..i1-1
-                size_t i1 = i0 + ATTN_BLOCK < n ? i0 + ATTN_BLOCK : n;
-                flops += 4.0 * (double)H * (double)(i1 - i0) * (double)i1 * (double)E;
-            }
-        }
-
-        // Residual add of o_proj, then the MLP block; the layer output goes to xw.
-        memcpy(la->x_mid, la->x_in, rows * D * sizeof(float));
-        matmul_forward(la->x_mid, la->att, w->wo + (size_t)l * D * QD, NULL, rows, QD, D, 1.0f);
-        rmsnorm_forward(la->xn2, la->x_mid, w->mlp_norm + lD, rows, D, eps);
-        matmul_forward(la->gate, la->xn2, w->w_gate + (size_t)l * F * D, NULL, rows, D, F, 0.0f);
-        matmul_forward(la->up, la->xn2, w->w_up + (size_t)l * F * D, NULL, rows, D, F, 0.0f);
-        swiglu_forward(la->h, la->gate, la->up, rows, F);
-        memcpy(a->xw, la->x_mid, rows * D * sizeof(float));
-        matmul_forward(a->xw, la->h, w->w_down + (size_t)l * D * F, NULL, rows, F, D, 1.0f);
-        flops += 2.0 * (double)rows * (double)D * (double)QD + 6.0 * (double)rows * (double)D * (double)F;
+// Attention of layer l per (sequence, head), in parallel: each task writes its
+// own columns of att and its own probabilities. Adds the FLOPs (as computed).
+static void layer_attention(double *flops, LayerActs *la, const ModelConfig *c, const TrainBatch *b) {
+    const int S = b->n_seqs, H = c->n_heads, G = c->n_kv_heads;
+    const size_t E = (size_t)c->head_dim, QD = (size_t)H * E, KD = (size_t)G * E;
+    const int n_tasks = S * H;
+    #pragma omp parallel for schedule(dynamic, 1)
+    for (int task = 0; task < n_tasks; task++) {
+        int s = task / H, h = task % H, g = h / (H / G);
+        size_t r0 = (size_t)la->row_start[s], n = (size_t)la->row_start[s + 1] - r0;
+        if (n == 0) continue;
+        const uint8_t *mask = b->mask ? b->mask[s] : NULL;
+        attention_forward(la->att + r0 * QD + (size_t)h * E, la->probs + la->probs_off[s] + (size_t)h * n * n,
+                          la->q + r0 * QD + (size_t)h * E, la->k + r0 * KD + (size_t)g * E,
+                          la->v + r0 * KD + (size_t)g * E, mask, la->row_local + r0, (size_t)b->n_tok[s], n, E,
+                          QD, KD);
     }
-    // Every row of the last layer has depth N: all of them leave the stack.
-    const LayerActs *top = &a->layer[L - 1];
-    memcpy(a->x_top, a->xw, top->rows * D * sizeof(float));
+    for (int s = 0; s < S; s++) {
+        size_t n = (size_t)(la->row_start[s + 1] - la->row_start[s]);
+        for (size_t i0 = 0; i0 < n; i0 += ATTN_BLOCK) { // blocks of queries against keys 0..i1-1
+            size_t i1 = i0 + ATTN_BLOCK < n ? i0 + ATTN_BLOCK : n;
+            *flops += flops_attn_block(c, i1 - i0, i1);
+        }
+    }
+}
 
-    // The rows that carry a label: final norm, output head, cross-entropy.
+// Layer l: its input rows (the previous layer's output rows whose token goes
+// on, or the embeddings), the block (block.h) with every activation kept; the
+// layer's output goes to a->xw. Adds the FLOPs.
+static void layer_forward(double *flops, TrainActs *a, const Model *m, const TrainBatch *b, int l) {
+    const ModelConfig *c = &m->config;
+    const size_t D = (size_t)c->dim;
+    LayerActs *la = &a->layer[l];
+    const size_t rows = la->rows;
+    if (l > 0) {
+        const LayerActs *prev = &a->layer[l - 1];
+        size_t r = 0;
+        for (size_t p = 0; p < prev->rows && r < rows; p++)
+            if (prev->row_tok[p] == la->row_tok[r]) memcpy(la->x_in + r++ * D, a->xw + p * D, D * sizeof(float));
+    }
+    if (rows == 0) return;
+    block_qkv_forward(la->xn1, la->q, la->k, la->v, m, l, la->x_in, la->row_pos, rows);
+    *flops += flops_qkv(c, rows);
+    layer_attention(flops, la, c, b);
+    block_attn_residual(la->x_mid, m, l, la->x_in, la->att, rows);
+    block_mlp_forward(a->xw, la->xn2, la->gate, la->up, la->h, m, l, la->x_mid, rows);
+    *flops += flops_out_mlp(c, rows);
+}
+
+// The rows leaving the last layer that carry a label: final norm, output
+// head, cross-entropy, the loss sums. Adds the FLOPs.
+static void loss_forward(double *flops, TrainActs *a, const Model *m, const TrainBatch *b) {
+    const ModelConfig *c = &m->config;
+    const ModelParams *w = &m->params;
+    const size_t D = (size_t)c->dim, V = (size_t)c->vocab_size;
+    // Every row of the last layer has depth N: all of them leave the stack.
+    const LayerActs *top = &a->layer[c->n_layers - 1];
+    memcpy(a->x_top, a->xw, top->rows * D * sizeof(float));
     size_t nl = 0;
     for (size_t r = 0; r < top->rows; r++) {
         int t = top->row_tok[r];
@@ -288,14 +278,23 @@ int train_forward(TrainActs *a, const Model *m, const TrainBatch *b, Error *e) {
         nl++;
     }
     CHECK(nl == (size_t)a->n_labels, "train_forward: %zu labelled rows, expected %d", nl, a->n_labels);
-    rmsnorm_forward(a->xnl, a->xl, w->final_norm, nl, D, eps);
+    rmsnorm_forward(a->xnl, a->xl, w->final_norm, nl, D, c->rms_eps);
     matmul_forward(a->logits, a->xnl, w->lm_head, NULL, nl, D, V, 0.0f);
-    flops += 2.0 * (double)nl * (double)D * (double)V;
+    *flops += flops_head(c, nl);
     crossentropy_forward(a->losses, a->logits, a->label_id, nl, V);
     double sum = 0.0;
     for (size_t i = 0; i < nl; i++) sum += a->losses[i]; // in order: deterministic
     a->loss_sum = sum;
     a->loss_mean = nl ? sum / (double)nl : 0.0;
+}
+
+int train_forward(TrainActs *a, const Model *m, const TrainBatch *b, Error *e) {
+    if (train_check(m, b, e)) return -1;
+    acts_prepare(a, &m->config, b);
+    double flops = 0.0;
+    embedding_forward(a->layer[0].x_in, b->tokens, m->params.embed, a->T, (size_t)m->config.dim); // layer 0: every token
+    for (int l = 0; l < m->config.n_layers; l++) layer_forward(&flops, a, m, b, l);
+    loss_forward(&flops, a, m, b);
     a->fwd_flops = flops;
     return 0;
 }
