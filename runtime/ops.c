@@ -18,14 +18,15 @@
 // exp(x) for x <= 0: x = n ln2 + r with |r| <= ln2/2, e^r by its degree-7
 // Taylor polynomial (relative error < 2e-7 on that interval), 2^n from the
 // exponent bits; rintf (unlike roundf) is one instruction. Below -87 the
-// result flushes to 0 (e^-87 < FLT_MIN anyway).
+// result flushes to 0 (e^-87 < FLT_MIN anyway); NaN stays NaN.
 static inline float exp_nonpos(float x) {
     x = x < -87.0f ? -87.0f : x;
     float n = rintf(x * 1.44269504088896341f);
     float r = x - n * 0.693145751953125f - n * 1.428606765330187e-06f; // ln2 split in two for precision
     float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.6666667e-1f + r * (4.1666668e-2f +
               r * (8.3333338e-3f + r * (1.3888889e-3f + r * 1.9841270e-4f))))));
-    int32_t bits = ((int32_t)n + 127) << 23;
+    float ni = n == n ? n : 0.0f;                     // NaN in: p is NaN already; keep the int cast defined
+    uint32_t bits = (uint32_t)((int32_t)ni + 127) << 23; // n in [-126, 0]: a normal power of two
     float scale;
     memcpy(&scale, &bits, 4);
     return p * scale;
