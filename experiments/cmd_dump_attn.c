@@ -67,7 +67,7 @@ typedef struct {
     const char *model_dir, *out, *data_dir, *split, *tmpl, *text_file;
     CliStrings texts;
     CliIntList tokens, kinds;
-    int n_samples, with_target, threads, allow_nonfinite;
+    int n_samples, with_target, threads, allow_nonfinite, allow_long;
 } DumpArgs;
 
 typedef struct {
@@ -225,6 +225,7 @@ int cmd_dump_attn(int argc, char **argv) {
          .help = "each token's kind, with --tokens (needed by an EARN model)"},
         {"--threads", CLI_INT, &a.threads, .lo = 1, .hi = 1024, .help = "threads (default: EARNEST_THREADS or all cores)"},
         {"--allow-nonfinite", CLI_FLAG, &a.allow_nonfinite, .help = "load a model whose weights are not all finite"},
+        {"--allow-long", CLI_FLAG, &a.allow_long, .help = "run past the model's max_position_embeddings (with a warning)"},
     };
     CliSpec cli = {.verb = "dump-attn", .synopsis = "--model DIR --out A.h5 (--data DATA_DIR | --text \"...\" | "
                    "--text-file FILE | --tokens \"ID ...\") [options]",
@@ -250,6 +251,7 @@ int cmd_dump_attn(int argc, char **argv) {
                              model_load_flags(&m, a.model_dir, a.allow_nonfinite ? MODEL_LOAD_ALLOW_NONFINITE : 0, &e);
     if (!rc) {
         have_model = 1;
+        model_allow_long(&m, a.allow_long, "dump-attn");
         rc = a.data_dir     ? prompts_from_data(&ps, &tmpl, &a, &m.config, &e)
              : a.texts.n    ? prompts_from_text(&ps, a.texts.v, a.texts.n, a.model_dir, m.config.vocab_size, &e)
                             : prompts_from_tokens(&ps, &a, &m.config, &e);

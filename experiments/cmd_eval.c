@@ -26,7 +26,7 @@
 
 typedef struct {
     const char *model_dir, *method, *data, *split, *out, *rankings, *tmpl, *baseline;
-    int beam, batch, limit, max_history, threads, allow_nonfinite;
+    int beam, batch, limit, max_history, threads, allow_nonfinite, allow_long;
 } EvalArgs;
 
 // Everything the run holds, released in one place.
@@ -144,6 +144,7 @@ static json_t *result_json(const EvalRun *run, const EvalArgs *a, const RecEvalR
 static int load_model(EvalRun *run, const EvalArgs *a, PromptTemplate *tmpl, Error *e) {
     if (model_load_flags(&run->m, a->model_dir, a->allow_nonfinite ? MODEL_LOAD_ALLOW_NONFINITE : 0, e)) return -1;
     run->have_model = 1;
+    model_allow_long(&run->m, a->allow_long, "eval");
     if (prompt_template_for_model(tmpl, a->tmpl, run->m.config.prompt_template, a->model_dir, e)) return -1;
     if (model_vocab_load(&run->v, a->model_dir, &run->d, &run->m.config, e)) return -1;
     run->have_vocab = 1;
@@ -250,6 +251,7 @@ int cmd_eval(int argc, char **argv) {
         {"--max-history", CLI_INT, &a.max_history, .lo = 1, .hi = 1 << 20, .help = "history items kept per prompt"},
         {"--threads", CLI_INT, &a.threads, .lo = 1, .hi = 1024, .help = "threads (default: EARNEST_THREADS or all cores)"},
         {"--allow-nonfinite", CLI_FLAG, &a.allow_nonfinite, .help = "load a model whose weights are not all finite"},
+        {"--allow-long", CLI_FLAG, &a.allow_long, .help = "run past the model's max_position_embeddings (with a warning)"},
         {"--baseline", CLI_STRING, &a.baseline, .meta = "E_full.json", .help = "the full model's eval: gives omega"},
     };
     CliSpec cli = {.verb = "eval", .synopsis = "(--model DIR | --method mostpop) --data DIR --out E.json [options]",

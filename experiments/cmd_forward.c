@@ -110,7 +110,7 @@ static int forward_kinds(uint8_t *kinds, const CliIntList *given, int T, const M
 
 int cmd_forward(int argc, char **argv) {
     const char *model_dir = NULL, *out = NULL;
-    int want_attn = 0, threads = 0, allow_nonfinite = 0;
+    int want_attn = 0, threads = 0, allow_nonfinite = 0, allow_long = 0;
     CliIntList tok_list = {0}, kind_list = {0};
     CliFlag flags[] = {
         {"--model", CLI_STRING, &model_dir, .meta = "DIR", .required = 1, .help = "model directory"},
@@ -120,6 +120,7 @@ int cmd_forward(int argc, char **argv) {
          .help = "each token's kind (needed by an EARN model)"},
         {"--out", CLI_STRING, &out, .meta = "F.h5", .required = 1, .help = "HDF5 output (atomic)"},
         {"--allow-nonfinite", CLI_FLAG, &allow_nonfinite, .help = "load a model whose weights are not all finite"},
+        {"--allow-long", CLI_FLAG, &allow_long, .help = "run past the model's max_position_embeddings (with a warning)"},
         {"--attn", CLI_FLAG, &want_attn, .help = "also write /attn [L,H,T,T]"},
         {"--threads", CLI_INT, &threads, .lo = 1, .hi = 1024, .help = "threads (default: EARNEST_THREADS or all cores)"},
     };
@@ -139,6 +140,7 @@ int cmd_forward(int argc, char **argv) {
         return cli_fail("forward", &e);
     }
     const ModelConfig *c = &m.config;
+    model_allow_long(&m, allow_long, "forward");
     const int *tokens = tok_list.v;
     int T = tok_list.n;
     for (int i = 0; i < T; i++)

@@ -478,8 +478,11 @@ static int forward_check(const Model *m, const ForwardBatch *fb, Error *e) {
             int d = fb->depth ? fb->depth[at] : c->n_layers;
             if (d < 1 || d > c->n_layers)
                 return err_set(e, "forward: sequence %d token %d: depth %d outside 1..%d", b, i, d, c->n_layers);
-            if (fb->positions && fb->positions[at] < 0)
-                return err_set(e, "forward: sequence %d token %d: negative position", b, i);
+            int pos = fb->positions ? fb->positions[at] : kv->n_seen + i;
+            if (pos < 0) return err_set(e, "forward: sequence %d token %d: negative position", b, i);
+            if (c->max_seq_len > 0 && pos >= c->max_seq_len && !m->allow_long)
+                return err_set(e, "forward: sequence %d token %d: position %d is beyond the model's "
+                               "max_position_embeddings %d (--allow-long runs past it)", b, i, pos, c->max_seq_len);
         }
         if (fb->logits_mode == LOGITS_LAST && fb->depth && fb->depth[at - 1] != c->n_layers)
             return err_set(e, "forward: sequence %d: its last token stops before the last layer, so it has no logits", b);
@@ -520,6 +523,13 @@ int model_forward(float *logits, Model *m, const ForwardBatch *fb, ForwardScratc
     flops += gather_logits(logits, fw.xn, m, fb, &bi, fw.x);
     s->last_flops = flops;
     return 0;
+}
+
+void model_allow_long(Model *m, int allow, const char *verb) {
+    m->allow_long = allow;
+    if (allow && m->config.max_seq_len > 0)
+        fprintf(stderr, "earnest %s: warning: --allow-long: positions may pass max_position_embeddings %d, where the "
+                "model was never trained; its outputs there are extrapolation\n", verb, m->config.max_seq_len);
 }
 
 // ---------------------------------------------------------------------------

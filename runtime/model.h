@@ -54,7 +54,12 @@ typedef struct {
     float *params_memory; // the one allocation
     size_t n_params;      // floats in params_memory
     float *rope_inv_freq; // [E/2] theta^(-2i/E)
+    int allow_long;       // 1: positions may reach beyond max_position_embeddings (the caller warned)
 } Model;
+
+// allow: let positions run beyond max_position_embeddings (model_forward and
+// train_forward refuse them otherwise); prints a warning naming `verb` once.
+void model_allow_long(Model *m, int allow, const char *verb);
 
 // Allocates parameters for `c` (zeroed); the config must be valid.
 void model_alloc(Model *m, const ModelConfig *c);

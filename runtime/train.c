@@ -141,8 +141,11 @@ static int train_check(const Model *m, const TrainBatch *b, Error *e) {
                                c->vocab_size);
             if (d < 1 || d > c->n_layers)
                 return err_set(e, "train: sequence %d token %d: depth %d outside 1..%d", s, i, d, c->n_layers);
-            if (b->positions && b->positions[at] < 0)
-                return err_set(e, "train: sequence %d token %d: negative position %d", s, i, b->positions[at]);
+            int pos = b->positions ? b->positions[at] : i;
+            if (pos < 0) return err_set(e, "train: sequence %d token %d: negative position %d", s, i, pos);
+            if (c->max_seq_len > 0 && pos >= c->max_seq_len && !m->allow_long)
+                return err_set(e, "train: sequence %d token %d: position %d is beyond the model's "
+                               "max_position_embeddings %d", s, i, pos, c->max_seq_len);
             if (y < -1 || y >= c->vocab_size)
                 return err_set(e, "train: sequence %d token %d: label %d outside the vocabulary [0, %d) (or -1)", s,
                                i, y, c->vocab_size);

@@ -8,13 +8,15 @@
 #      without a best model, a NaN checkpoint is refused at load
 #   3  init --std -1 says why it exits 2
 #   4  an absurd config.json fails on the tensors, before any allocation
+#   5  max_position_embeddings is enforced by forward, dump-attn and eval
+#      (--allow-long runs past it with a warning)
 #   6  eval checks --baseline and its output paths before scoring; analyze
 #      refuses to overwrite its input
 #   7  temporaries: none survive SIGTERM; a dead process's are removed by the
 #      next writer of the same path
 #   9  the eval JSON names its rankings file's sha256
 #  13  an empty evaluated split is an error, not zeros
-# (5: tests/check_positions.sh; 8: tests/check_kills.sh; 10-12: the dataset
+# (8: tests/check_kills.sh; 10-12: the dataset
 # and attention-dump tests.) CASES="2 7" runs only those cases (to show one
 # case failing on an older binary).
 set -euo pipefail
@@ -111,6 +113,19 @@ EOF
     expect 1 "model.embed_tokens.weight' has shape" -- bash -c "$cap exec '$B' forward --model big --tokens '1 2' --out f.h5"
 }
 
+# ---- 5: max_position_embeddings ---------------------------------------------
+case5() {
+    "$B" init --preset tiny --data syn --out short > /dev/null
+    $PY -c 'import json; p="short/config.json"; c=json.load(open(p)); c["max_position_embeddings"]=16; json.dump(c, open(p, "w"))'
+    toks=$(seq -s ' ' 1 20)
+    expect 1 "position 16 is beyond the model's max_position_embeddings 16" -- "$B" forward --model short --tokens "$toks" --out f.h5
+    [ ! -e f.h5 ] || fail "case 5: a refused forward wrote its output"
+    expect 0 "warning: --allow-long" -- "$B" forward --model short --tokens "$toks" --out f.h5 --allow-long
+    expect 1 "beyond the model's max_position_embeddings" -- "$B" dump-attn --model short --tokens "$toks" --out d.h5
+    expect 1 "beyond the model's max_position_embeddings" -- "$B" eval --model short --data syn --template lcrec --out p.json
+    [ ! -e p.json ] || fail "case 5: a refused eval wrote its output"
+}
+
 # ---- 6: paths checked before the work ---------------------------------------
 case6() {
     need_model
@@ -162,6 +177,6 @@ EOF
     [ ! -e empty.json ] || fail "case 13: an empty split wrote zeros"
 }
 
-CASES=${CASES:-1 2 3 4 6 7 9 13}
+CASES=${CASES:-1 2 3 4 5 6 7 9 13}
 for c in $CASES; do "case$c"; done
 echo "check_reliability: cases $CASES hold"
