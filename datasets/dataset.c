@@ -249,6 +249,43 @@ fail:
     return -1;
 }
 
+// ---- JSON -------------------------------------------------------------------
+
+// The key of a duplicate-key error. jansson stops right after the key's closing
+// quote (byte offset pos); the opening quote is the first '"' before it that no
+// odd run of backslashes escapes. jansson decodes that string literal, so the
+// message shows the key as spelt after unescaping. Returns 0 when found.
+static int duplicate_key(char *out, size_t n, const char *text, size_t len, size_t pos) {
+    if (pos < 2 || pos > len || text[pos - 1] != '"') return -1;
+    size_t open = pos - 1;
+    for (;;) {
+        if (open == 0) return -1;
+        open--;
+        if (text[open] != '"') continue;
+        size_t bs = 0;
+        while (bs < open && text[open - 1 - bs] == '\\') bs++;
+        if (bs % 2 == 0) break;
+    }
+    json_error_t je;
+    json_t *k = json_loadb(text + open, pos - open, JSON_DECODE_ANY, &je);
+    int rc = json_is_string(k) ? 0 : -1;
+    if (rc == 0) snprintf(out, n, "%s", json_string_value(k));
+    json_decref(k);
+    return rc;
+}
+
+int dataset_json_parse(json_t **root, const char *text, size_t len, const char *path, Error *e) {
+    json_error_t je;
+    *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+    if (*root) return 0;
+    char key[256];
+    if (json_error_code(&je) == json_error_duplicate_key &&
+        duplicate_key(key, sizeof key, text, len, (size_t)je.position) == 0)
+        return err_set(e, "%s:%d: duplicate key \"%s\" (a key may appear once per object; JSON readers "
+                       "disagree on which value wins)", path, je.line, key);
+    return err_set(e, "%s:%d: invalid JSON: %s", path, je.line, je.text);
+}
+
 // ---- meta.json ------------------------------------------------------------
 
 // Integer field `key` in lo..hi. Returns 0 (set), 1 (absent and optional) or -1.
@@ -367,20 +404,23 @@ static int meta_fields(Dataset *d, long long expect[SPLIT_COUNT], json_t *root, 
     return meta_interactions(expect, root, path, e);
 }
 
+int dataset_parse_meta(Dataset *d, long long expect[SPLIT_COUNT], const char *text, size_t len,
+                       const char *path, Error *e) {
+    for (int sp = 0; sp < SPLIT_COUNT; sp++) expect[sp] = -1;
+    if (len == 0) return err_set(e, "%s: empty file", path);
+    json_t *root;
+    if (dataset_json_parse(&root, text, len, path, e) != 0) return -1;
+    int rc = meta_fields(d, expect, root, path, e);
+    json_decref(root);
+    return rc;
+}
+
 static int meta_load(Dataset *d, long long expect[SPLIT_COUNT], const char *path, Error *e) {
     char *text;
     size_t len;
     if (file_read_all(path, &text, &len, e) != 0) return -1;
-    if (len == 0) {
-        free(text);
-        return err_set(e, "%s: empty file", path);
-    }
-    json_error_t je;
-    json_t *root = json_loadb(text, len, 0, &je);
+    int rc = dataset_parse_meta(d, expect, text, len, path, e);
     free(text);
-    if (!root) return err_set(e, "%s:%d: invalid JSON: %s", path, je.line, je.text);
-    int rc = meta_fields(d, expect, root, path, e);
-    json_decref(root);
     return rc;
 }
 
