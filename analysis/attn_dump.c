@@ -194,8 +194,13 @@ static int attr_read_int_opt(int *out, hid_t obj, const char *name, int dflt, co
 // vocab_size may be 0 (not stated, as in a dump written by another tool) when
 // `need_model` is 0; the writer always states them.
 static int info_validate(const AttnDumpInfo *in, int need_model, const char *file, Error *e) {
-    if (in->n_layers < 1) return err_set(e, "%s: n_layers = %d must be >= 1", file, in->n_layers);
-    if (in->n_heads < 1) return err_set(e, "%s: n_heads = %d must be >= 1", file, in->n_heads);
+    if (in->n_layers < 1 || in->n_layers > ATTN_DUMP_MAX_LAYERS)
+        return err_set(e, "%s: n_layers = %d must be in 1..%d", file, in->n_layers, ATTN_DUMP_MAX_LAYERS);
+    if (in->n_heads < 1 || in->n_heads > ATTN_DUMP_MAX_HEADS)
+        return err_set(e, "%s: n_heads = %d must be in 1..%d", file, in->n_heads, ATTN_DUMP_MAX_HEADS);
+    if ((long)in->n_layers * in->n_heads > ATTN_DUMP_MAX_LAYER_HEADS)
+        return err_set(e, "%s: n_layers x n_heads = %d x %d exceeds %d (layer, head) pairs", file, in->n_layers,
+                       in->n_heads, ATTN_DUMP_MAX_LAYER_HEADS);
     if (in->n_kv_heads < 1 || in->n_heads % in->n_kv_heads != 0)
         return err_set(e, "%s: n_kv_heads = %d must be >= 1 and divide n_heads = %d", file,
                        in->n_kv_heads, in->n_heads);

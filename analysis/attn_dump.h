@@ -54,6 +54,11 @@
 #define ATTN_DUMP_VERSION 1
 #define ATTN_DUMP_MAX_SAMPLES 1000000 // six-digit sample names
 #define ATTN_DUMP_MAX_T 32767         // one [T,T] float chunk must stay under HDF5's 4 GiB
+// Bounds on the model shape a dump may state, so that a corrupt attribute
+// cannot size the reader's buffers (the largest Llama: 126 layers x 128 heads).
+#define ATTN_DUMP_MAX_LAYERS 1024
+#define ATTN_DUMP_MAX_HEADS 1024
+#define ATTN_DUMP_MAX_LAYER_HEADS 65536 // n_layers x n_heads
 
 // What a token is in the prompt: TokenKind (runtime/plan.h), stored as uint8 in
 // /samples/N/kinds.
