@@ -154,6 +154,9 @@ typedef struct {
 // shape attributes (the minimal schema's required, the rest defaulted), the
 // /samples group and its member names. Errors name the file and the object.
 int attn_dump_open(AttnDumpReader *r, const char *path, Error *e);
+// The same on an HDF5 file image in memory (HDF5's core driver; the fuzz
+// harness calls it); `name` names the file in messages.
+int attn_dump_open_image(AttnDumpReader *r, const void *image, size_t len, const char *name, Error *e);
 void attn_dump_reader_close(AttnDumpReader *r);
 // Reads sample i's token arrays and masks (defaulted when absent), checking
 // every dataset's type and shape against the root attributes and T.
