@@ -4,7 +4,8 @@
 # harness finds a crash, leak or undefined behaviour (the input is kept in
 # $BUILD/artifacts/). Environment: EARNEST_FUZZ_SECONDS (default 20 per
 # harness), EARNEST_FUZZ_BUILD (default <source>/build-fuzz), EARNEST_FUZZ_CC
-# (default clang).
+# (default clang). No single allocation may exceed 512 MB (-malloc_limit_mb):
+# a parser must check a size field against its input before allocating for it.
 set -euo pipefail
 SRC="$(cd "$(dirname "$0")/.." && pwd)"
 BUILD="${EARNEST_FUZZ_BUILD:-$SRC/build-fuzz}"
@@ -49,6 +50,10 @@ seed fuzz_config s1 '' '{"architectures": ["LlamaForCausalLM"], "model_type": "l
  "earnest": {"method": "earn", "layer_split_k": 2, "prefix_regs": 1, "suffix_regs": 1, "template": "tiger"}}'
 seed fuzz_config s2 '' '{"model_type": "qwen2", "hidden_size": 8, "intermediate_size": 8, "num_hidden_layers": 1,
  "num_attention_heads": 2, "vocab_size": 3, "rope_scaling": null, "use_sliding_window": false}'
+
+seed fuzz_st_index s1 '' '{"metadata": {"total_size": 28}, "weight_map": {"x": "a.safetensors", "y": "a.safetensors",
+ "z": "b.safetensors"}}'
+seed fuzz_st_index s2 '' '{"weight_map": {"y": "a.safetensors", "x": "a.safetensors"}}'
 
 # Binary seeds: le BYTES VALUE prints VALUE's little-endian bytes as printf escapes.
 le() { local i; for ((i = 0; i < $1; i++)); do printf '\\%03o' $(( ($2 >> (8 * i)) & 255 )); done; }
@@ -96,7 +101,7 @@ for n in "${names[@]}"; do
     dict=()   # key names and literals for the JSON harnesses (jansson is not instrumented)
     [ -f "$SRC/tests/fuzz/$n.dict" ] && dict=(-dict="$SRC/tests/fuzz/$n.dict")
     if ! UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
-        "$BUILD/$n" -max_total_time="$SECS" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 "${dict[@]}" \
+        "$BUILD/$n" -max_total_time="$SECS" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=512 -print_final_stats=1 "${dict[@]}" \
         -artifact_prefix="$BUILD/artifacts/$n-" "$BUILD/corpus/$n" 2>"$BUILD/$n.log"; then
         echo "run_fuzz.sh: $n FAILED; the last lines of $BUILD/$n.log:" >&2
         tail -40 "$BUILD/$n.log" >&2
