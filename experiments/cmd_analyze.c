@@ -126,7 +126,7 @@ int cmd_analyze(int argc, char **argv) {
         {"--tail", CLI_INT, &o.tail, .lo = 0, .hi = 1000000, .help = "sink_tail = mass on the last N visible keys"},
         {"--topk", CLI_INT, &o.topk, .lo = 1, .hi = ATTN_TOPK_MAX, .help = "topk_mass = mass on the N largest entries"},
         {"--sum-tol", CLI_DOUBLE, &o.sum_tol, .lo = 0, .hi = 1,
-         .help = "every computed row's visible entries must sum to 1 within X (default 1e-3; looser for bf16 dumps)"},
+         .help = "every computed row's visible entries must sum to 1 within X (loosen it for bf16 dumps)"},
         {"--heatmap", CLI_INT_LIST, &heat, .lo = 0, .hi = 1 << 30, .meta = "L,H,S",
          .help = "write attn[L,H] of sample S instead of the metrics"},
     };
