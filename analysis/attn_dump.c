@@ -194,8 +194,13 @@ static int attr_read_int_opt(int *out, hid_t obj, const char *name, int dflt, co
 // vocab_size may be 0 (not stated, as in a dump written by another tool) when
 // `need_model` is 0; the writer always states them.
 static int info_validate(const AttnDumpInfo *in, int need_model, const char *file, Error *e) {
-    if (in->n_layers < 1) return err_set(e, "%s: n_layers = %d must be >= 1", file, in->n_layers);
-    if (in->n_heads < 1) return err_set(e, "%s: n_heads = %d must be >= 1", file, in->n_heads);
+    if (in->n_layers < 1 || in->n_layers > ATTN_DUMP_MAX_LAYERS)
+        return err_set(e, "%s: n_layers = %d must be in 1..%d", file, in->n_layers, ATTN_DUMP_MAX_LAYERS);
+    if (in->n_heads < 1 || in->n_heads > ATTN_DUMP_MAX_HEADS)
+        return err_set(e, "%s: n_heads = %d must be in 1..%d", file, in->n_heads, ATTN_DUMP_MAX_HEADS);
+    if ((long)in->n_layers * in->n_heads > ATTN_DUMP_MAX_LAYER_HEADS)
+        return err_set(e, "%s: n_layers x n_heads = %d x %d exceeds %d (layer, head) pairs", file, in->n_layers,
+                       in->n_heads, ATTN_DUMP_MAX_LAYER_HEADS);
     if (in->n_kv_heads < 1 || in->n_heads % in->n_kv_heads != 0)
         return err_set(e, "%s: n_kv_heads = %d must be >= 1 and divide n_heads = %d", file,
                        in->n_kv_heads, in->n_heads);
@@ -528,19 +533,9 @@ static int info_read(AttnDumpInfo *in, hid_t file, const char *path, Error *e) {
     return 0;
 }
 
-int attn_dump_open(AttnDumpReader *r, const char *path, Error *e) {
-    memset(r, 0, sizeof *r);
-    r->file = -1;
-    hdf5_quiet();
-    if (strlen(path) >= sizeof r->path) return err_set(e, "%s: path too long", path);
-    snprintf(r->path, sizeof r->path, "%s", path);
-    FILE *f = fopen(path, "rb");
-    if (!f) return err_set(e, "%s: cannot open: %s", path, strerror(errno));
-    fclose(f);
-    if (H5Fis_hdf5(path) <= 0) return err_set(e, "%s: not an HDF5 file", path);
-    r->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (r->file < 0) return err_set(e, "%s: cannot open as HDF5", path);
-
+// Validates the open file r->file: root attributes, /samples and its names.
+static int reader_validate(AttnDumpReader *r, Error *e) {
+    const char *path = r->path;
     char format[128];
     htri_t has_format = H5Aexists(r->file, "format");
     if (has_format <= 0) {
@@ -598,6 +593,39 @@ int attn_dump_open(AttnDumpReader *r, const char *path, Error *e) {
 fail:
     attn_dump_reader_close(r);
     return -1;
+}
+
+int attn_dump_open(AttnDumpReader *r, const char *path, Error *e) {
+    memset(r, 0, sizeof *r);
+    r->file = -1;
+    hdf5_quiet();
+    if (strlen(path) >= sizeof r->path) return err_set(e, "%s: path too long", path);
+    snprintf(r->path, sizeof r->path, "%s", path);
+    FILE *f = fopen(path, "rb");
+    if (!f) return err_set(e, "%s: cannot open: %s", path, strerror(errno));
+    fclose(f);
+    if (H5Fis_hdf5(path) <= 0) return err_set(e, "%s: not an HDF5 file", path);
+    r->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (r->file < 0) return err_set(e, "%s: cannot open as HDF5", path);
+    return reader_validate(r, e);
+}
+
+int attn_dump_open_image(AttnDumpReader *r, const void *image, size_t len, const char *name, Error *e) {
+    memset(r, 0, sizeof *r);
+    r->file = -1;
+    hdf5_quiet();
+    snprintf(r->path, sizeof r->path, "%s", name);
+    // The core driver reads the file from memory; HDF5 copies the image, so it
+    // need not outlive the reader.
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl < 0 || H5Pset_fapl_core(fapl, 1 << 16, 0) < 0 || H5Pset_file_image(fapl, (void *)image, len) < 0) {
+        if (fapl >= 0) H5Pclose(fapl);
+        return err_set(e, "%s: cannot set up an in-memory HDF5 file", name);
+    }
+    r->file = H5Fopen(name, H5F_ACC_RDONLY, fapl);
+    H5Pclose(fapl);
+    if (r->file < 0) return err_set(e, "%s: cannot open as HDF5", name);
+    return reader_validate(r, e);
 }
 
 void attn_dump_reader_close(AttnDumpReader *r) {

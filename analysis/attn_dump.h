@@ -54,6 +54,11 @@
 #define ATTN_DUMP_VERSION 1
 #define ATTN_DUMP_MAX_SAMPLES 1000000 // six-digit sample names
 #define ATTN_DUMP_MAX_T 32767         // one [T,T] float chunk must stay under HDF5's 4 GiB
+// Bounds on the model shape a dump may state, so that a corrupt attribute
+// cannot size the reader's buffers (the largest Llama: 126 layers x 128 heads).
+#define ATTN_DUMP_MAX_LAYERS 1024
+#define ATTN_DUMP_MAX_HEADS 1024
+#define ATTN_DUMP_MAX_LAYER_HEADS 65536 // n_layers x n_heads
 
 // What a token is in the prompt: TokenKind (runtime/plan.h), stored as uint8 in
 // /samples/N/kinds.
@@ -149,6 +154,9 @@ typedef struct {
 // shape attributes (the minimal schema's required, the rest defaulted), the
 // /samples group and its member names. Errors name the file and the object.
 int attn_dump_open(AttnDumpReader *r, const char *path, Error *e);
+// The same on an HDF5 file image in memory (HDF5's core driver; the fuzz
+// harness calls it); `name` names the file in messages.
+int attn_dump_open_image(AttnDumpReader *r, const void *image, size_t len, const char *name, Error *e);
 void attn_dump_reader_close(AttnDumpReader *r);
 // Reads sample i's token arrays and masks (defaulted when absent), checking
 // every dataset's type and shape against the root attributes and T.

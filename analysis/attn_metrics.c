@@ -24,6 +24,36 @@ void attn_metric_opts_default(AttnMetricOpts *o) {
     o->head = 3;
     o->tail = 3;
     o->topk = 5;
+    o->sum_tol = ATTN_SUM_TOL_DEFAULT;
+}
+
+int attn_head_check(const float *A, const uint8_t *row_mask, const uint8_t *key_mask, int T, double sum_tol,
+                    char *why, size_t n) {
+    for (int q = 0; q < T; q++) {
+        if (!row_mask[q]) continue;
+        const float *row = A + (size_t)q * (size_t)T;
+        double sum = 0;
+        int n_keys = 0;
+        for (int k = 0; k <= q; k++) {
+            if (!key_mask[k]) continue;
+            float v = row[k];
+            if (!isfinite(v)) {
+                snprintf(why, n, "entry at key %d is %g, not a finite number", k, (double)v);
+                return q;
+            }
+            if (v < 0) {
+                snprintf(why, n, "entry at key %d is %g, negative", k, (double)v);
+                return q;
+            }
+            sum += v;
+            n_keys++;
+        }
+        if (n_keys > 0 && !(fabs(sum - 1.0) <= sum_tol)) {
+            snprintf(why, n, "its %d visible entries sum to %.9g, not 1 (tolerance %g)", n_keys, sum, sum_tol);
+            return q;
+        }
+    }
+    return -1;
 }
 
 // Sum of the k largest values of p [n]: keeps a small sorted list (k is a
@@ -155,6 +185,18 @@ void attn_acc_add(AttnMetricsAcc *a, int layer, int head, const double *vals, co
     }
 }
 
+int attn_dump_check_head(const float *A, const AttnDumpReader *r, const AttnSample *s, int layer, int head,
+                         double sum_tol, Error *e) {
+    size_t T = (size_t)s->T;
+    char why[160];
+    int q = attn_head_check(A, s->row_mask + (size_t)layer * T, s->key_mask + (size_t)layer * T, s->T, sum_tol,
+                            why, sizeof why);
+    if (q < 0) return 0;
+    return err_set(e, "%s: /samples/%s/attn: sample %d, layer %d, head %d, row %d is not a probability "
+                   "distribution: %s (the analysis reads post-softmax attention)", r->path, r->names[s->index],
+                   s->index, layer, head, q, why);
+}
+
 int attn_acc_add_sample(AttnMetricsAcc *a, AttnDumpReader *r, const AttnSample *s,
                         const AttnMetricOpts *o, Error *e) {
     size_t T = (size_t)s->T;
@@ -163,7 +205,8 @@ int attn_acc_add_sample(AttnMetricsAcc *a, AttnDumpReader *r, const AttnSample *
     int valid[ATTN_ROWS_COUNT];
     for (int l = 0; l < a->n_layers; l++)
         for (int h = 0; h < a->n_heads; h++) {
-            if (attn_dump_read_head(A, r, s, l, h, e)) {
+            if (attn_dump_read_head(A, r, s, l, h, e) ||
+                attn_dump_check_head(A, r, s, l, h, o->sum_tol, e)) {
                 free(A);
                 return -1;
             }

@@ -60,14 +60,30 @@ const char *attn_rows_name(int rows);     // "decision", "all"
 
 #define ATTN_TOPK_MAX 64
 
+#define ATTN_SUM_TOL_DEFAULT 1e-3
+
 typedef struct {
     double eps; // density threshold
     int head;   // sink_head width
     int tail;   // sink_tail width
     int topk;   // topk_mass width, 1..ATTN_TOPK_MAX
+    double sum_tol; // a read row's visible entries must sum to 1 within this (absolute)
 } AttnMetricOpts;
 
-void attn_metric_opts_default(AttnMetricOpts *o); // 0.05, 3, 3, 5
+void attn_metric_opts_default(AttnMetricOpts *o); // 0.05, 3, 3, 5, ATTN_SUM_TOL_DEFAULT
+
+// The metrics assume post-softmax attention. attn_head_check checks one
+// (layer, head) matrix A [T,T]: every row the layer computed (row_mask), over
+// the keys it can see (causal prefix 0..q, kept keys of key_mask), must be a
+// probability distribution: each entry finite and >= 0, their sum (in double)
+// within sum_tol of 1. Rows the layer did not compute, rows that see no key
+// and entries the row cannot see are not looked at (a dump holds 0 there).
+// 1e-3 covers float32 softmax rounding at any T <= ATTN_DUMP_MAX_T and a
+// float16 dump; a bfloat16 model needs a looser tolerance (analyze --sum-tol).
+// Returns -1 when every row passes, else the first bad row, with why [n]
+// saying what is wrong ("entry at key 3 is nan", "sums to 0.75").
+int attn_head_check(const float *A, const uint8_t *row_mask, const uint8_t *key_mask, int T, double sum_tol,
+                    char *why, size_t n);
 
 // Metrics of one row: p [n] the probabilities of the visible keys in key
 // order, kinds [n] their token kinds; n >= 1. out [ATTN_METRIC_COUNT].
@@ -97,7 +113,13 @@ void attn_acc_init(AttnMetricsAcc *a, int n_layers, int n_heads);
 void attn_acc_free(AttnMetricsAcc *a);
 // Adds one sample's attn_head_metrics output for (layer, head).
 void attn_acc_add(AttnMetricsAcc *a, int layer, int head, const double *vals, const int *valid);
-// Reads every (layer, head) of one sample from a dump and adds it.
+// attn_head_check on attn[layer, head] (A [T,T]) of sample s as read from r,
+// as an error naming the dump, the sample, the layer, the head and the row.
+int attn_dump_check_head(const float *A, const AttnDumpReader *r, const AttnSample *s, int layer, int head,
+                         double sum_tol, Error *e);
+// Reads every (layer, head) of one sample from a dump, checks it
+// (attn_head_check with o->sum_tol; a bad row is an error naming the sample,
+// layer, head and row) and adds it.
 int attn_acc_add_sample(AttnMetricsAcc *a, AttnDumpReader *r, const AttnSample *s,
                         const AttnMetricOpts *o, Error *e);
 // The aggregated value at (layer, head, rows, metric) with the CSV's

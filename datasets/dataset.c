@@ -72,12 +72,25 @@ static int parse_id(Line *ln, long long max, long long *v) {
     return 0;
 }
 
+// Makes room for `need` elements of `elem` bytes in p (capacity *cap, never
+// beyond max): the per-user and per-item arrays grow with the lines actually
+// read, so a meta.json size far beyond what the file holds costs nothing.
+static void *grow(void *p, size_t *cap, size_t need, size_t max, size_t elem) {
+    if (need <= *cap) return p;
+    size_t c = *cap;
+    while (c < need) c = c > max / 2 ? max : 2 * c;
+    *cap = c;
+    return xrealloc(p, c * elem);
+}
+
 // ---- splits ---------------------------------------------------------------
 
 int dataset_parse_split(DatasetSplit *out, const char *text, size_t len, const char *path,
                         int n_users, int n_items, Error *e) {
     if (len == 0) return err_set(e, "%s: empty file (expected %d user lines)", path, n_users);
-    size_t *offsets = xmalloc(((size_t)n_users + 1) * sizeof(size_t));
+    size_t cap_u = 1024, max_u = (size_t)n_users + 1;
+    if (cap_u > max_u) cap_u = max_u;
+    size_t *offsets = xmalloc(cap_u * sizeof(size_t));
     size_t cap = 1024, n = 0;
     int *items = xmalloc(cap * sizeof(int));
     offsets[0] = 0;
@@ -123,6 +136,7 @@ int dataset_parse_split(DatasetSplit *out, const char *text, size_t len, const c
             }
             items[n++] = (int)item;
         }
+        offsets = grow(offsets, &cap_u, (size_t)user + 1, max_u, sizeof *offsets);
         offsets[user] = n;
     }
     if (user != n_users) {
@@ -187,8 +201,9 @@ static int parse_code_token(Line *ln, int level, int n_codes, int *idx, Error *e
 int dataset_parse_codes(int **codes_out, const char *text, size_t len, const char *path,
                         int n_items, int code_levels, const int *codes_per_level, Error *e) {
     if (len == 0) return err_set(e, "%s: empty file (expected %d item lines)", path, n_items);
-    size_t L = (size_t)code_levels;
-    int *codes = xmalloc(((size_t)n_items + 1) * L * sizeof(int));
+    size_t L = (size_t)code_levels, cap_rows = 1024, max_rows = (size_t)n_items + 1;
+    if (cap_rows > max_rows) cap_rows = max_rows;
+    int *codes = xmalloc(cap_rows * L * sizeof(int));
     for (size_t j = 0; j < L; j++) codes[j] = -1;  // row 0: no item 0
     Line ln = {.path = path, .line = 0};
     size_t pos = 0;
@@ -213,6 +228,7 @@ int dataset_parse_codes(int **codes_out, const char *text, size_t len, const cha
             goto fail;
         }
         item = id;
+        codes = grow(codes, &cap_rows, (size_t)item + 1, max_rows, L * sizeof(int));
         if (ln.p == ln.end || *ln.p != '\t') {
             err_set(e, "%s:%zu: expected a TAB and the code after item id %lld", path, ln.line, id);
             goto fail;
@@ -247,6 +263,43 @@ int dataset_parse_codes(int **codes_out, const char *text, size_t len, const cha
 fail:
     free(codes);
     return -1;
+}
+
+// ---- JSON -------------------------------------------------------------------
+
+// The key of a duplicate-key error. jansson stops right after the key's closing
+// quote (byte offset pos); the opening quote is the first '"' before it that no
+// odd run of backslashes escapes. jansson decodes that string literal, so the
+// message shows the key as spelt after unescaping. Returns 0 when found.
+static int duplicate_key(char *out, size_t n, const char *text, size_t len, size_t pos) {
+    if (pos < 2 || pos > len || text[pos - 1] != '"') return -1;
+    size_t open = pos - 1;
+    for (;;) {
+        if (open == 0) return -1;
+        open--;
+        if (text[open] != '"') continue;
+        size_t bs = 0;
+        while (bs < open && text[open - 1 - bs] == '\\') bs++;
+        if (bs % 2 == 0) break;
+    }
+    json_error_t je;
+    json_t *k = json_loadb(text + open, pos - open, JSON_DECODE_ANY, &je);
+    int rc = json_is_string(k) ? 0 : -1;
+    if (rc == 0) snprintf(out, n, "%s", json_string_value(k));
+    json_decref(k);
+    return rc;
+}
+
+int dataset_json_parse(json_t **root, const char *text, size_t len, const char *path, Error *e) {
+    json_error_t je;
+    *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+    if (*root) return 0;
+    char key[256];
+    if (json_error_code(&je) == json_error_duplicate_key &&
+        duplicate_key(key, sizeof key, text, len, (size_t)je.position) == 0)
+        return err_set(e, "%s:%d: duplicate key \"%s\" (a key may appear once per object; JSON readers "
+                       "disagree on which value wins)", path, je.line, key);
+    return err_set(e, "%s:%d: invalid JSON: %s", path, je.line, je.text);
 }
 
 // ---- meta.json ------------------------------------------------------------
@@ -367,20 +420,23 @@ static int meta_fields(Dataset *d, long long expect[SPLIT_COUNT], json_t *root, 
     return meta_interactions(expect, root, path, e);
 }
 
+int dataset_parse_meta(Dataset *d, long long expect[SPLIT_COUNT], const char *text, size_t len,
+                       const char *path, Error *e) {
+    for (int sp = 0; sp < SPLIT_COUNT; sp++) expect[sp] = -1;
+    if (len == 0) return err_set(e, "%s: empty file", path);
+    json_t *root;
+    if (dataset_json_parse(&root, text, len, path, e) != 0) return -1;
+    int rc = meta_fields(d, expect, root, path, e);
+    json_decref(root);
+    return rc;
+}
+
 static int meta_load(Dataset *d, long long expect[SPLIT_COUNT], const char *path, Error *e) {
     char *text;
     size_t len;
     if (file_read_all(path, &text, &len, e) != 0) return -1;
-    if (len == 0) {
-        free(text);
-        return err_set(e, "%s: empty file", path);
-    }
-    json_error_t je;
-    json_t *root = json_loadb(text, len, 0, &je);
+    int rc = dataset_parse_meta(d, expect, text, len, path, e);
     free(text);
-    if (!root) return err_set(e, "%s:%d: invalid JSON: %s", path, je.line, je.text);
-    int rc = meta_fields(d, expect, root, path, e);
-    json_decref(root);
     return rc;
 }
 

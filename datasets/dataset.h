@@ -16,7 +16,8 @@
 //               (level letters a, b, c, ...; the number is the index in that level)
 //
 // Loading is strict: every malformed line is an error naming file:line, every
-// bad meta.json field an error naming the field.
+// bad meta.json field an error naming the field, a key given twice in meta.json
+// an error naming the key.
 // Ids are 1-based everywhere, as in the files; arrays indexed by id have an
 // unused row 0.
 #ifndef EARNEST_DATASET_H
@@ -79,6 +80,18 @@ int dataset_parse_split(DatasetSplit *out, const char *text, size_t len, const c
 // codes_out: [(n_items + 1) * code_levels]
 int dataset_parse_codes(int **codes_out, const char *text, size_t len, const char *path,
                         int n_items, int code_levels, const int *codes_per_level, Error *e);
+// meta.json: every field into d (name, sizes, codes_per_level, ...; d is not
+// cleared first) and expect[s], the optional "interactions" count of split s
+// (-1 when absent), which dataset_load checks against the split files.
+int dataset_parse_meta(Dataset *d, long long expect[SPLIT_COUNT], const char *text, size_t len,
+                       const char *path, Error *e);
+
+// Parses JSON text (not NUL-terminated) for the dataset readers (meta.json, the
+// LC-Rec code map). A key given twice in one object is an error naming the file,
+// the line and the key: jansson would silently keep the last value. On success
+// *root is a new reference (json_decref it).
+struct json_t;
+int dataset_json_parse(struct json_t **root, const char *text, size_t len, const char *path, Error *e);
 
 // One code token "<x_N>" of level `level` (x = 'a' + level) at the start of
 // [p, end): N decimal, no leading zero (codes are compared as strings, so

@@ -170,9 +170,8 @@ static int code_json_row(int *row, json_t *root, size_t k, size_t levels, int ma
 
 int prep_parse_code_json(Dataset *d, const char *text, size_t len, const char *path, int codes_per_level_max,
                          Error *e) {
-    json_error_t jerr;
-    json_t *root = json_loadb(text, len, 0, &jerr);
-    if (!root) return err_set(e, "%s:%d: invalid JSON: %s", path, jerr.line, jerr.text);
+    json_t *root;
+    if (dataset_json_parse(&root, text, len, path, e) != 0) return -1; // a key given twice is an error
     size_t levels = 0;
     if (code_json_keys(root, &levels, path, e) != 0) {
         json_decref(root);

@@ -49,9 +49,10 @@ int prep_parse_seq_text(DatasetSplit *out, int *n_users, int *max_seen, const ch
                         const char *path, int max_item, Error *e);
 // Parses an LC-Rec code map {"<id-1>": ["<a_x>", "<b_y>", ...]} already in memory
 // into d->codes (row 0 unused), d->code_levels, d->codes_per_level (all
-// codes_per_level_max) and d->n_items. Keys must be exactly 0..n-1; every list
-// must have the same length (<= DATASET_MAX_LEVELS) and level l's token must be
-// a code token (dataset_parse_code_token) <letter_l_N> with N < codes_per_level_max.
+// codes_per_level_max) and d->n_items. Keys must be exactly 0..n-1, each given
+// once; every list must have the same length (<= DATASET_MAX_LEVELS) and level
+// l's token must be a code token (dataset_parse_code_token) <letter_l_N> with
+// N < codes_per_level_max.
 int prep_parse_code_json(Dataset *d, const char *text, size_t len, const char *path, int codes_per_level_max,
                          Error *e);
 

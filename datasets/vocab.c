@@ -238,15 +238,9 @@ int vocab_save(const Vocab *v, const char *path, Error *e) {
     return atomic_commit(&af, e);
 }
 
-int vocab_load(Vocab *v, const char *path, Error *e) {
+int vocab_parse(Vocab *v, const char *text, size_t len, const char *path, Error *e) {
     memset(v, 0, sizeof *v);
-    char *text;
-    size_t len;
-    if (file_read_all(path, &text, &len, e) != 0) return -1;
-    if (len == 0) {
-        free(text);
-        return err_set(e, "%s: empty file", path);
-    }
+    if (len == 0) return err_set(e, "%s: empty file", path);
     TokenList l = {0};
     size_t pos = 0;
     int line = 0, rc = -1;
@@ -274,12 +268,21 @@ int vocab_load(Vocab *v, const char *path, Error *e) {
     l.tokens = NULL;
     rc = vocab_index(v, path, e);
 done:
-    free(text);
     if (l.tokens) {
         for (int i = 0; i < l.n; i++) free(l.tokens[i]);
         free(l.tokens);
     }
     if (rc != 0) vocab_free(v);
+    return rc;
+}
+
+int vocab_load(Vocab *v, const char *path, Error *e) {
+    memset(v, 0, sizeof *v);
+    char *text;
+    size_t len;
+    if (file_read_all(path, &text, &len, e) != 0) return -1;
+    int rc = vocab_parse(v, text, len, path, e);
+    free(text);
     return rc;
 }
 

@@ -63,6 +63,9 @@ int vocab_build(Vocab *v, const VocabSpec *spec, Error *e);
 // prompts do not use them), then every token of `tail`.
 int vocab_grow(Vocab *v, int n_orig, const Vocab *tail, Error *e);
 int vocab_load(Vocab *v, const char *path, Error *e);
+// The parser behind vocab_load, on the file's text already in memory (not
+// NUL-terminated; the fuzz harness calls it). `path` names the file in messages.
+int vocab_parse(Vocab *v, const char *text, size_t len, const char *path, Error *e);
 int vocab_save(const Vocab *v, const char *path, Error *e);   // atomic
 void vocab_free(Vocab *v);
 

@@ -24,7 +24,10 @@ static const char *ANALYZE_ABOUT =
     "  heads; layer -1 = mean over early layers (l < N/2), layer -2 = mean over late layers (l >= N/2).\n"
     "  Metrics: density_eps, sink_head, sink_tail, entropy (nats), entropy_norm (entropy / ln n),\n"
     "  topk_mass, first_mass, mass_<kind> for special, prefix_reg, instruction, history, suffix_reg,\n"
-    "  target, and n_keys (visible keys). A short summary goes to stdout.\n";
+    "  target, and n_keys (visible keys). A short summary goes to stdout.\n"
+    "  The attention must be post-softmax: a computed row (row_mask) with a non-finite or negative entry\n"
+    "  among the keys it sees (causal prefix, key_mask), or whose entries there sum to 1 +- more than\n"
+    "  --sum-tol, is an error naming sample, layer, head and row, and nothing is written.\n";
 
 // How a value changes from a (early) to b (late); within 2% of the larger (or 0.005) is flat.
 static const char *trend(double a, double b) {
@@ -72,7 +75,8 @@ static void print_summary(const AttnMetricsAcc *acc, const AttnDumpReader *r, co
 }
 
 // Writes attn[layer, head] of sample s as a long CSV.
-static int write_heatmap(AttnDumpReader *r, int layer, int head, int sample, const char *out, Error *e) {
+static int write_heatmap(AttnDumpReader *r, int layer, int head, int sample, double sum_tol, const char *out,
+                         Error *e) {
     if (sample >= r->n_samples)
         return err_set(e, "--heatmap: sample %d out of range (%s holds %d)", sample, r->path, r->n_samples);
     if (layer >= r->info.n_layers || head >= r->info.n_heads)
@@ -82,7 +86,7 @@ static int write_heatmap(AttnDumpReader *r, int layer, int head, int sample, con
     if (attn_dump_read_sample(&s, r, sample, e)) return -1;
     size_t T = (size_t)s.T;
     float *A = xmalloc(T * T * sizeof(float));
-    if (attn_dump_read_head(A, r, &s, layer, head, e)) {
+    if (attn_dump_read_head(A, r, &s, layer, head, e) || attn_dump_check_head(A, r, &s, layer, head, sum_tol, e)) {
         free(A);
         attn_sample_free(&s);
         return -1;
@@ -121,6 +125,8 @@ int cmd_analyze(int argc, char **argv) {
         {"--head", CLI_INT, &o.head, .lo = 0, .hi = 1000000, .help = "sink_head = mass on the first N visible keys"},
         {"--tail", CLI_INT, &o.tail, .lo = 0, .hi = 1000000, .help = "sink_tail = mass on the last N visible keys"},
         {"--topk", CLI_INT, &o.topk, .lo = 1, .hi = ATTN_TOPK_MAX, .help = "topk_mass = mass on the N largest entries"},
+        {"--sum-tol", CLI_DOUBLE, &o.sum_tol, .lo = 0, .hi = 1,
+         .help = "every computed row's visible entries must sum to 1 within X (loosen it for bf16 dumps)"},
         {"--heatmap", CLI_INT_LIST, &heat, .lo = 0, .hi = 1 << 30, .meta = "L,H,S",
          .help = "write attn[L,H] of sample S instead of the metrics"},
     };
@@ -161,7 +167,7 @@ int cmd_analyze(int argc, char **argv) {
         return 1;
     }
     if (want_heat) {
-        int rc = write_heatmap(&r, hl, hh, hs, out, &e);
+        int rc = write_heatmap(&r, hl, hh, hs, o.sum_tol, out, &e);
         attn_dump_reader_close(&r);
         if (rc) {
             fprintf(stderr, "earnest analyze: %s\n", e.msg);

@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 // ---------------------------------------------------------------------------
@@ -42,15 +43,16 @@ static size_t llama2c_n_floats(const Llama2cHeader *h) {
     return ok ? n : 0;
 }
 
-// Reads the header from f (at offset 0) and checks it against the file's size.
-static int header_read(Llama2cHeader *h, FILE *f, const char *path, Error *e) {
+// Reads the header from the file's first n bytes (n may be short of the 28
+// bytes of the header) and checks it against the file's size.
+static int header_parse(Llama2cHeader *h, const uint8_t *bytes, size_t n, size_t file_size, const char *path,
+                        Error *e) {
     int32_t raw[7];
-    size_t got = fread(raw, sizeof(int32_t), 7, f);
-    if (got != 7) {
-        if (ferror(f)) return err_set(e, "%s: read error: %s", path, strerror(errno));
+    size_t got = n / sizeof(int32_t) < 7 ? n / sizeof(int32_t) : 7;
+    if (got != 7)
         return err_set(e, "%s: truncated header: missing field %s (the header is 7 int32)", path,
                        HEADER_FIELDS[got]);
-    }
+    memcpy(raw, bytes, sizeof raw);
     for (int i = 0; i < 7; i++) {
         // vocab_size may be negative (unshared classifier); every field must be non-zero.
         if (raw[i] <= 0 && !(i == 5 && raw[i] < 0 && raw[i] != INT32_MIN))
@@ -78,23 +80,39 @@ static int header_read(Llama2cHeader *h, FILE *f, const char *path, Error *e) {
         return err_set(e, "%s: header sizes overflow (dim=%d hidden_dim=%d n_layers=%d vocab_size=%d)", path,
                        h->dim, h->hidden_dim, h->n_layers, h->vocab_size);
     expected += 7 * sizeof(int32_t);
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0) return err_set(e, "%s: cannot stat: %s", path, strerror(errno));
-    if ((size_t)st.st_size != expected)
+    if (file_size != expected)
         return err_set(e,
-                       "%s: file size is %lld bytes but the header (dim=%d hidden_dim=%d n_layers=%d n_heads=%d "
+                       "%s: file size is %zu bytes but the header (dim=%d hidden_dim=%d n_layers=%d n_heads=%d "
                        "n_kv_heads=%d vocab_size=%d%s seq_len=%d) implies %zu bytes",
-                       path, (long long)st.st_size, h->dim, h->hidden_dim, h->n_layers, h->n_heads, h->n_kv_heads,
+                       path, file_size, h->dim, h->hidden_dim, h->n_layers, h->n_heads, h->n_kv_heads,
                        h->vocab_size, h->shared_classifier ? "" : " (unshared classifier)", h->seq_len, expected);
     return 0;
 }
 
+// Opens path and finds its size; *f stays open on success.
+static int open_sized(FILE **f, size_t *size, const char *path, Error *e) {
+    *f = fopen(path, "rb");
+    if (!*f) return err_set(e, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(*f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        int err = errno;
+        fclose(*f);
+        return err_set(e, "%s: cannot stat, or not a regular file: %s", path, strerror(err));
+    }
+    *size = (size_t)st.st_size;
+    return 0;
+}
+
 int llama2c_read_header(Llama2cHeader *h, const char *path, Error *e) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return err_set(e, "%s: cannot open: %s", path, strerror(errno));
-    int rc = header_read(h, f, path, e);
+    FILE *f;
+    size_t size;
+    if (open_sized(&f, &size, path, e)) return -1;
+    uint8_t raw[28];
+    size_t n = fread(raw, 1, sizeof raw, f);
+    int bad = ferror(f);
     fclose(f);
-    return rc;
+    if (bad) return err_set(e, "%s: read error", path);
+    return header_parse(h, raw, n, size, path, e);
 }
 
 void llama2c_config(ModelConfig *c, const Llama2cHeader *h) {
@@ -126,68 +144,77 @@ void llama2c_permute_rope_rows(float *out, const float *in, int n_heads, int hea
                 memcpy(out + (h * E + j * half + i) * n, in + (h * E + 2 * i + j) * n, n * sizeof(float));
 }
 
-static int read_floats(float *dst, size_t n, FILE *f, const char *path, const char *tensor, Error *e) {
-    if (fread(dst, sizeof(float), n, f) == n) return 0;
-    if (ferror(f)) return err_set(e, "%s: read error in tensor %s: %s", path, tensor, strerror(errno));
-    return err_set(e, "%s: truncated in tensor %s", path, tensor);
+// A read cursor over the file's bytes (the header already checked the size,
+// so a short read is a bug, not a bad file).
+typedef struct {
+    const uint8_t *p;
+    size_t pos, len;
+} Cursor;
+
+static void read_floats(float *dst, size_t n, Cursor *c) {
+    CHECK(n <= (c->len - c->pos) / sizeof(float), "llama2c: reading past the checked file size");
+    memcpy(dst, c->p + c->pos, n * sizeof(float)); // the file's floats need not be aligned
+    c->pos += n * sizeof(float);
 }
 
 // Reads L stacked projections [rows, cols] in the interleaved RoPE layout and
 // stores them permuted to the halves layout.
-static int read_rope_rows(float *dst, const Llama2cHeader *h, int n_heads, FILE *f, const char *path,
-                          const char *tensor, Error *e) {
+static void read_rope_rows(float *dst, const Llama2cHeader *h, int n_heads, Cursor *c) {
     int E = h->dim / h->n_heads;
     size_t rows = (size_t)n_heads * (size_t)E, per_layer = rows * (size_t)h->dim;
     float *tmp = xmalloc(per_layer * sizeof(float));
     for (int l = 0; l < h->n_layers; l++) {
-        if (read_floats(tmp, per_layer, f, path, tensor, e)) {
-            free(tmp);
-            return -1;
-        }
+        read_floats(tmp, per_layer, c);
         llama2c_permute_rope_rows(dst + (size_t)l * per_layer, tmp, n_heads, E, h->dim);
     }
     free(tmp);
+}
+
+int llama2c_parse(Model *m, const void *data, size_t len, const char *path, Error *e) {
+    memset(m, 0, sizeof *m);
+    Llama2cHeader h;
+    if (header_parse(&h, data, len, len, path, e)) return -1;
+    ModelConfig c;
+    llama2c_config(&c, &h);
+    if (config_validate(&c, path, e)) return -1;
+    model_alloc(m, &c);
+    ModelParams *p = &m->params;
+    size_t L = (size_t)h.n_layers, D = (size_t)h.dim, F = (size_t)h.hidden_dim, V = (size_t)h.vocab_size;
+    size_t KD = (size_t)h.n_kv_heads * (size_t)c.head_dim;
+    Cursor cur = {data, 7 * sizeof(int32_t), len};
+    read_floats(p->embed, V * D, &cur);          // token_embedding
+    read_floats(p->attn_norm, L * D, &cur);      // rms_att
+    read_rope_rows(p->wq, &h, h.n_heads, &cur);
+    read_rope_rows(p->wk, &h, h.n_kv_heads, &cur);
+    read_floats(p->wv, L * KD * D, &cur);
+    read_floats(p->wo, L * D * D, &cur);
+    read_floats(p->mlp_norm, L * D, &cur);       // rms_ffn
+    read_floats(p->w_gate, L * F * D, &cur);     // w1
+    read_floats(p->w_down, L * D * F, &cur);     // w2
+    read_floats(p->w_up, L * F * D, &cur);       // w3
+    read_floats(p->final_norm, D, &cur);         // rms_final
+    cur.pos += (size_t)h.seq_len * (size_t)c.head_dim * sizeof(float); // freq_cis_real + freq_cis_imag
+    if (!h.shared_classifier) read_floats(p->lm_head, V * D, &cur); // wcls
+    CHECK(cur.pos == len, "llama2c: %zu bytes read of %zu checked", cur.pos, len);
     return 0;
 }
 
 int llama2c_load(Model *m, const char *path, Error *e) {
     memset(m, 0, sizeof *m);
-    FILE *f = fopen(path, "rb");
-    if (!f) return err_set(e, "%s: cannot open: %s", path, strerror(errno));
-    Llama2cHeader h;
-    if (header_read(&h, f, path, e)) {
+    FILE *f;
+    size_t size;
+    if (open_sized(&f, &size, path, e)) return -1;
+    if (size < 7 * sizeof(int32_t)) { // too short to map usefully; the parser names the missing field
+        uint8_t raw[28];
+        size_t n = fread(raw, 1, sizeof raw, f);
         fclose(f);
-        return -1;
+        return llama2c_parse(m, raw, n, path, e);
     }
-    ModelConfig c;
-    llama2c_config(&c, &h);
-    if (config_validate(&c, path, e)) {
-        fclose(f);
-        return -1;
-    }
-    model_alloc(m, &c);
-    ModelParams *p = &m->params;
-    size_t L = (size_t)h.n_layers, D = (size_t)h.dim, F = (size_t)h.hidden_dim, V = (size_t)h.vocab_size;
-    size_t KD = (size_t)h.n_kv_heads * (size_t)c.head_dim;
-    size_t skip = (size_t)h.seq_len * (size_t)c.head_dim * sizeof(float); // freq_cis_real + freq_cis_imag
-    int bad = read_floats(p->embed, V * D, f, path, "token_embedding", e)
-              || read_floats(p->attn_norm, L * D, f, path, "rms_att", e)
-              || read_rope_rows(p->wq, &h, h.n_heads, f, path, "wq", e)
-              || read_rope_rows(p->wk, &h, h.n_kv_heads, f, path, "wk", e)
-              || read_floats(p->wv, L * KD * D, f, path, "wv", e)
-              || read_floats(p->wo, L * D * D, f, path, "wo", e)
-              || read_floats(p->mlp_norm, L * D, f, path, "rms_ffn", e)
-              || read_floats(p->w_gate, L * F * D, f, path, "w1", e)
-              || read_floats(p->w_down, L * D * F, f, path, "w2", e)
-              || read_floats(p->w_up, L * F * D, f, path, "w3", e)
-              || read_floats(p->final_norm, D, f, path, "rms_final", e);
-    if (!bad && fseeko(f, (off_t)skip, SEEK_CUR) != 0)
-        bad = err_set(e, "%s: cannot skip freq_cis: %s", path, strerror(errno));
-    if (!bad && !h.shared_classifier) bad = read_floats(p->lm_head, V * D, f, path, "wcls", e);
-    fclose(f);
-    if (bad) {
-        model_free(m);
-        return -1;
-    }
-    return 0;
+    void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fileno(f), 0);
+    int err = errno;
+    fclose(f); // the mapping stays valid
+    if (map == MAP_FAILED) return err_set(e, "%s: cannot mmap %zu bytes: %s", path, size, strerror(err));
+    int rc = llama2c_parse(m, map, size, path, e);
+    munmap(map, size);
+    return rc;
 }

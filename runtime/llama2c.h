@@ -34,6 +34,10 @@ int llama2c_read_header(Llama2cHeader *h, const char *path, Error *e);
 void llama2c_config(ModelConfig *c, const Llama2cHeader *h);
 // Loads the whole model (allocating m); nothing stays allocated on failure.
 int llama2c_load(Model *m, const char *path, Error *e);
+// The parser behind llama2c_load, on the file's len bytes in memory (the fuzz
+// harness calls it); `path` names the file in messages. The header is checked
+// against len before anything is allocated.
+int llama2c_parse(Model *m, const void *data, size_t len, const char *path, Error *e);
 // Row permutation of one projection [n_heads * E, in]: out row h*E + j*(E/2) + i
 // (halves layout) = in row h*E + 2i + j (interleaved layout), j in {0, 1}.
 void llama2c_permute_rope_rows(float *out, const float *in, int n_heads, int head_dim, int in_dim);

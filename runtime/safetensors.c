@@ -134,16 +134,15 @@ static int st_check_tiling(const StFile *f, const uint8_t *data, size_t data_siz
     return rc;
 }
 
-static int st_parse_header(StFile *f, Error *e) {
-    const uint8_t *base = f->map;
-    if (f->map_size < 8)
-        return err_set(e, "%s: file truncated: %zu bytes, shorter than the 8-byte header length", f->path,
-                       f->map_size);
+// Parses the header of the file's `size` bytes at base; the tensors point into base.
+static int st_parse_header(StFile *f, const uint8_t *base, size_t size, Error *e) {
+    if (size < 8)
+        return err_set(e, "%s: file truncated: %zu bytes, shorter than the 8-byte header length", f->path, size);
     uint64_t hl = 0;
     for (int i = 7; i >= 0; i--) hl = (hl << 8) | base[i];
-    if (hl > f->map_size - 8)
+    if (hl > size - 8)
         return err_set(e, "%s: header length %llu goes beyond the file (%zu bytes): file truncated or not "
-                       "a safetensors file", f->path, (unsigned long long)hl, f->map_size);
+                       "a safetensors file", f->path, (unsigned long long)hl, size);
     json_error_t jerr;
     json_t *root = json_loadb((const char *)base + 8, (size_t)hl, JSON_REJECT_DUPLICATES, &jerr);
     if (!root)
@@ -155,7 +154,7 @@ static int st_parse_header(StFile *f, Error *e) {
         goto done;
     }
     const uint8_t *data = base + 8 + hl;
-    size_t data_size = f->map_size - 8 - (size_t)hl;
+    size_t data_size = size - 8 - (size_t)hl;
     f->tensors = xcalloc(json_object_size(root) + 1, sizeof *f->tensors);
     const char *key;
     json_t *v;
@@ -205,7 +204,17 @@ int st_open(StFile *f, const char *path, Error *e) {
         f->map = p;
     }
     close(fd); // the mapping stays valid
-    if (st_parse_header(f, e) != 0) {
+    if (st_parse_header(f, f->map, f->map_size, e) != 0) {
+        st_close(f);
+        return -1;
+    }
+    return 0;
+}
+
+int st_parse_mem(StFile *f, const void *data, size_t len, const char *path, Error *e) {
+    memset(f, 0, sizeof *f);
+    snprintf(f->path, sizeof f->path, "%s", path);
+    if (st_parse_header(f, data, len, e) != 0) {
         st_close(f);
         return -1;
     }

@@ -49,6 +49,10 @@ typedef struct {
 } StFile;
 
 int st_open(StFile *f, const char *path, Error *e);
+// The parser behind st_open, on a file's len bytes in memory (the fuzz harness
+// calls it): the tensors point into data, which must outlive f; f->map stays
+// NULL, so st_close frees only the table. `path` names the file in messages.
+int st_parse_mem(StFile *f, const void *data, size_t len, const char *path, Error *e);
 void st_close(StFile *f);
 const StTensor *st_file_find(const StFile *f, const char *name);
 

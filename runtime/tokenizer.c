@@ -2,7 +2,6 @@
 // decode); the code is our own.
 #include "runtime/tokenizer.h"
 
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,67 +20,73 @@ static int piece_id_cmp(const void *a, const void *b) {
     return (x->id > y->id) - (x->id < y->id); // duplicates: lowest id first
 }
 
-// Reads exactly n bytes or fails with a message naming the file, token and field.
-static int read_exact(void *dst, size_t n, FILE *f, const char *path, int token, const char *field,
-                      Error *e) {
-    if (fread(dst, 1, n, f) == n) return 0;
-    if (ferror(f)) return err_set(e, "%s: read error at token %d (%s): %s", path, token, field, strerror(errno));
-    if (token < 0) return err_set(e, "%s: truncated file: missing %s", path, field);
-    return err_set(e, "%s: truncated file at token %d: missing %s", path, token, field);
+// A read cursor over the file's bytes.
+typedef struct {
+    const uint8_t *p;
+    size_t len, pos;
+    const char *path;
+} Cursor;
+
+// Copies exactly n bytes or fails with a message naming the file, token and field.
+static int read_exact(void *dst, size_t n, Cursor *c, int token, const char *field, Error *e) {
+    if (n <= c->len - c->pos) {
+        if (n) memcpy(dst, c->p + c->pos, n);
+        c->pos += n;
+        return 0;
+    }
+    if (token < 0) return err_set(e, "%s: truncated file: missing %s", c->path, field);
+    return err_set(e, "%s: truncated file at token %d: missing %s", c->path, token, field);
 }
 
-int tokenizer_load(Tokenizer *t, const char *path, int vocab_size, Error *e) {
+// Reads the pieces and scores of t->vocab_size tokens (t->vocab, t->scores allocated).
+static int parse_pieces(Tokenizer *t, Cursor *c, Error *e) {
+    int32_t max_len = 0;
+    if (read_exact(&max_len, sizeof max_len, c, -1, "max_token_length", e)) return -1;
+    // 64 KiB is far beyond any SentencePiece piece; a larger value is a corrupt file.
+    if (max_len <= 0 || max_len > 65536)
+        return err_set(e, "%s: max_token_length %d out of range (1..65536)", c->path, (int)max_len);
+    t->max_token_length = max_len;
+    for (int i = 0; i < t->vocab_size; i++) {
+        int32_t len = 0;
+        if (read_exact(&t->scores[i], sizeof(float), c, i, "score", e)) return -1;
+        if (read_exact(&len, sizeof len, c, i, "length", e)) return -1;
+        if (len < 0 || len > max_len)
+            return err_set(e, "%s: token %d: length %d out of range (0..max_token_length=%d)", c->path, i,
+                           (int)len, (int)max_len);
+        t->vocab[i] = xmalloc((size_t)len + 1);
+        if (read_exact(t->vocab[i], (size_t)len, c, i, "piece bytes", e)) return -1;
+        t->vocab[i][len] = '\0';
+        // Pieces are C strings from here on: an embedded NUL would silently cut one short.
+        if (strlen(t->vocab[i]) != (size_t)len)
+            return err_set(e, "%s: token %d: piece contains a NUL byte", c->path, i);
+        if (len > t->max_piece_len) t->max_piece_len = len;
+    }
+    // The file does not record vocab_size; leftover bytes mean it belongs to another model.
+    if (c->pos != c->len)
+        return err_set(e, "%s: bytes left after %d tokens: the tokenizer's vocabulary is larger than the model's "
+                       "vocab_size %d", c->path, t->vocab_size, t->vocab_size);
+    return 0;
+}
+
+int tokenizer_parse(Tokenizer *t, const void *data, size_t len, const char *path, int vocab_size, Error *e) {
     memset(t, 0, sizeof *t);
     if (vocab_size <= TOKENIZER_EOS)
         return err_set(e, "%s: vocab_size %d is too small for a tokenizer (needs <unk>, <s>, </s>)", path,
                        vocab_size);
-    FILE *f = fopen(path, "rb");
-    if (!f) return err_set(e, "%s: cannot open: %s", path, strerror(errno));
-
+    // Every token takes at least 8 bytes (score, length): a shorter file cannot
+    // hold vocab_size of them, so nothing is allocated for it.
+    if (len < 4) return err_set(e, "%s: truncated file: missing max_token_length", path);
+    if ((len - 4) / 8 < (size_t)vocab_size)
+        return err_set(e, "%s: truncated file: %zu bytes cannot hold the model's vocab_size %d tokens (8 bytes "
+                       "each at least)", path, len, vocab_size);
+    Cursor c = {data, len, 0, path};
     t->vocab_size = vocab_size;
     t->vocab = xcalloc((size_t)vocab_size, sizeof(char *));
     t->scores = xmalloc((size_t)vocab_size * sizeof(float));
-    int32_t max_len;
-    if (read_exact(&max_len, sizeof max_len, f, path, -1, "max_token_length", e)) goto fail;
-    // 64 KiB is far beyond any SentencePiece piece; a larger value is a corrupt file.
-    if (max_len <= 0 || max_len > 65536) {
-        err_set(e, "%s: max_token_length %d out of range (1..65536)", path, (int)max_len);
-        goto fail;
+    if (parse_pieces(t, &c, e)) {
+        tokenizer_free(t);
+        return -1;
     }
-    t->max_token_length = max_len;
-    for (int i = 0; i < vocab_size; i++) {
-        int32_t len;
-        if (read_exact(&t->scores[i], sizeof(float), f, path, i, "score", e)) goto fail;
-        if (read_exact(&len, sizeof len, f, path, i, "length", e)) goto fail;
-        if (len < 0 || len > max_len) {
-            err_set(e, "%s: token %d: length %d out of range (0..max_token_length=%d)", path, i, (int)len,
-                    (int)max_len);
-            goto fail;
-        }
-        t->vocab[i] = xmalloc((size_t)len + 1);
-        if (read_exact(t->vocab[i], (size_t)len, f, path, i, "piece bytes", e)) goto fail;
-        t->vocab[i][len] = '\0';
-        // Pieces are C strings from here on: an embedded NUL would silently cut one short.
-        if (strlen(t->vocab[i]) != (size_t)len) {
-            err_set(e, "%s: token %d: piece contains a NUL byte", path, i);
-            goto fail;
-        }
-        if (len > t->max_piece_len) t->max_piece_len = len;
-    }
-    // The file does not record vocab_size; leftover bytes mean it belongs to another model.
-    int extra = fgetc(f);
-    if (extra != EOF) {
-        err_set(e, "%s: bytes left after %d tokens: the tokenizer's vocabulary is larger than the model's "
-                   "vocab_size %d", path, vocab_size, vocab_size);
-        goto fail;
-    }
-    if (ferror(f)) {
-        err_set(e, "%s: read error: %s", path, strerror(errno));
-        goto fail;
-    }
-    fclose(f);
-    f = NULL;
-
     PieceId *order = xmalloc((size_t)vocab_size * sizeof(PieceId));
     for (int i = 0; i < vocab_size; i++) order[i] = (PieceId){t->vocab[i], i};
     qsort(order, (size_t)vocab_size, sizeof(PieceId), piece_id_cmp);
@@ -94,11 +99,16 @@ int tokenizer_load(Tokenizer *t, const char *path, int vocab_size, Error *e) {
         t->byte_pieces[b][1] = '\0';
     }
     return 0;
+}
 
-fail:
-    if (f) fclose(f);
-    tokenizer_free(t);
-    return -1;
+int tokenizer_load(Tokenizer *t, const char *path, int vocab_size, Error *e) {
+    memset(t, 0, sizeof *t);
+    char *data;
+    size_t len;
+    if (file_read_all(path, &data, &len, e)) return -1;
+    int rc = tokenizer_parse(t, data, len, path, vocab_size, e);
+    free(data);
+    return rc;
 }
 
 void tokenizer_free(Tokenizer *t) {

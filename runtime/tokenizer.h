@@ -33,6 +33,10 @@ typedef struct {
 // Loads tokenizer.bin for a model with vocab_size entries. Errors name the
 // file, the token index and the field (truncated file, negative length, ...).
 int tokenizer_load(Tokenizer *t, const char *path, int vocab_size, Error *e);
+// The parser behind tokenizer_load, on the file's bytes already in memory (the
+// fuzz harness calls it); `path` names the file in messages. A file too short
+// for vocab_size tokens (8 bytes each at least) fails before any allocation.
+int tokenizer_parse(Tokenizer *t, const void *data, size_t len, const char *path, int vocab_size, Error *e);
 void tokenizer_free(Tokenizer *t);
 // The id of piece `s` (exact match), or -1. With duplicate pieces, the lowest id.
 int tokenizer_lookup(const Tokenizer *t, const char *s);

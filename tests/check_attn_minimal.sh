@@ -133,7 +133,7 @@ assert n == A.shape[0] ** 2
 print('heatmap ok')
 EOF_PY
 
-# ---- still refused: a missing required attribute, a bad optional one ------------
+# ---- still refused: a missing required attribute, a bad optional one, absurd sizes -
 expect_error() { # expect_error FILE PATTERN
     set +e; msg=$("$BIN" analyze "$1" --out "$WORK/x.csv" 2>&1); rc=$?; set -e
     [ "$rc" -eq 1 ] || fail "analyze $1 exited $rc, expected 1: $msg"
@@ -148,10 +148,16 @@ shutil.copy(w + '/fixed.h5', w + '/bad_kv.h5')
 with h5py.File(w + '/bad_kv.h5', 'r+') as f: f.attrs['n_kv_heads'] = 0
 shutil.copy(w + '/fixed.h5', w + '/bad_mask.h5')
 with h5py.File(w + '/bad_mask.h5', 'r+') as f: f['samples/000000/row_mask'] = [[1, 1]]
+shutil.copy(w + '/fixed.h5', w + '/huge.h5')   # sized the metrics table: 10^12 cells, a fatal calloc
+with h5py.File(w + '/huge.h5', 'r+') as f: f.attrs['n_layers'] = f.attrs['n_heads'] = 1000000
+shutil.copy(w + '/fixed.h5', w + '/many.h5')   # each within its bound, the pairs not
+with h5py.File(w + '/many.h5', 'r+') as f: f.attrs['n_layers'] = f.attrs['n_heads'] = 1000
 EOF_PY
 expect_error "$WORK/no_regs.h5" "missing attribute 'n_suffix_regs'"
 expect_error "$WORK/bad_kv.h5" "attribute 'n_kv_heads' = 0 must be >= 1"
 expect_error "$WORK/bad_mask.h5" "/samples/000000/row_mask: shape \[1,2\] disagrees"
+expect_error "$WORK/huge.h5" "n_layers = 1000000 must be in 1..1024"
+expect_error "$WORK/many.h5" "n_layers x n_heads = 1000 x 1000 exceeds 65536"
 [ -e "$WORK/x.csv" ] && fail "a failed run left $WORK/x.csv"
 ls "$WORK" | grep -q tmp && fail "temporary file left behind"
 echo "check_attn_minimal: OK"

@@ -26,7 +26,7 @@ static void assert_near(double got, double want, double tol, const char *what) {
 }
 
 static AttnMetricOpts opts(double eps, int head, int tail, int topk) {
-    AttnMetricOpts o = {eps, head, tail, topk};
+    AttnMetricOpts o = {eps, head, tail, topk, ATTN_SUM_TOL_DEFAULT};
     return o;
 }
 
@@ -364,6 +364,137 @@ static void test_planted_sink_dump(void **state) {
     rmdir(dir);
 }
 
+// attn_head_check on the EARN-style matrix of test_earn_masks (rows 0, 3, 4, 5
+// computed over keys 0, 3, 4, 5; 0.9 elsewhere, which must not be looked at):
+// it passes; each defect of a computed row's visible entry is found, with the
+// row; defects where the row cannot see (future keys, dropped keys, rows not
+// computed) are not; the sum tolerance is absolute.
+static void test_head_check(void **state) {
+    (void)state;
+    enum { T = 6 };
+    float A[T * T], B[T * T];
+    for (int i = 0; i < T * T; i++) A[i] = 0.9f;
+    A[0 * T + 0] = 1.0f;
+    A[3 * T + 0] = 0.6f, A[3 * T + 3] = 0.4f;
+    A[4 * T + 0] = 0.2f, A[4 * T + 3] = 0.3f, A[4 * T + 4] = 0.5f;
+    A[5 * T + 0] = 0.1f, A[5 * T + 3] = 0.2f, A[5 * T + 4] = 0.3f, A[5 * T + 5] = 0.4f;
+    uint8_t rows[T] = {1, 0, 0, 1, 1, 1}, keys[T] = {1, 0, 0, 1, 1, 1};
+    char why[160];
+    assert_int_equal(attn_head_check(A, rows, keys, T, 1e-3, why, sizeof why), -1);
+    struct { int at; float v; int row; const char *why; } cases[] = {
+        {4 * T + 3, NAN, 4, "entry at key 3 is nan"},
+        {5 * T + 0, -2.5f, 5, "entry at key 0 is -2.5, negative"},
+        {3 * T + 3, INFINITY, 3, "entry at key 3 is inf"},
+        {3 * T + 3, 0.3f, 3, "its 2 visible entries sum to 0.9"},
+        {0 * T + 0, 1.0011f, 0, "sum to 1.00109"},
+        {4 * T + 5, NAN, -1, NULL},   // key 5 is in row 4's future
+        {4 * T + 1, -1.0f, -1, NULL}, // key 1 was dropped in this layer
+        {2 * T + 0, NAN, -1, NULL},   // row 2 was not computed
+        {0 * T + 0, 1.0009f, -1, NULL}, // within 1e-3
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        memcpy(B, A, sizeof B);
+        B[cases[c].at] = cases[c].v;
+        why[0] = 0;
+        int q = attn_head_check(B, rows, keys, T, 1e-3, why, sizeof why);
+        if (q != cases[c].row || (cases[c].why && !strstr(why, cases[c].why)))
+            fail_msg("case %zu: row %d (want %d), why '%s' (want '%s')", c, q, cases[c].row, why,
+                     cases[c].why ? cases[c].why : "");
+    }
+    // a looser tolerance accepts what the default refuses; rows that see no key pass
+    B[0] = 1.0011f;
+    assert_int_equal(attn_head_check(B, rows, keys, T, 1e-2, why, sizeof why), -1);
+    memset(keys, 0, sizeof keys);
+    assert_int_equal(attn_head_check(B, rows, keys, T, 1e-3, why, sizeof why), -1);
+}
+
+// Writes a dump through the writer: 2 layers x 2 heads, 2 samples of T = 5.
+// Layer 0 computes every row over every earlier key; layer 1 is an EARN late
+// layer that computes rows {0, 3, 4} over keys {0, 3, 4}. Every row is uniform
+// over what it sees, except (sample 1, layer 1, head 0, row 3), which gets
+// `bad`: 0 none, 1 NaN on key 0, 2 -2.5 on key 0 (a sink of -2.5), 3 the row halved.
+static void write_rows_dump(const char *path, int bad) {
+    AttnDumpInfo info = {.n_layers = 2, .n_heads = 2, .n_kv_heads = 2, .dim = 8, .vocab_size = 50,
+                         .method = "earn", .layer_split_k = 1, .n_prefix_regs = 1, .n_suffix_regs = 1};
+    AttnDumpWriter w;
+    Error e;
+    if (attn_dump_create(&w, path, &info, &e)) fail_msg("%s", e.msg);
+    enum { T = 5 };
+    int32_t tok[T] = {1, 2, 3, 4, 5}, all[T] = {0, 1, 2, 3, 4}, late[3] = {0, 3, 4};
+    uint8_t kinds[T] = {1, 3, 3, 4, 5};
+    for (int s = 0; s < 2; s++) {
+        if (attn_dump_sample_begin(&w, T, tok, NULL, kinds, &e)) fail_msg("%s", e.msg);
+        for (int l = 0; l < 2; l++)
+            for (int h = 0; h < 2; h++) {
+                const int32_t *idx = l == 0 ? all : late;
+                int n = l == 0 ? T : 3;
+                float p[T * T];
+                for (int i = 0; i < n; i++) {
+                    int seen = 0;
+                    for (int j = 0; j < n; j++) seen += idx[j] <= idx[i];
+                    for (int j = 0; j < n; j++) p[i * n + j] = idx[j] <= idx[i] ? 1.0f / seen : 0.0f;
+                }
+                if (s == 1 && l == 1 && h == 0 && bad) { // row 3 is the second row of the late layer
+                    if (bad == 1) p[1 * n + 0] = NAN;
+                    if (bad == 2) p[1 * n + 0] = -2.5f;
+                    if (bad == 3) p[1 * n + 0] *= 0.5f, p[1 * n + 1] *= 0.5f;
+                }
+                attn_dump_sample_put(&w, l, h, n, idx, n, idx, p);
+            }
+        if (attn_dump_sample_end(&w, &e)) fail_msg("%s", e.msg);
+    }
+    if (attn_dump_close(&w, &e)) fail_msg("%s", e.msg);
+}
+
+// Analyses a dump the way `earnest analyze` does; 0 or -1 with e set.
+static int analyse_dump(const char *path, Error *e) {
+    AttnDumpReader r;
+    if (attn_dump_open(&r, path, e)) fail_msg("%s", e->msg);
+    AttnMetricsAcc acc;
+    attn_acc_init(&acc, r.info.n_layers, r.info.n_heads);
+    AttnMetricOpts o;
+    attn_metric_opts_default(&o);
+    int rc = 0;
+    for (int i = 0; i < r.n_samples && rc == 0; i++) {
+        AttnSample s;
+        if (attn_dump_read_sample(&s, &r, i, e)) fail_msg("%s", e->msg);
+        rc = attn_acc_add_sample(&acc, &r, &s, &o, e);
+        attn_sample_free(&s);
+    }
+    attn_acc_free(&acc);
+    attn_dump_reader_close(&r);
+    return rc;
+}
+
+// The metrics refuse a dump whose attention is not post-softmax, naming the
+// sample, layer, head and row; the same dump without the defect, whose EARN
+// layer leaves rows and keys out (zeros there), passes.
+static void test_dump_rows_refused(void **state) {
+    (void)state;
+    char dir[] = "/tmp/earnest_attn_rows_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[256];
+    snprintf(path, sizeof path, "%s/rows.h5", dir);
+    const char *why[4] = {NULL, "entry at key 0 is nan", "entry at key 0 is -2.5, negative",
+                          "its 2 visible entries sum to 0.5"};
+    for (int bad = 0; bad < 4; bad++) {
+        write_rows_dump(path, bad);
+        Error e = {{0}};
+        int rc = analyse_dump(path, &e);
+        if (bad == 0) {
+            if (rc != 0) fail_msg("a valid EARN dump was refused: %s", e.msg);
+            continue;
+        }
+        if (rc == 0) fail_msg("bad = %d: a dump with a row that is not a distribution was analysed", bad);
+        const char *needles[4] = {"/samples/000001/attn: sample 1, layer 1, head 0, row 3",
+                                  "not a probability distribution", why[bad], path};
+        for (int k = 0; k < 4; k++)
+            if (!strstr(e.msg, needles[k])) fail_msg("bad = %d: message lacks '%s': %s", bad, needles[k], e.msg);
+    }
+    remove(path);
+    rmdir(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_uniform_row),
@@ -374,6 +505,8 @@ int main(void) {
         cmocka_unit_test(test_earn_masks),
         cmocka_unit_test(test_accumulator),
         cmocka_unit_test(test_planted_sink_dump),
+        cmocka_unit_test(test_head_check),
+        cmocka_unit_test(test_dump_rows_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

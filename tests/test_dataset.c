@@ -263,6 +263,57 @@ static void test_bad_meta(void **state) {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) expect_error(fx, &cases[i]);
 }
 
+// A key given twice is refused, naming the file, the line and the key (jansson
+// alone would keep the last value): at the top level, inside an object, under
+// another spelling of the same key, and for a key too long for jansson's message.
+// meta.json sizes far beyond what the files hold are found when the files run
+// out, with the usual messages; the per-user and per-item arrays grow with the
+// lines read (n_users = 10^8 used to allocate 800 MB of offsets up front,
+// n_items = 10^8 with 8 levels 3.2 GB of codes; fuzz_dataset and fuzz_codes
+// try such sizes under libFuzzer's -malloc_limit_mb).
+static void test_sizes_beyond_files(void **state) {
+    Fx *fx = *state;
+    static const BadCase cases[] = {
+        {"meta.json",
+         "{\"format\": \"earnest-dataset\", \"version\": 1, \"name\": \"t\", \"n_users\": 100000000, \"n_items\": 6,"
+         " \"code_levels\": 3, \"codes_per_level\": [3, 4, 5]}",
+         "train.txt: 4 user lines, meta.json n_users is 100000000", NULL},
+        {"meta.json",
+         "{\"format\": \"earnest-dataset\", \"version\": 1, \"name\": \"t\", \"n_users\": 4, \"n_items\": 100000000,"
+         " \"code_levels\": 8, \"codes_per_level\": [3, 4, 5, 1, 1, 1, 1, 1]}",
+         "codes.tsv:1: code has 3 tokens, expected 8", NULL},
+        {"meta.json",
+         "{\"format\": \"earnest-dataset\", \"version\": 1, \"name\": \"t\", \"n_users\": 4, \"n_items\": 100000000,"
+         " \"code_levels\": 3, \"codes_per_level\": [3, 4, 5]}",
+         "codes.tsv: codes for 6 items, meta.json n_items is 100000000", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) expect_error(fx, &cases[i]);
+}
+
+static void test_duplicate_meta_keys(void **state) {
+    Fx *fx = *state;
+    static const BadCase cases[] = {
+        {"meta.json",
+         "{\"format\": \"earnest-dataset\", \"version\": 1, \"name\": \"tiny\", \"n_users\": 4, \"n_items\": 6,\n"
+         " \"code_levels\": 3, \"codes_per_level\": [3, 4, 5], \"n_users\": 5}",
+         "meta.json:2: duplicate key \"n_users\"", NULL},
+        {"meta.json",
+         "{\"format\": \"earnest-dataset\", \"version\": 1, \"name\": \"tiny\", \"n_users\": 4, \"n_items\": 6,"
+         " \"code_levels\": 3, \"codes_per_level\": [3, 4, 5], \"interactions\": {\"train\": 29, \"train\": 30}}",
+         "meta.json:1: duplicate key \"train\"", NULL},
+        {"meta.json",
+         "{\"format\": \"earnest-dataset\", \"version\": 1, \"name\": \"tiny\", \"n_users\": 4, \"n_items\": 6,"
+         " \"code_levels\": 3, \"codes_per_level\": [3, 4, 5], \"n_\\u0075sers\": 4}",
+         "duplicate key \"n_users\"", NULL},
+        {"meta.json",
+         "{\"format\": \"earnest-dataset\", \"version\": 1, \"name\": \"tiny\", \"n_users\": 4, \"n_items\": 6,"
+         " \"code_levels\": 3, \"codes_per_level\": [3, 4, 5], \"an \\\"unknown\\\" and rather long key\": 1,"
+         " \"an \\\"unknown\\\" and rather long key\": 2}",
+         "meta.json:1: duplicate key \"an \"unknown\" and rather long key\"", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) expect_error(fx, &cases[i]);
+}
+
 static void test_bad_splits(void **state) {
     Fx *fx = *state;
     static const BadCase cases[] = {
@@ -524,6 +575,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_load_tolerated, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_load_codes_meta, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_bad_meta, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_duplicate_meta_keys, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_sizes_beyond_files, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_bad_splits, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_bad_codes, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_samples_test_split, fx_setup, fx_teardown),

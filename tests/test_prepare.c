@@ -472,6 +472,11 @@ static void test_atspeed_errors(void **state) {
     expect_atspeed_error((AtspeedFiles){NULL, NULL, NULL,
         "{\"0\": [\"<a_1>\",\"<b_2>\",\"<c_3>\",\"<d_4>\"], \"1\": [\"<a_1>\",\"<b_2>\",\"<c_3>\",\"<d_4>\"], "
         "\"2\": [\"<a_1>\",\"<b_2>\",\"<c_x>\",\"<d_5>\"]}"}, "key \"2\": token 2");
+    // A key given twice (here "1", whose second list would silently win) is refused, naming the file and the key.
+    expect_atspeed_error((AtspeedFiles){NULL, NULL, NULL,
+        "{\"0\": [\"<a_1>\",\"<b_2>\",\"<c_3>\",\"<d_4>\"], \"1\": [\"<a_1>\",\"<b_2>\",\"<c_3>\",\"<d_4>\"],\n"
+        "\"2\": [\"<a_1>\",\"<b_2>\",\"<c_3>\",\"<d_5>\"],\n\"1\": [\"<a_2>\",\"<b_2>\",\"<c_3>\",\"<d_6>\"]}"},
+        "toy.LCRec-1e-3lr.json:3: duplicate key \"1\"");
     // The same code-token parser as codes.tsv: a leading zero would name another code.
     expect_atspeed_error((AtspeedFiles){NULL, NULL, NULL,
         "{\"0\": [\"<a_1>\",\"<b_2>\",\"<c_3>\",\"<d_4>\"], \"1\": [\"<a_01>\",\"<b_2>\",\"<c_3>\",\"<d_4>\"], "
