@@ -38,7 +38,7 @@ test-asan: setup
 	cd $(ASAN_BUILD) && ctest --output-on-failure -j2
 
 fuzz: setup
-	@if [ -f tests/run_fuzz.sh ]; then EARNEST_FUZZ_SECONDS=$${EARNEST_FUZZ_SECONDS:-15} bash tests/run_fuzz.sh; else echo "fuzz: no harnesses yet"; fi
+	@if [ -f tests/run_fuzz.sh ]; then EARNEST_FUZZ_SECONDS=$${EARNEST_FUZZ_SECONDS:-8} bash tests/run_fuzz.sh; else echo "fuzz: no harnesses yet"; fi
 
 figures:
 	@if [ -f plots/figures.sh ]; then bash plots/figures.sh; else $(MAKE) -C plots; fi
