@@ -196,7 +196,9 @@ static void default_text(char *out, size_t n, const CliFlag *f) {
         if (s) snprintf(out, n, "%s", s);
         break;
     }
-    case CLI_INT: snprintf(out, n, "%d", *(int *)f->dst); break;
+    case CLI_INT: // a value outside the range (0 for "--threads 1..") means "not set": nothing to show
+        if (in_range(f, (double)*(int *)f->dst)) snprintf(out, n, "%d", *(int *)f->dst);
+        break;
     case CLI_FLOAT: snprintf(out, n, "%g", (double)*(float *)f->dst); break;
     case CLI_DOUBLE: snprintf(out, n, "%g", *(double *)f->dst); break;
     case CLI_INT_LIST: {

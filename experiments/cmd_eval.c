@@ -51,7 +51,7 @@ static const char *EVAL_ABOUT =
     "  dataset's code trie (--model), or the MostPop ranking (--method mostpop; popularity over every\n"
     "  split before the evaluated one). Writes Recall@K and NDCG@K for K in 1,5,10,20 (MostPop's beside\n"
     "  the model's), the efficiency figures (prefill_ms, decode_ms, tau tokens/s, sigma KV bytes per\n"
-    "  user, gamma KV reduction %% vs a full model of the same shape, omega speedup over --baseline), and\n"
+    "  user, gamma KV reduction % vs a full model of the same shape, omega speedup over --baseline), and\n"
     "  the rankings TSV user<TAB>rank<TAB>code<TAB>score. The model's vocabulary is MODEL_DIR/vocab.txt,\n"
     "  or else built from the dataset (it must then have the model's vocab_size).\n";
 
