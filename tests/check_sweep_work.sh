@@ -65,7 +65,7 @@ PY
 sed -i 's/^grid method=finetune$/grid method=finetune seed=2/' "$W/spec.sh"
 m=$W/r/models/syn-tiny-finetune-tiger-s2
 ( "$EARNEST" train --data "$W/data/syn" --preset tiny --method finetune --template tiger --epochs 1 --seed 2 \
-    --eval-users 20 --save-every 2 --test-crash-after-step 3 --threads 1 --out "$W/crashed" --quiet --force ) > /dev/null 2>&1 || true
+    --eval-users 20 --save-every 2 --test-crash-after-step 3 --threads 1 --out "$W/crashed" --quiet --force; exit $? ) > /dev/null 2>&1 || true
 [ -f "$W/crashed/state/LATEST" ] && [ ! -f "$W/crashed/summary.json" ] || fail "could not make a crashed training"
 "$SRC/experiments/sweep.sh" "$W/spec.sh" --jobs 2 --results "$W/r" --dry-run > "$W/dry" 2>&1
 mid=$(grep -o 'model syn-tiny-finetune-tiger-s2-[0-9a-f]*' "$W/dry" | head -1 | cut -d' ' -f2)
