@@ -37,7 +37,7 @@ static const char *BENCH_ABOUT =
     "  (default N/4) with P prefix and S suffix registers (default 1 and 1).\n"
     "  CSV columns: method,k,prefix_regs,suffix_regs,prompt_len,batch,beam,device,prefill_ms,\n"
     "  decode_ms,total_ms,kv_bytes,speedup,kv_reduction,prefill_gflops,sgemm_gflops,\n"
-    "  decode_ms_per_token,threads,prefill_vs_sgemm (times are medians over --reps; sgemm_gflops is\n"
+    "  decode_ms_per_token,threads,prefill_vs_sgemm,n_layers,reps (times are medians over --reps; sgemm_gflops is\n"
     "  cblas_sgemm at the model's MLP shape timed right before each repetition, prefill_vs_sgemm the\n"
     "  median of the per-repetition ratios, so a shared machine's load changes cancel out).\n";
 
@@ -301,19 +301,19 @@ static int bench_rows(BenchRow *rows, Model *m, const BenchArgs *a, const ModelM
 }
 
 static int write_csv(const char *out, const BenchRow *rows, size_t n_rows, int n_methods, int G, int n_threads,
-                     const char *device, Error *e) {
+                     const char *device, int n_layers, int reps, Error *e) {
     AtomicFile af;
     if (atomic_open(&af, out, e)) return -1;
     fprintf(af.f, "method,k,prefix_regs,suffix_regs,prompt_len,batch,beam,device,prefill_ms,decode_ms,total_ms,"
                   "kv_bytes,speedup,kv_reduction,prefill_gflops,sgemm_gflops,decode_ms_per_token,threads,"
-                  "prefill_vs_sgemm\n");
+                  "prefill_vs_sgemm,n_layers,reps\n");
     for (size_t i = 0; i < n_rows; i++) {
         const BenchRow *w = &rows[i], *base = &rows[i - i % (size_t)n_methods];
         double tot = w->prefill_ms + w->decode_ms;
-        fprintf(af.f, "%s,%d,%d,%d,%d,%d,%d,%s,%.4f,%.4f,%.4f,%zu,%.4f,%.4f,%.3f,%.3f,%.4f,%d,%.4f\n", w->method, w->k,
+        fprintf(af.f, "%s,%d,%d,%d,%d,%d,%d,%s,%.4f,%.4f,%.4f,%zu,%.4f,%.4f,%.3f,%.3f,%.4f,%d,%.4f,%d,%d\n", w->method, w->k,
                 w->P, w->S, w->L, w->B, w->W, device, w->prefill_ms, w->decode_ms, tot, w->kv_bytes,
                 (base->prefill_ms + base->decode_ms) / tot, 1.0 - (double)w->kv_bytes / (double)base->kv_bytes,
-                w->gflops, w->sgemm_gflops, w->decode_ms / G, n_threads, w->prefill_vs_sgemm);
+                w->gflops, w->sgemm_gflops, w->decode_ms / G, n_threads, w->prefill_vs_sgemm, n_layers, reps);
     }
     return atomic_commit(&af, e);
 }
@@ -342,7 +342,7 @@ static int bench_run(Model *m, BenchArgs *a, const ModelMethod *methods, int n_m
     size_t n_rows = (size_t)a->lens.n * a->batches.n * a->beams.n * n_methods;
     BenchRow *rows = xcalloc(n_rows, sizeof(BenchRow));
     int rc = bench_rows(rows, m, a, methods, n_methods, e) ||
-             (a->out && write_csv(a->out, rows, n_rows, n_methods, a->G, n_threads, device_name(a->device), e));
+             (a->out && write_csv(a->out, rows, n_rows, n_methods, a->G, n_threads, device_name(a->device), c->n_layers, a->reps, e));
     free(rows);
     return rc ? -1 : 0;
 }
