@@ -376,8 +376,27 @@ def print_plan(points, done, settings, results, jobs, threads, mode):
                   % len(bad))
 
 
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(results):
+    """Temporaries of a planner killed while writing (their PID is gone)."""
+    for f in glob.glob(os.path.join(results, "*.tmp.*")):
+        suffix = f.rsplit(".", 1)[-1]
+        if suffix.isdigit() and not pid_alive(int(suffix)):
+            os.remove(f)
+
+
 def write_plan(results, settings, points, meta, order):
     os.makedirs(os.path.join(results, "points"), exist_ok=True)
+    remove_stale_temporaries(results)
     write_atomic(os.path.join(results, "sweep.json"), json.dumps(meta, indent=2) + "\n")
     write_atomic(os.path.join(results, "grid.json"),
                  json.dumps({"sweep": settings["name"], "points": points}, indent=1) + "\n")
