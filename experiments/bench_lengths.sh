@@ -20,4 +20,5 @@ for preset in ${PRESETS:-small base}; do
     ( time "$EARNEST" bench --preset "$preset" --method full,earn --prompt-len "$LENGTHS" --batch 1 --beam 20 \
         --reps "$REPS" "${threads[@]}" --out "$RES/bench_lengths_$preset.csv" ) 2>&1 | tee "$RES/bench_lengths_$preset.txt"
 done
+shopt -s nullglob
 bash "$SRC/plots/sweep.sh" --out "$RES/figures/sweep" "$RES"/bench_lengths_*.csv "$RES"/sweep_*.csv
