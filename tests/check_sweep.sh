@@ -33,6 +33,7 @@ set -euo pipefail
 echo "$SWEEP_ID" >> "$FAKE_LOG"
 echo "$SWEEP_ID $SWEEP_THREADS" >> "$FAKE_LOG.threads"
 sleep "${FAKE_SLEEP:-0.05}"
+case "$SWEEP_ID" in *"${FAKE_SLOW:-none}"*) sleep 30 ;; esac   # a point that is surely mid-run when killed
 /usr/bin/python3 - <<'PY'
 import json, os
 e = os.environ
@@ -117,12 +118,13 @@ check_rerun "$W/b" "$W/runs_b.log" "$W/b.before"
 [ "$(sort "$W/runs_b.log" | uniq -d | wc -l)" = 0 ] || fail "runner killed: a point ran twice: $(sort "$W/runs_b.log" | uniq -d)"
 echo "check_sweep: runner killed after $n of 12 points; re-run: same CSV, no point ran twice"
 
-# 3. kill -9 of the whole process group (runner, parallel, workers, point commands) mid-point.
-FAKE_LOG=$W/runs_c.log setsid "$SWEEP" "$W/fake.sh.spec" --jobs 2 --results "$W/c" > "$W/c1.out" 2>&1 &
+# 3. kill -9 of the whole process group (runner, parallel, workers, point commands) mid-point:
+# the k=6 points are slow in this run, so the kill surely cuts one.
+FAKE_SLOW=-k6- FAKE_LOG=$W/runs_c.log setsid "$SWEEP" "$W/fake.sh.spec" --jobs 2 --results "$W/c" > "$W/c1.out" 2>&1 &
 pid=$!
 pgids+=("$pid")
-wait_points "$W/c" 3
-sleep 0.2   # inside the next points' sleep
+for _ in $(seq 600); do grep -q -- "-k6-" "$W/runs_c.log" 2>/dev/null && break; sleep 0.05; done
+grep -q -- "-k6-" "$W/runs_c.log" || fail "the slow point did not start in 30 s"
 kill -9 -- "-$pid"
 wait "$pid" 2>/dev/null || true
 wait_group_gone "$pid"
