@@ -1,8 +1,8 @@
 # sweep_common.gp: shared settings of the sweep figures (plots/sweep.sh; loaded
 # after the figure's VARS file). Every terminal is noenhanced: names stay literal.
 set macros
-PNG = "set terminal pngcairo noenhanced size 1100,600 font 'Sans,11'"
-SVG = "set terminal svg noenhanced size 1100,600 font 'Sans,11' background rgb 'white'"
+PNG = "set terminal pngcairo noenhanced size 1200,620 font 'Sans,11'"
+SVG = "set terminal svg noenhanced size 1200,620 font 'Sans,11' background rgb 'white'"
 set datafile separator ","
 set datafile missing "NaN"
 set grid xtics ytics lc rgb "#dddddd"
