@@ -18,6 +18,7 @@
 
 #include "experiments/cli.h"
 #include "experiments/commands.h"
+#include "experiments/device.h"
 #include "runtime/trie.h"
 #include "runtime/beam.h"
 #include "runtime/checkpoint.h"
@@ -36,7 +37,7 @@ static const char *BENCH_ABOUT =
     "  (default N/4) with P prefix and S suffix registers (default 1 and 1).\n"
     "  CSV columns: method,k,prefix_regs,suffix_regs,prompt_len,batch,beam,device,prefill_ms,\n"
     "  decode_ms,total_ms,kv_bytes,speedup,kv_reduction,prefill_gflops,sgemm_gflops,\n"
-    "  decode_ms_per_token,threads,prefill_vs_sgemm (times are medians over --reps; sgemm_gflops is\n"
+    "  decode_ms_per_token,threads,prefill_vs_sgemm,n_layers,reps (times are medians over --reps; sgemm_gflops is\n"
     "  cblas_sgemm at the model's MLP shape timed right before each repetition, prefill_vs_sgemm the\n"
     "  median of the per-repetition ratios, so a shared machine's load changes cancel out).\n";
 
@@ -235,9 +236,10 @@ static int bench_train(Model *m, const int *lens, int n_lens, const int *batches
 }
 
 typedef struct {
-    const char *model_dir, *preset, *out, *methods_s;
+    const char *model_dir, *preset, *out, *methods_s, *device_s;
     CliIntList lens, batches, beams;
     int vocab, k, P, S, G, reps, threads, seed, train;
+    Device device;
 } BenchArgs;
 
 // "full,earn" -> methods [<= 2]; returns the count, or -1 after a message.
@@ -299,19 +301,19 @@ static int bench_rows(BenchRow *rows, Model *m, const BenchArgs *a, const ModelM
 }
 
 static int write_csv(const char *out, const BenchRow *rows, size_t n_rows, int n_methods, int G, int n_threads,
-                     Error *e) {
+                     const char *device, int n_layers, int reps, Error *e) {
     AtomicFile af;
     if (atomic_open(&af, out, e)) return -1;
     fprintf(af.f, "method,k,prefix_regs,suffix_regs,prompt_len,batch,beam,device,prefill_ms,decode_ms,total_ms,"
                   "kv_bytes,speedup,kv_reduction,prefill_gflops,sgemm_gflops,decode_ms_per_token,threads,"
-                  "prefill_vs_sgemm\n");
+                  "prefill_vs_sgemm,n_layers,reps\n");
     for (size_t i = 0; i < n_rows; i++) {
         const BenchRow *w = &rows[i], *base = &rows[i - i % (size_t)n_methods];
         double tot = w->prefill_ms + w->decode_ms;
-        fprintf(af.f, "%s,%d,%d,%d,%d,%d,%d,cpu,%.4f,%.4f,%.4f,%zu,%.4f,%.4f,%.3f,%.3f,%.4f,%d,%.4f\n", w->method, w->k,
-                w->P, w->S, w->L, w->B, w->W, w->prefill_ms, w->decode_ms, tot, w->kv_bytes,
+        fprintf(af.f, "%s,%d,%d,%d,%d,%d,%d,%s,%.4f,%.4f,%.4f,%zu,%.4f,%.4f,%.3f,%.3f,%.4f,%d,%.4f,%d,%d\n", w->method, w->k,
+                w->P, w->S, w->L, w->B, w->W, device, w->prefill_ms, w->decode_ms, tot, w->kv_bytes,
                 (base->prefill_ms + base->decode_ms) / tot, 1.0 - (double)w->kv_bytes / (double)base->kv_bytes,
-                w->gflops, w->sgemm_gflops, w->decode_ms / G, n_threads, w->prefill_vs_sgemm);
+                w->gflops, w->sgemm_gflops, w->decode_ms / G, n_threads, w->prefill_vs_sgemm, n_layers, reps);
     }
     return atomic_commit(&af, e);
 }
@@ -340,18 +342,18 @@ static int bench_run(Model *m, BenchArgs *a, const ModelMethod *methods, int n_m
     size_t n_rows = (size_t)a->lens.n * a->batches.n * a->beams.n * n_methods;
     BenchRow *rows = xcalloc(n_rows, sizeof(BenchRow));
     int rc = bench_rows(rows, m, a, methods, n_methods, e) ||
-             (a->out && write_csv(a->out, rows, n_rows, n_methods, a->G, n_threads, e));
+             (a->out && write_csv(a->out, rows, n_rows, n_methods, a->G, n_threads, device_name(a->device), c->n_layers, a->reps, e));
     free(rows);
     return rc ? -1 : 0;
 }
 
 int cmd_bench(int argc, char **argv) {
     static int one = 1, len512 = 512;
-    BenchArgs a = {.methods_s = "full", .vocab = 1024, .P = 1, .S = 1, .G = 4, .reps = 3, .seed = 1,
+    BenchArgs a = {.methods_s = "full", .device_s = "cpu", .vocab = 1024, .P = 1, .S = 1, .G = 4, .reps = 3, .seed = 1,
                    .lens = {&len512, 1}, .batches = {&one, 1}, .beams = {&one, 1}};
     CliFlag flags[] = {
         {"--model", CLI_STRING, &a.model_dir, .meta = "DIR", .help = "a checkpoint (or --preset)"},
-        {"--preset", CLI_STRING, &a.preset, .meta = "tiny|small", .help = "random weights of a preset shape"},
+        {"--preset", CLI_STRING, &a.preset, .meta = "tiny|small|base", .help = "random weights of a preset shape"},
         {"--vocab", CLI_INT, &a.vocab, .lo = 2, .hi = 1 << 20, .help = "vocabulary size of --preset"},
         {"--method", CLI_STRING, &a.methods_s, .meta = "full,earn", .help = "methods compared on the same weights"},
         {"--k", CLI_INT, &a.k, .lo = 1, .hi = 1024, .help = "EARN layer split (default N/4)"},
@@ -366,13 +368,19 @@ int cmd_bench(int argc, char **argv) {
         {"--seed", CLI_INT, &a.seed, .lo = 0, .hi = 1 << 30, .help = "seed of the random weights and prompts"},
         {"--train", CLI_FLAG, &a.train, .help = "time training steps instead"},
         {"--out", CLI_STRING, &a.out, .meta = "B.csv", .help = "CSV of the rows (atomic)"},
+        {"--device", CLI_STRING, &a.device_s, .choices = DEVICE_CHOICES, .help = "runtime that runs the model"},
     };
-    CliSpec cli = {.verb = "bench", .synopsis = "(--model DIR | --preset tiny|small [--vocab V]) [--method full,earn] "
+    CliSpec cli = {.verb = "bench", .synopsis = "(--model DIR | --preset tiny|small|base [--vocab V]) [--method full,earn] "
                    "[--prompt-len 512,4096] [options]", .about = BENCH_ABOUT, .flags = flags, .n_flags = CLI_COUNT(flags)};
     int st = cli_parse(&cli, argc, argv);
     if (st >= 0) return st;
     {
         Error le;
+        if (device_select(&a.device, a.device_s, &le)) { // before any work or lock
+            cli_free(&cli);
+            cli_fail("bench", &le);
+            return 2;
+        }
         if (a.out && output_lock_hold(a.out, &le)) { // one writer per output
             cli_free(&cli);
             return cli_fail("bench", &le);

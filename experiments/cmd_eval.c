@@ -20,13 +20,15 @@
 #include "datasets/model_vocab.h"
 #include "experiments/cli.h"
 #include "experiments/commands.h"
+#include "experiments/device.h"
 #include "experiments/rec_eval.h"
 #include "runtime/checkpoint.h"
 #include "runtime/sha256.h"
 
 typedef struct {
-    const char *model_dir, *method, *data, *split, *out, *rankings, *tmpl, *baseline;
+    const char *model_dir, *method, *data, *split, *out, *rankings, *tmpl, *baseline, *device_s;
     int beam, batch, limit, max_history, threads, allow_nonfinite, allow_long;
+    Device device;
 } EvalArgs;
 
 // Everything the run holds, released in one place.
@@ -103,7 +105,7 @@ static json_t *efficiency_json(const RecEvalResult *r, const EvalArgs *a, double
     json_object_set_new(eff, "kv_bytes_batch_peak", json_integer((json_int_t)r->kv_peak));
     json_object_set_new(eff, "batch", json_integer(a->batch));
     if (have_omega) json_object_set_new(eff, "omega", json_real(omega));
-    json_object_set_new(eff, "device", json_string("cpu"));
+    json_object_set_new(eff, "device", json_string(device_name(a->device)));
     return eff;
 }
 
@@ -236,7 +238,7 @@ static int eval_run(EvalRun *run, const EvalArgs *a, PromptTemplate tmpl, Error 
 }
 
 int cmd_eval(int argc, char **argv) {
-    EvalArgs a = {.split = "test", .beam = 20, .batch = 16, .max_history = SAMPLES_MAX_HISTORY};
+    EvalArgs a = {.device_s = "cpu", .split = "test", .beam = 20, .batch = 16, .max_history = SAMPLES_MAX_HISTORY};
     CliFlag flags[] = {
         {"--model", CLI_STRING, &a.model_dir, .meta = "DIR", .help = "the model to evaluate"},
         {"--method", CLI_STRING, &a.method, .choices = "mostpop", .help = "a baseline instead of --model"},
@@ -253,6 +255,7 @@ int cmd_eval(int argc, char **argv) {
         {"--allow-nonfinite", CLI_FLAG, &a.allow_nonfinite, .help = "load a model whose weights are not all finite"},
         {"--allow-long", CLI_FLAG, &a.allow_long, .help = "run past the model's max_position_embeddings (with a warning)"},
         {"--baseline", CLI_STRING, &a.baseline, .meta = "E_full.json", .help = "the full model's eval: gives omega"},
+        {"--device", CLI_STRING, &a.device_s, .choices = DEVICE_CHOICES, .help = "runtime that runs the model"},
     };
     CliSpec cli = {.verb = "eval", .synopsis = "(--model DIR | --method mostpop) --data DIR --out E.json [options]",
                    .about = EVAL_ABOUT, .flags = flags, .n_flags = CLI_COUNT(flags)};
@@ -261,6 +264,13 @@ int cmd_eval(int argc, char **argv) {
     if (!!a.model_dir == !!a.method) {
         fprintf(stderr, "earnest eval: give exactly one of --model DIR and --method mostpop (earnest eval --help)\n");
         return 2;
+    }
+    {
+        Error de;
+        if (device_select(&a.device, a.device_s, &de)) { // before any work or lock
+            cli_fail("eval", &de);
+            return 2;
+        }
     }
     if (a.baseline && !a.model_dir) {
         fprintf(stderr, "earnest eval: --baseline needs --model (MostPop has no timing)\n");

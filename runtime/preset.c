@@ -16,8 +16,10 @@ int preset_config(ModelConfig *c, const char *name, int vocab_size, Error *e) {
         c->dim = 64; c->hidden_dim = 176; c->n_layers = 4; c->n_heads = 4; c->n_kv_heads = 2;
     } else if (!strcmp(name, "small")) {
         c->dim = 256; c->hidden_dim = 688; c->n_layers = 8; c->n_heads = 8; c->n_kv_heads = 4;
+    } else if (!strcmp(name, "base")) {
+        c->dim = 768; c->hidden_dim = 2048; c->n_layers = 12; c->n_heads = 12; c->n_kv_heads = 4;
     } else {
-        return err_set(e, "unknown preset '%s' (known: tiny, small)", name);
+        return err_set(e, "unknown preset '%s' (known: tiny, small, base)", name);
     }
     c->head_dim = c->dim / c->n_heads;
     return 0;

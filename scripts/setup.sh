@@ -13,6 +13,8 @@ PACKAGES=(
   gnuplot-nox                               # figures
   python3 python3-numpy python3-h5py        # independent reference checks (/usr/bin/python3)
   curl ca-certificates                      # Makefile.data without a local mirror
+  parallel                                  # experiments/sweep.sh: local sweeps
+  slurmctld slurmd slurm-client munge       # experiments/sweep.sh --slurm (tests/check_sweep_slurm.sh runs a one-node cluster)
 )
 
 missing=()

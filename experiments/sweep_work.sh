@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# experiments/sweep_work.sh: the default point command of a sweep (run by
+# experiments/sweep_point.sh in RESULTS/points/ID with the SWEEP_* variables of
+# `experiments/sweep.py env`). One point = a model, its evaluation, a benchmark,
+# optionally an attention analysis:
+#
+#   model  RESULTS/models/MODEL_ID/ (earnest train), shared by every point with the
+#          same training parameters: trained once under RESULTS/locks/MODEL_ID.lock;
+#          a training that was killed is continued with --resume, a finished one
+#          (summary.json: completed, early stop or time limit) is reused
+#   eval   RESULTS/evals/EVAL_ID/{eval.json,rankings.tsv,buckets.json} (shared the same
+#          way): Recall/NDCG@K on the split, then the same figures by history-length
+#          bucket (experiments/sweep_metrics.py buckets)
+#   attn   RESULTS/attn/ATTN_ID/{attn.h5,attn.csv} when attn_samples > 0 (shared)
+#   bench  bench.csv of this point: full vs EARN on the model's weights at the
+#          point's prompt length (finetune: full only)
+#   then   metrics.json (experiments/sweep_metrics.py point), which sweep_point.sh
+#          turns into point.json.
+# EARN with 0 suffix registers cannot be trained by this runtime (no prompt token
+# reaches the layers above k to predict the first code token): such a point is
+# recorded with status "unsupported" and no metrics.
+set -euo pipefail
+PY=/usr/bin/python3
+E=$SWEEP_EARNEST
+T=$SWEEP_THREADS
+METRICS=$SWEEP_SRC/experiments/sweep_metrics.py
+R=$SWEEP_RESULTS
+say() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+
+if [ "$SWEEP_METHOD" = earn ] && [ "$SWEEP_SUFFIX_REGS" = 0 ]; then
+    say "EARN with 0 suffix registers: unsupported by this runtime; recorded as such"
+    exec "$PY" "$METRICS" unsupported --out metrics.json \
+        --note "EARN needs a suffix register: without one no token reaches layers >= k to predict the first code token"
+fi
+
+mkdir -p "$R/models" "$R/evals" "$R/attn" "$R/locks"
+# The shared work below: one point at a time per model (earnest's own output locks
+# would make a second trainer fail; this one waits, then finds the model trained).
+exec 8>"$R/locks/$SWEEP_MODEL_ID.lock"
+flock 8
+M=$SWEEP_MODEL_DIR
+
+train_model() {
+    local args=(--data "$SWEEP_DATA" --preset "$SWEEP_PRESET" --method "$SWEEP_METHOD" --template "$SWEEP_TEMPLATE"
+                --prefix-regs "$SWEEP_PREFIX_REGS" --suffix-regs "$SWEEP_SUFFIX_REGS" --epochs "$SWEEP_EPOCHS"
+                --seed "$SWEEP_SEED" --threads "$T" --eval-users "$SWEEP_EVAL_USERS" --beam "$SWEEP_BEAM"
+                --out "$M" --quiet)
+    [ "$SWEEP_METHOD" = finetune ] || args+=(--k "$SWEEP_K")
+    [ "$SWEEP_MAX_MINUTES" = 0 ] || args+=(--max-minutes "$SWEEP_MAX_MINUTES")
+    # shellcheck disable=SC2206 # train_args is a word list by design
+    [ -z "$SWEEP_TRAIN_ARGS" ] || args+=($SWEEP_TRAIN_ARGS)
+    if [ -f "$M/state/LATEST" ]; then args+=(--resume); else args+=(--force); fi
+    say "train $SWEEP_MODEL_ID: earnest train ${args[*]}"
+    "$E" train "${args[@]}" >> "$R/models/$SWEEP_MODEL_ID.train.log" 2>&1 \
+        || { tail -n 5 "$R/models/$SWEEP_MODEL_ID.train.log"; return 1; }
+}
+if [ -f "$M/summary.json" ]; then
+    say "model $SWEEP_MODEL_ID: trained already, reused"
+else
+    train_model
+fi
+[ -f "$M/config.json" ] && [ -f "$M/model.safetensors" ] || { say "no model in $M after training"; exit 1; }
+ln -sfn "../../models/$SWEEP_MODEL_ID" model
+
+EV=$SWEEP_EVAL_DIR
+mkdir -p "$EV"
+if [ ! -f "$EV/eval.json" ]; then
+    args=(--model "$M" --data "$SWEEP_DATA" --split "$SWEEP_EVAL_SPLIT" --beam "$SWEEP_BEAM" --threads "$T"
+          --device "$SWEEP_DEVICE" --out "$EV/eval.json" --rankings "$EV/rankings.tsv")
+    [ "$SWEEP_EVAL_LIMIT" = 0 ] || args+=(--limit-users "$SWEEP_EVAL_LIMIT")
+    say "eval: earnest eval ${args[*]}"
+    "$E" eval "${args[@]}"
+else
+    say "eval $SWEEP_EVAL_ID: done already, reused"
+fi
+if [ ! -f "$EV/buckets.json" ]; then
+    "$PY" "$METRICS" buckets --data "$SWEEP_DATA" --split "$SWEEP_EVAL_SPLIT" --rankings "$EV/rankings.tsv" \
+        --eval "$EV/eval.json" --buckets "$SWEEP_HIST_BUCKETS" --out "$EV/buckets.json"
+fi
+ln -sfn "../../evals/$SWEEP_EVAL_ID/eval.json" eval.json
+
+if [ "$SWEEP_ATTN_SAMPLES" != 0 ]; then
+    A=$SWEEP_ATTN_DIR
+    mkdir -p "$A"
+    if [ ! -f "$A/attn.csv" ]; then
+        say "attention: dump-attn --samples $SWEEP_ATTN_SAMPLES, analyze"
+        "$E" dump-attn --model "$M" --data "$SWEEP_DATA" --split "$SWEEP_EVAL_SPLIT" --samples "$SWEEP_ATTN_SAMPLES" \
+            --threads "$T" --out "$A/attn.h5"
+        "$E" analyze "$A/attn.h5" --out "$A/attn.csv" > "$A/attn.summary.txt"
+    fi
+    ln -sfn "../../attn/$SWEEP_ATTN_ID/attn.csv" attn.csv
+fi
+flock -u 8
+
+methods=full
+[ "$SWEEP_METHOD" = finetune ] || methods=full,earn
+args=(--model "$M" --method "$methods" --prompt-len "$SWEEP_PROMPT_LEN" --batch "$SWEEP_BENCH_BATCH"
+      --beam "$SWEEP_BENCH_BEAM" --reps "$SWEEP_BENCH_REPS" --threads "$T" --device "$SWEEP_DEVICE" --out bench.csv)
+[ "$SWEEP_METHOD" = finetune ] ||
+    args+=(--k "$SWEEP_K" --prefix-regs "$SWEEP_PREFIX_REGS" --suffix-regs "$SWEEP_SUFFIX_REGS")
+say "bench: earnest bench ${args[*]}"
+"$E" bench "${args[@]}" > bench.txt
+
+"$PY" "$METRICS" point --model "$M" --eval "$EV/eval.json" --buckets "$EV/buckets.json" --bench bench.csv \
+    --attn "$([ "$SWEEP_ATTN_SAMPLES" = 0 ] || echo "$SWEEP_ATTN_DIR/attn.csv")" --method "$SWEEP_METHOD" \
+    --k "$SWEEP_K" --n-layers "$SWEEP_N_LAYERS" --out metrics.json
+say "metrics.json written"

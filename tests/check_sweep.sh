@@ -1,0 +1,218 @@
+#!/usr/bin/env bash
+# check_sweep.sh: experiments/sweep.sh with a fake per-point command (fast, no
+# training): a 12-point grid run with 2 jobs is killed with SIGKILL mid-sweep,
+# twice (the runner alone: GNU parallel and the workers live on; then the runner's
+# whole process group: workers die mid-point), and re-run each time. The final
+# sweep.csv equals that of an uninterrupted run (same rows, no duplicates), and
+# no point finished before a kill ran again. Then: thread split (jobs x threads <=
+# cores), --dry-run (local and --slurm) writes nothing, and bad input (unknown
+# axis or value, empty grid, device without a runtime, a results folder holding
+# another sweep's points) fails with a clear message before anything runs.
+set -euo pipefail
+SRC=${EARNEST_SOURCE_DIR:-$(cd "$(dirname "$0")/.." && pwd)}
+export EARNEST=${EARNEST_BIN:-$SRC/build/earnest}
+SWEEP=$SRC/experiments/sweep.sh
+PY=/usr/bin/python3
+W=$(mktemp -d /tmp/earnest_check_sweep_XXXXXX)
+pgids=()
+cleanup() {
+    local g
+    for g in "${pgids[@]}"; do kill -9 -- "-$g" 2>/dev/null || true; done
+    rm -rf "$W"
+}
+trap cleanup EXIT
+fail() { echo "check_sweep: FAIL: $*" >&2; exit 1; }
+command -v parallel >/dev/null || fail "GNU parallel is not installed (scripts/setup.sh installs it)"
+
+mkdir -p "$W/data/syn"
+echo '{}' > "$W/data/syn/meta.json"   # the fake command reads no data; the spec check wants the folder
+cat > "$W/fake.sh" <<'EOF'
+#!/usr/bin/env bash
+# The fake point command: logs its start, sleeps, writes metrics that depend on the parameters only.
+set -euo pipefail
+echo "$SWEEP_ID" >> "$FAKE_LOG"
+echo "$SWEEP_ID $SWEEP_THREADS" >> "$FAKE_LOG.threads"
+sleep "${FAKE_SLEEP:-0.05}"
+case "$SWEEP_ID" in *"${FAKE_SLOW:-none}"*) sleep 30 ;; esac   # a point that is surely mid-run when killed
+/usr/bin/python3 - <<'PY'
+import json, os
+e = os.environ
+k, n = int(e["SWEEP_K"]), int(e["SWEEP_N_LAYERS"])
+m = {"recall@10": round(0.01 * (k + 1) + 0.001 * int(e["SWEEP_SUFFIX_REGS"]) + 1e-5 * int(e["SWEEP_PROMPT_LEN"]), 6),
+     "bench_speedup": n / k if k else 1.0, "model": e["SWEEP_MODEL_ID"]}
+json.dump(m, open("metrics.json.tmp", "w"))
+os.replace("metrics.json.tmp", "metrics.json")
+PY
+EOF
+spec() { # spec FILE NAME [extra lines...]: the 12-point fake grid
+    local f=$1 name=$2
+    shift 2
+    {
+        echo "name=$name"
+        echo "data=$W/data"
+        echo "dataset=syn"
+        echo "preset=small"
+        echo "point_cmd=\"bash $W/fake.sh\""
+        echo 'grid method=earn k="1 2 3 4 6" regs="1,1 0,1"'
+        echo 'grid method=finetune prompt_len="512 1024"'
+        printf '%s\n' "$@"
+    } > "$f"
+}
+spec "$W/fake.sh.spec" fake
+
+# 1. The uninterrupted run.
+FAKE_LOG=$W/runs_a.log "$SWEEP" "$W/fake.sh.spec" --jobs 2 --results "$W/a" > "$W/a.out" 2>&1 \
+    || { cat "$W/a.out"; fail "uninterrupted run failed"; }
+[ "$(tail -n +2 "$W/a/sweep.csv" | wc -l)" = 12 ] || fail "uninterrupted run: expected 12 rows"
+[ "$(sort "$W/runs_a.log" | uniq -d | wc -l)" = 0 ] || fail "uninterrupted run computed a point twice"
+[ "$(cut -d, -f3 "$W/a/sweep.csv" | tail -n +2 | sort -u | wc -l)" = 11 ] || fail "the finetune points share no model id"
+
+snapshot() { # the finished points' point.json files, with inode and mtime (ns)
+    local f
+    for f in "$1"/points/*/point.json; do [ -e "$f" ] && echo "$f $(stat -c '%i %.9Y' "$f")"; done | sort
+}
+wait_points() { # wait_points RESULTS N: until at least N points are done (10 s at most)
+    local i
+    for i in $(seq 200); do
+        [ "$(ls "$1"/points/*/point.json 2>/dev/null | wc -l)" -ge "$2" ] && return 0
+        sleep 0.05
+    done
+    fail "$1: fewer than $2 points finished in 10 s"
+}
+wait_group_gone() { # wait_group_gone PGID: the killed run's survivors (orphans) end on their own
+    local i
+    for i in $(seq 300); do
+        pgrep -g "$1" >/dev/null || return 0
+        sleep 0.05
+    done
+    fail "processes of the killed run still alive after 15 s: $(pgrep -g "$1" | tr '\n' ' ')"
+}
+check_rerun() { # check_rerun RESULTS LOG BEFORE_SNAPSHOT: the re-run's CSV and the not-recomputed rule
+    local r=$1 log=$2 before=$3 f
+    cmp -s "$W/a/sweep.csv" "$r/sweep.csv" || { diff "$W/a/sweep.csv" "$r/sweep.csv" | head; fail "$r: CSV differs from the uninterrupted run"; }
+    [ "$(tail -n +2 "$r/sweep.csv" | cut -d, -f1 | sort | uniq -d | wc -l)" = 0 ] || fail "$r: duplicate rows"
+    while read -r f ino mt; do
+        [ "$(stat -c '%i %.9Y' "$f")" = "$ino $mt" ] || fail "$f was rewritten after the kill"
+        id=$(basename "$(dirname "$f")")
+        [ "$(grep -cx "$id" "$log")" = 1 ] || fail "$id was finished before the kill but computed again"
+    done < "$before"
+    ls "$r"/points/*/point.json.tmp.* "$r"/sweep.csv.tmp.* 2>/dev/null && fail "$r: temporaries left"
+    return 0
+}
+
+# 2. kill -9 of the runner alone, mid-sweep; re-run at once (the orphans still work).
+export FAKE_SLEEP=0.4
+FAKE_LOG=$W/runs_b.log setsid "$SWEEP" "$W/fake.sh.spec" --jobs 2 --results "$W/b" > "$W/b1.out" 2>&1 &
+pid=$!
+pgids+=("$pid")
+wait_points "$W/b" 3
+kill -9 "$pid"
+wait "$pid" 2>/dev/null || true
+snapshot "$W/b" > "$W/b.before"
+n=$(wc -l < "$W/b.before")
+[ "$n" -lt 12 ] || fail "the runner was killed after the sweep ended (too late to test anything)"
+FAKE_LOG=$W/runs_b.log "$SWEEP" "$W/fake.sh.spec" --jobs 2 --results "$W/b" > "$W/b2.out" 2>&1 \
+    || { cat "$W/b2.out"; fail "re-run after kill -9 of the runner failed"; }
+wait_group_gone "$pid"
+check_rerun "$W/b" "$W/runs_b.log" "$W/b.before"
+[ "$(sort "$W/runs_b.log" | uniq -d | wc -l)" = 0 ] || fail "runner killed: a point ran twice: $(sort "$W/runs_b.log" | uniq -d)"
+echo "check_sweep: runner killed after $n of 12 points; re-run: same CSV, no point ran twice"
+
+# 3. kill -9 of the whole process group (runner, parallel, workers, point commands) mid-point:
+# the k=6 points are slow in this run, so the kill surely cuts one.
+FAKE_SLOW=-k6- FAKE_LOG=$W/runs_c.log setsid "$SWEEP" "$W/fake.sh.spec" --jobs 2 --results "$W/c" > "$W/c1.out" 2>&1 &
+pid=$!
+pgids+=("$pid")
+for _ in $(seq 600); do grep -q -- "-k6-" "$W/runs_c.log" 2>/dev/null && break; sleep 0.05; done
+grep -q -- "-k6-" "$W/runs_c.log" || fail "the slow point did not start in 30 s"
+kill -9 -- "-$pid"
+wait "$pid" 2>/dev/null || true
+wait_group_gone "$pid"
+snapshot "$W/c" > "$W/c.before"
+n=$(wc -l < "$W/c.before")
+started=$(sort -u "$W/runs_c.log" | wc -l)
+[ "$started" -gt "$n" ] || fail "no point was cut mid-way by the kill (started $started, finished $n)"
+FAKE_LOG=$W/runs_c.log "$SWEEP" "$W/fake.sh.spec" --jobs 2 --results "$W/c" > "$W/c2.out" 2>&1 \
+    || { cat "$W/c2.out"; fail "re-run after kill -9 of the process group failed"; }
+check_rerun "$W/c" "$W/runs_c.log" "$W/c.before"
+echo "check_sweep: process group killed with $n done and $((started - n)) cut mid-point; re-run: same CSV, done points kept"
+# A third run has nothing to do.
+FAKE_LOG=$W/runs_c.log "$SWEEP" "$W/fake.sh.spec" --jobs 2 --results "$W/c" > "$W/c3.out" 2>&1
+grep -q "nothing to run" "$W/c3.out" || fail "a finished sweep ran again: $(cat "$W/c3.out")"
+unset FAKE_SLEEP
+
+# 4. Threads: jobs x threads <= cores.
+thr() { # thr CORES JOBS [SPEC_THREADS] -> the threads the points got
+    local r=$W/t_$1_$2_${3:-0}
+    spec "$W/t.spec" fake "threads=${3:-0}"
+    EARNEST_CORES=$1 FAKE_LOG=$r.log "$SWEEP" "$W/t.spec" --jobs "$2" --results "$r" > "$r.out" 2>&1 || fail "threads run"
+    cut -d' ' -f2 "$r.log.threads" | sort -u | tr '\n' ' '
+}
+[ "$(thr 4 2)" = "2 " ] || fail "4 cores, 2 jobs: expected 2 threads each"
+[ "$(thr 4 3)" = "1 " ] || fail "4 cores, 3 jobs: expected 1 thread each"
+[ "$(thr 8 2 3)" = "3 " ] || fail "8 cores, 2 jobs, threads=3: expected 3"
+[ "$(thr 4 2 3)" = "2 " ] || fail "4 cores, 2 jobs, threads=3: expected 2 (capped)"
+[ "$(thr 2 5)" = "1 " ] && grep -q "running 2 jobs" "$W/t_2_5_0.out" || fail "5 jobs on 2 cores: not capped to 2"
+
+# 5. --dry-run writes nothing; --slurm --dry-run prints the array script.
+FAKE_LOG=$W/dry.log "$SWEEP" "$W/fake.sh.spec" --jobs 2 --results "$W/dry" --dry-run > "$W/dry.out" 2>&1 || fail "dry run"
+[ ! -e "$W/dry" ] && [ ! -e "$W/dry.log" ] || fail "--dry-run wrote something"
+grep -q "12 points (0 done, 12 to run), 11 models" "$W/dry.out" || fail "dry run plan: $(cat "$W/dry.out")"
+"$SWEEP" "$W/fake.sh.spec" --jobs 3 --results "$W/dry" --slurm --partition=x --dry-run > "$W/dry.out" 2>&1 || fail "slurm dry run"
+grep -q -- "--array=1-12%3" "$W/dry.out" && grep -q "sbatch --partition=x" "$W/dry.out" || fail "slurm dry run: $(cat "$W/dry.out")"
+[ ! -e "$W/dry" ] || fail "--slurm --dry-run wrote something"
+
+# 6. Bad input: a clear error (exit 2) before anything runs.
+bad() { # bad "MESSAGE" SPEC_LINES... : the spec fails with MESSAGE, nothing written, nothing run
+    local msg=$1
+    shift
+    { echo "name=bad"; echo "data=$W/data"; echo "point_cmd=\"bash $W/fake.sh\""; printf '%s\n' "$@"; } > "$W/bad.spec"
+    set +e
+    FAKE_LOG=$W/bad.log "$SWEEP" "$W/bad.spec" --jobs 2 --results "$W/bad" > "$W/bad.out" 2>&1
+    local rc=$?
+    set -e
+    [ $rc = 2 ] || fail "spec [$*]: exit $rc, expected 2: $(cat "$W/bad.out")"
+    grep -qF -- "$msg" "$W/bad.out" || fail "spec [$*]: message lacks '$msg': $(cat "$W/bad.out")"
+    [ ! -e "$W/bad" ] && [ ! -e "$W/bad.log" ] || fail "spec [$*]: something was written or run"
+}
+bad "unknown axis or setting kk" "dataset=syn" "kk=1"
+bad "unknown axis kay" "dataset=syn" 'grid method=earn kay=2'
+bad "method=fancy: unknown value (known: finetune, earn)" "dataset=syn" "method=fancy"
+bad "k=8: unknown value for preset small" "dataset=syn" 'k="2 8"'
+bad "k=x: unknown value" "dataset=syn" 'k=x'
+bad "preset=huge: unknown value" "dataset=syn" "preset=huge"
+bad "template=plain: unknown value" "dataset=syn" "template=plain"
+bad "regs=1: unknown value" "dataset=syn" "regs=1"
+bad "dataset=nope: unknown value: no prepared dataset" "dataset=nope"
+bad "device=gpu: unknown value" "dataset=syn" "device=gpu"
+bad "epochs='two'" "dataset=syn" "epochs=two"
+bad "axis k is empty (an empty grid)" "dataset=syn" 'k=""'
+bad "axis dataset is empty (an empty grid)" 'dataset=""'
+bad "no dataset" 'grid method=earn'
+bad "is an array" "dataset=syn" "k=(1 2)"
+if [ -x "$EARNEST" ] && ! "$EARNEST" bench --preset tiny --prompt-len 1 --reps 1 --device cuda >/dev/null 2>&1; then
+    bad "device=cuda: --device cuda: this build has no CUDA runtime" "dataset=syn" 'device="cpu cuda"'
+fi
+# A results folder holding another sweep's points.
+spec "$W/other.spec" other
+set +e
+FAKE_LOG=$W/other.log "$SWEEP" "$W/other.spec" --jobs 2 --results "$W/a" > "$W/other.out" 2>&1; rc=$?
+set -e
+[ $rc = 2 ] && grep -q "holds sweep 'fake'" "$W/other.out" || fail "another sweep's results: rc $rc: $(cat "$W/other.out")"
+[ ! -e "$W/other.log" ] || fail "another sweep's results: something ran"
+mkdir -p "$W/foreign/points"
+cp -r "$W/a/points/$(ls "$W/a/points" | head -1)" "$W/foreign/points/"
+set +e
+"$SWEEP" "$W/other.spec" --results "$W/foreign" > "$W/other.out" 2>&1; rc=$?
+set -e
+[ $rc = 2 ] && grep -q "not a sweep results folder" "$W/other.out" || fail "foreign points: rc $rc: $(cat "$W/other.out")"
+cp "$W/a/sweep.json" "$W/foreign/" && sed -i 's/"sweep": "fake"/"sweep": "other"/' "$W/foreign/sweep.json"
+set +e
+"$SWEEP" "$W/other.spec" --results "$W/foreign" > "$W/other.out" 2>&1; rc=$?
+set -e
+[ $rc = 2 ] && grep -q "point(s) of another sweep" "$W/other.out" || fail "foreign points: rc $rc: $(cat "$W/other.out")"
+set +e
+"$SWEEP" "$W/fake.sh.spec" --jobs 2 --bogus > "$W/opt.out" 2>&1; rc=$?
+set -e
+[ $rc = 2 ] && grep -q "unknown option '--bogus'" "$W/opt.out" || fail "unknown option: rc $rc"
+echo "check_sweep: OK"
