@@ -25,7 +25,8 @@
 # re-assembles RESULTS/sweep.csv (under a lock, via a temporary file and a rename).
 # So a sweep killed at any moment (the runner, GNU parallel, a worker, a Slurm task)
 # is finished by running the same command again: done points are skipped, the others
-# redone, nothing duplicated.
+# redone, nothing duplicated. A worker stops its point when its runner is gone (even
+# by SIGKILL): a killed runner leaves nothing working behind it.
 # Env: EARNEST (binary, default build/earnest), EARNEST_DATA (data folder when the spec
 # sets no data=), EARNEST_CORES.
 set -euo pipefail
@@ -142,7 +143,8 @@ if [ "$mode" = local ]; then
         exit
     fi
     mkdir -p "$RESULTS/logs"
-    SWEEP_THREADS=$THREADS "${cmd[@]}" || true  # failed points are reported below
+    # SWEEP_RUNNER_PID: a worker whose runner is gone (even by SIGKILL) stops its point
+    SWEEP_RUNNER_PID=$$ SWEEP_THREADS=$THREADS "${cmd[@]}" || true  # failed points are reported below
     report
     exit
 fi

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # check_sweep.sh: experiments/sweep.sh with a fake per-point command (fast, no
 # training): a 12-point grid run with 2 jobs is killed with SIGKILL mid-sweep,
-# twice (the runner alone: GNU parallel and the workers live on; then the runner's
-# whole process group: workers die mid-point), and re-run each time. The final
-# sweep.csv equals that of an uninterrupted run (same rows, no duplicates), and
-# no point finished before a kill ran again. Then: thread split (jobs x threads <=
+# three times (the runner alone; the runner's process group; one worker), while a
+# point is surely mid-run, and re-run each time. The killed run leaves nothing
+# working (the workers' watchdog stops their points), the final sweep.csv equals
+# that of an uninterrupted run (same rows, no duplicates), and no point finished
+# before a kill ran again. Then: thread split (jobs x threads <=
 # cores), --dry-run (local and --slurm) writes nothing, and bad input (unknown
 # axis or value, empty grid, device without a runtime, a results folder holding
 # another sweep's points) fails with a clear message before anything runs.
@@ -31,8 +32,9 @@ cat > "$W/fake.sh" <<'EOF'
 # The fake point command: logs its start, sleeps, writes metrics that depend on the parameters only.
 set -euo pipefail
 echo "$SWEEP_ID" >> "$FAKE_LOG"
+echo "$SWEEP_ID $$ $PPID" >> "$FAKE_LOG.pids"   # the command and its worker (sweep_point.sh)
 echo "$SWEEP_ID $SWEEP_THREADS" >> "$FAKE_LOG.threads"
-sleep "${FAKE_SLEEP:-0.05}"
+sleep 0.05
 case "$SWEEP_ID" in *"${FAKE_SLOW:-none}"*) sleep 30 ;; esac   # a point that is surely mid-run when killed
 /usr/bin/python3 - <<'PY'
 import json, os
@@ -100,46 +102,65 @@ check_rerun() { # check_rerun RESULTS LOG BEFORE_SNAPSHOT: the re-run's CSV and 
     return 0
 }
 
-# 2. kill -9 of the runner alone, mid-sweep; re-run at once (the orphans still work).
-export FAKE_SLEEP=0.4
-FAKE_LOG=$W/runs_b.log setsid "$SWEEP" "$W/fake.sh.spec" --jobs 2 --results "$W/b" > "$W/b1.out" 2>&1 &
-pid=$!
-pgids+=("$pid")
-wait_points "$W/b" 3
-kill -9 "$pid"
-wait "$pid" 2>/dev/null || true
-snapshot "$W/b" > "$W/b.before"
-n=$(wc -l < "$W/b.before")
-[ "$n" -lt 12 ] || fail "the runner was killed after the sweep ended (too late to test anything)"
-FAKE_LOG=$W/runs_b.log "$SWEEP" "$W/fake.sh.spec" --jobs 2 --results "$W/b" > "$W/b2.out" 2>&1 \
-    || { cat "$W/b2.out"; fail "re-run after kill -9 of the runner failed"; }
-wait_group_gone "$pid"
-check_rerun "$W/b" "$W/runs_b.log" "$W/b.before"
-[ "$(sort "$W/runs_b.log" | uniq -d | wc -l)" = 0 ] || fail "runner killed: a point ran twice: $(sort "$W/runs_b.log" | uniq -d)"
-echo "check_sweep: runner killed after $n of 12 points; re-run: same CSV, no point ran twice"
+all_stopped() { # all_stopped LOG: every point command the killed run started has stopped (5 s at most)
+    local i pid alive
+    for i in $(seq 100); do
+        alive=0
+        for pid in $(cut -d' ' -f2 "$1.pids"); do kill -0 "$pid" 2>/dev/null && alive=1; done
+        [ $alive = 0 ] && return 0
+        sleep 0.05
+    done
+    fail "point commands of the killed run still alive after 5 s: $(cat "$1.pids")"
+}
+start_slow() { # start_slow RESULTS LOG: a run whose k=6, 1+1 point sleeps 30 s; returns once one of them works
+    FAKE_SLOW=-k6-r1.1- FAKE_LOG=$2 setsid "$SWEEP" "$W/fake.sh.spec" --jobs 2 --results "$1" > "$1.out" 2>&1 &
+    pid=$!
+    pgids+=("$pid")
+    for _ in $(seq 600); do grep -q -- "-k6-r1.1-" "$2" 2>/dev/null && return 0; sleep 0.05; done
+    fail "the slow point did not start in 30 s"
+}
+killed_run_checks() { # killed_run_checks RESULTS LOG WHAT
+    local r=$1 log=$2 n started
+    all_stopped "$log"
+    sleep 0.5   # a worker whose point ended just before the kill writes its point.json
+    snapshot "$r" > "$r.before"
+    n=$(wc -l < "$r.before")
+    started=$(sort -u "$log" | wc -l)
+    [ "$n" -lt 12 ] && [ "$started" -gt "$n" ] || fail "$3: no point was cut mid-way (started $started, finished $n)"
+    FAKE_LOG=$log "$SWEEP" "$W/fake.sh.spec" --jobs 2 --results "$r" > "$r.rerun" 2>&1 \
+        || { cat "$r.rerun"; fail "re-run after $3 failed"; }
+    check_rerun "$r" "$log" "$r.before"
+    echo "check_sweep: $3 with $n of 12 points done and $((started - n)) cut mid-point, nothing left running; re-run: same CSV, done points kept"
+}
 
-# 3. kill -9 of the whole process group (runner, parallel, workers, point commands) mid-point:
-# the k=6 points are slow in this run, so the kill surely cuts one.
-FAKE_SLOW=-k6- FAKE_LOG=$W/runs_c.log setsid "$SWEEP" "$W/fake.sh.spec" --jobs 2 --results "$W/c" > "$W/c1.out" 2>&1 &
-pid=$!
-pgids+=("$pid")
-for _ in $(seq 600); do grep -q -- "-k6-" "$W/runs_c.log" 2>/dev/null && break; sleep 0.05; done
-grep -q -- "-k6-" "$W/runs_c.log" || fail "the slow point did not start in 30 s"
-kill -9 -- "-$pid"
-wait "$pid" 2>/dev/null || true
+# 2. kill -9 of the runner alone, mid-point: its workers notice and stop their points.
+start_slow "$W/b" "$W/runs_b.log"
+kill -9 "$pid"
+disown "$pid" 2>/dev/null || true   # no "Killed" notice from this shell
+killed_run_checks "$W/b" "$W/runs_b.log" "kill -9 of the runner"
 wait_group_gone "$pid"
-snapshot "$W/c" > "$W/c.before"
-n=$(wc -l < "$W/c.before")
-started=$(sort -u "$W/runs_c.log" | wc -l)
-[ "$started" -gt "$n" ] || fail "no point was cut mid-way by the kill (started $started, finished $n)"
-FAKE_LOG=$W/runs_c.log "$SWEEP" "$W/fake.sh.spec" --jobs 2 --results "$W/c" > "$W/c2.out" 2>&1 \
-    || { cat "$W/c2.out"; fail "re-run after kill -9 of the process group failed"; }
-check_rerun "$W/c" "$W/runs_c.log" "$W/c.before"
-echo "check_sweep: process group killed with $n done and $((started - n)) cut mid-point; re-run: same CSV, done points kept"
+
+# 3. kill -9 of the runner's whole process group (runner and GNU parallel; workers have groups of their own).
+start_slow "$W/c" "$W/runs_c.log"
+kill -9 -- "-$pid"
+disown "$pid" 2>/dev/null || true
+wait_group_gone "$pid"
+killed_run_checks "$W/c" "$W/runs_c.log" "kill -9 of the runner's process group"
 # A third run has nothing to do.
 FAKE_LOG=$W/runs_c.log "$SWEEP" "$W/fake.sh.spec" --jobs 2 --results "$W/c" > "$W/c3.out" 2>&1
 grep -q "nothing to run" "$W/c3.out" || fail "a finished sweep ran again: $(cat "$W/c3.out")"
-unset FAKE_SLEEP
+
+# 4. kill -9 of one worker mid-point: the sweep goes on, reports the point, the re-run finishes it.
+start_slow "$W/d" "$W/runs_d.log"
+worker=$(awk '/-k6-r1.1-/ { print $3; exit }' "$W/runs_d.log.pids")
+kill -9 "$worker"
+wait "$pid" && fail "the runner reported success with a killed worker" || true
+grep -q "did not finish" "$W/d.out" || fail "killed worker: no report of the unfinished point: $(cat "$W/d.out")"
+all_stopped "$W/runs_d.log"
+snapshot "$W/d" > "$W/d.before"
+FAKE_LOG=$W/runs_d.log "$SWEEP" "$W/fake.sh.spec" --jobs 2 --results "$W/d" > "$W/d.rerun" 2>&1 || fail "re-run after a killed worker"
+check_rerun "$W/d" "$W/runs_d.log" "$W/d.before"
+echo "check_sweep: kill -9 of a worker: the point command stopped, the rest of the sweep done, the re-run finished it"
 
 # 4. Threads: jobs x threads <= cores.
 thr() { # thr CORES JOBS [SPEC_THREADS] -> the threads the points got
