@@ -75,6 +75,10 @@ set -e
 kill "$watchdog" 2>/dev/null || true
 wait "$watchdog" 2>/dev/null || true
 secs=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.3f", b - a }')
+if [ $rc -eq 75 ]; then   # EX_TEMPFAIL: e.g. a training cut by max_minutes; the next run continues it
+    echo "paused $ID after ${secs} s ($(grep -v '^==' "$D/point.log" | tail -n 1)); run the sweep again to continue" >&2
+    exit 75
+fi
 if [ $rc -ne 0 ] || [ ! -f "$D/metrics.json" ]; then
     [ $rc -ne 0 ] || rc=1
     echo "FAILED $ID (status $rc after ${secs} s; log $D/point.log):" >&2

@@ -6,8 +6,11 @@
 #
 #   model  RESULTS/models/MODEL_ID/ (earnest train), shared by every point with the
 #          same training parameters: trained once under RESULTS/locks/MODEL_ID.lock;
-#          a training that was killed is continued with --resume, a finished one
-#          (summary.json: completed, early stop or time limit) is reused
+#          a finished one (summary.json says completed or early_stop) is reused; one
+#          that was killed, or cut by max_minutes (a time slice per run: summary.json
+#          says time_limit), is continued with --resume. A cut training leaves the
+#          point unfinished (exit status 75, no metrics): the next run of the sweep
+#          continues it, so max_minutes bounds each run, not the training
 #   eval   RESULTS/evals/EVAL_ID/{eval.json,rankings.tsv,buckets.json} (shared the same
 #          way): Recall/NDCG@K on the split, then the same figures by history-length
 #          bucket (experiments/sweep_metrics.py buckets)
@@ -50,14 +53,20 @@ train_model() {
     # shellcheck disable=SC2206 # train_args is a word list by design
     [ -z "$SWEEP_TRAIN_ARGS" ] || args+=($SWEEP_TRAIN_ARGS)
     if [ -f "$M/state/LATEST" ]; then args+=(--resume); else args+=(--force); fi
+    rm -f "$M/summary.json.cut"
+    [ ! -f "$M/summary.json" ] || mv "$M/summary.json" "$M/summary.json.cut"   # the cut run's; the resumed run writes its own
     say "train $SWEEP_MODEL_ID: earnest train ${args[*]}"
     "$E" train "${args[@]}" >> "$R/models/$SWEEP_MODEL_ID.train.log" 2>&1 \
         || { tail -n 5 "$R/models/$SWEEP_MODEL_ID.train.log"; return 1; }
 }
-if [ -f "$M/summary.json" ]; then
-    say "model $SWEEP_MODEL_ID: trained already, reused"
-else
-    train_model
+stopped() { /usr/bin/python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["stopped"])' "$M/summary.json" 2>/dev/null || echo none; }
+case "$(stopped)" in
+    completed|early_stop) say "model $SWEEP_MODEL_ID: trained already, reused" ;;
+    *) train_model ;;
+esac
+if [ "$(stopped)" = time_limit ]; then
+    say "training cut by max_minutes=$SWEEP_MAX_MINUTES: the point stays unfinished; run the sweep again to continue it"
+    exit 75
 fi
 [ -f "$M/config.json" ] && [ -f "$M/model.safetensors" ] || { say "no model in $M after training"; exit 1; }
 ln -sfn "../../models/$SWEEP_MODEL_ID" model

@@ -77,4 +77,33 @@ grep -q -- "--resume" "$W"/r/points/syn-tiny-finetune-L32-s2-*/point.log "$W"/r/
     || fail "the killed training was not resumed"
 [ -f "$W/r/models/$mid/summary.json" ] || fail "resumed training did not finish"
 [ "$(tail -n +2 "$W/r/sweep.csv" | wc -l)" = 6 ] || fail "after the spec change the CSV should have the 6 points of the grid"
+# max_minutes is a time slice per run: a training it cuts leaves the point unfinished,
+# and each run of the sweep continues it (--resume) until the epochs are done.
+cat > "$W/slice.sh" <<EOF
+name=slice
+data=$W/data
+dataset=syn
+template=tiger
+preset=tiny
+epochs=2
+max_minutes=0.003
+eval_users=20
+eval_limit=30
+bench_reps=1
+bench_beam=2
+prompt_len=16
+grid method=earn k=1
+EOF
+runs=0
+while :; do
+    runs=$((runs + 1))
+    [ $runs -le 30 ] || fail "max_minutes slices: the training did not end in 30 runs"
+    if "$SRC/experiments/sweep.sh" "$W/slice.sh" --results "$W/s" > "$W/slice.out" 2>&1; then break; fi
+    grep -q "paused .*training cut by max_minutes" "$W/slice.out" || { cat "$W/slice.out"; fail "a cut training was not reported as paused"; }
+    ls "$W"/s/points/*/point.json >/dev/null 2>&1 && fail "a cut training's point got a point.json"
+done
+[ $runs -ge 2 ] || fail "max_minutes=0.003 did not cut the training (1 run)"
+grep -q '"stopped": "completed"' "$W"/s/models/*/summary.json || fail "the sliced training did not complete"
+grep -q -- "--resume" "$W"/s/points/*/point.log || fail "the sliced training was not resumed"
+echo "check_sweep_work: a training cut by max_minutes was continued over $runs runs"
 echo "check_sweep_work: OK"
