@@ -71,31 +71,39 @@ fi
 [ -f "$M/config.json" ] && [ -f "$M/model.safetensors" ] || { say "no model in $M after training"; exit 1; }
 ln -sfn "../../models/$SWEEP_MODEL_ID" model
 
+# The evaluation and the attention analysis belong to the weights they were made
+# from: each folder records the weights' SHA-1 last, and is redone when the model
+# changed (a cut training continued since).
+stamp=$(sha1sum "$M/model.safetensors" | cut -d' ' -f1)
+current() { [ "$(cat "$1/model.sha1" 2>/dev/null)" = "$stamp" ]; }
+mark() { echo "$stamp" > "$1/model.sha1.tmp" && mv "$1/model.sha1.tmp" "$1/model.sha1"; }
 EV=$SWEEP_EVAL_DIR
 mkdir -p "$EV"
-if [ ! -f "$EV/eval.json" ]; then
+if current "$EV"; then
+    say "eval $SWEEP_EVAL_ID: done already on these weights, reused"
+else
+    rm -f "$EV/model.sha1" "$EV/buckets.json"
     args=(--model "$M" --data "$SWEEP_DATA" --split "$SWEEP_EVAL_SPLIT" --beam "$SWEEP_BEAM" --threads "$T"
           --device "$SWEEP_DEVICE" --out "$EV/eval.json" --rankings "$EV/rankings.tsv")
     [ "$SWEEP_EVAL_LIMIT" = 0 ] || args+=(--limit-users "$SWEEP_EVAL_LIMIT")
     say "eval: earnest eval ${args[*]}"
     "$E" eval "${args[@]}"
-else
-    say "eval $SWEEP_EVAL_ID: done already, reused"
-fi
-if [ ! -f "$EV/buckets.json" ]; then
     "$PY" "$METRICS" buckets --data "$SWEEP_DATA" --split "$SWEEP_EVAL_SPLIT" --rankings "$EV/rankings.tsv" \
         --eval "$EV/eval.json" --buckets "$SWEEP_HIST_BUCKETS" --out "$EV/buckets.json"
+    mark "$EV"
 fi
 ln -sfn "../../evals/$SWEEP_EVAL_ID/eval.json" eval.json
 
 if [ "$SWEEP_ATTN_SAMPLES" != 0 ]; then
     A=$SWEEP_ATTN_DIR
     mkdir -p "$A"
-    if [ ! -f "$A/attn.csv" ]; then
+    if ! current "$A"; then
+        rm -f "$A/model.sha1"
         say "attention: dump-attn --samples $SWEEP_ATTN_SAMPLES, analyze"
         "$E" dump-attn --model "$M" --data "$SWEEP_DATA" --split "$SWEEP_EVAL_SPLIT" --samples "$SWEEP_ATTN_SAMPLES" \
             --threads "$T" --out "$A/attn.h5"
         "$E" analyze "$A/attn.h5" --out "$A/attn.csv" > "$A/attn.summary.txt"
+        mark "$A"
     fi
     ln -sfn "../../attn/$SWEEP_ATTN_ID/attn.csv" attn.csv
 fi

@@ -23,6 +23,6 @@ if (!isnan(FT_N)) { refs = refs.sprintf(", %g w l ls 2 dt 2 lw 1.5 t 'finetune N
 do for [fmt in "png svg"] {
     if (fmt eq "png") { @PNG } else { @SVG }
     set output ARG1.".".fmt
-    eval "plot DAT using ($1 - 0.19):3:xtic(2) w boxes ls 1 t 'Recall@10', DAT using ($1 + 0.19):4 w boxes ls 2 t 'NDCG@10', DAT using 1:(YMAX * 0.45):($5 > 0 ? 'not trainable here:\\nno suffix register,\\nno token reaches\\nlayers >= k' : '') w labels boxed tc rgb '#555555' notitle".refs
+    eval "plot DAT using ($1 - 0.19):3:xtic(2) w boxes ls 1 t 'Recall@10', DAT using ($1 + 0.19):4 w boxes ls 2 t 'NDCG@10', DAT using 1:($5 > 0 ? YMAX * 0.45 : NaN):('not trainable here:\\nno suffix register,\\nno token reaches\\nlayers >= k') w labels boxed tc rgb '#555555' notitle".refs
     unset output
 }

@@ -34,7 +34,7 @@ EOF
 "$SRC/experiments/sweep.sh" "$W/spec.sh" --jobs 2 --results "$W/r" > "$W/out" 2>&1 || { cat "$W/out"; fail "sweep failed"; }
 [ "$(ls -d "$W"/r/models/*/ | wc -l)" = 2 ] || fail "expected 2 trained models (earn 1+1, finetune): $(ls "$W/r/models")"
 [ "$(ls -d "$W"/r/evals/*/ | wc -l)" = 2 ] || fail "expected 2 evaluations"
-[ "$(cat "$W"/r/points/*/point.log | grep -c "trained already, reused")" = 2 ] || fail "models not reused"
+[ "$(cat "$W"/r/points/*/point.log | grep -c "trained already, reused")" = 2 ] && [ "$(cat "$W"/r/points/*/point.log | grep -c "done already on these weights, reused")" = 2 ] || fail "models not reused"
 "$PY" - "$W/r" <<'PY'
 import csv, json, os, sys
 r = sys.argv[1]
@@ -86,7 +86,7 @@ dataset=syn
 template=tiger
 preset=tiny
 epochs=2
-max_minutes=0.003
+max_minutes=0.01
 eval_users=20
 eval_limit=30
 bench_reps=1
@@ -97,13 +97,17 @@ EOF
 runs=0
 while :; do
     runs=$((runs + 1))
-    [ $runs -le 30 ] || fail "max_minutes slices: the training did not end in 30 runs"
+    [ $runs -le 60 ] || fail "max_minutes slices: the training did not end in 60 runs"
     if "$SRC/experiments/sweep.sh" "$W/slice.sh" --results "$W/s" > "$W/slice.out" 2>&1; then break; fi
     grep -q "paused .*training cut by max_minutes" "$W/slice.out" || { cat "$W/slice.out"; fail "a cut training was not reported as paused"; }
     ls "$W"/s/points/*/point.json >/dev/null 2>&1 && fail "a cut training's point got a point.json"
 done
-[ $runs -ge 2 ] || fail "max_minutes=0.003 did not cut the training (1 run)"
+[ $runs -ge 2 ] || fail "max_minutes=0.01 did not cut the training (1 run)"
 grep -q '"stopped": "completed"' "$W"/s/models/*/summary.json || fail "the sliced training did not complete"
 grep -q -- "--resume" "$W"/s/points/*/point.log || fail "the sliced training was not resumed"
+for d in "$W"/r/evals/* "$W"/r/attn/* "$W"/s/evals/*; do   # each evaluation names the weights it was made from
+    m=$(ls -d "$W"/*/models/"$(basename "$d" | sed -E 's/-(cpu|a[0-9]+)-[0-9a-f]{8}$//')")
+    [ "$(cat "$d/model.sha1")" = "$(sha1sum "$m/model.safetensors" | cut -d' ' -f1)" ] || fail "$d: not from the model's weights"
+done
 echo "check_sweep_work: a training cut by max_minutes was continued over $runs runs"
 echo "check_sweep_work: OK"
