@@ -37,9 +37,11 @@ static const char *BENCH_ABOUT =
     "  (default N/4) with P prefix and S suffix registers (default 1 and 1).\n"
     "  CSV columns: method,k,prefix_regs,suffix_regs,prompt_len,batch,beam,device,prefill_ms,\n"
     "  decode_ms,total_ms,kv_bytes,speedup,kv_reduction,prefill_gflops,sgemm_gflops,\n"
-    "  decode_ms_per_token,threads,prefill_vs_sgemm,n_layers,reps (times are medians over --reps; sgemm_gflops is\n"
-    "  cblas_sgemm at the model's MLP shape timed right before each repetition, prefill_vs_sgemm the\n"
-    "  median of the per-repetition ratios, so a shared machine's load changes cancel out).\n";
+    "  decode_ms_per_token,threads,prefill_vs_sgemm,n_layers,reps,dtype,device_name (times are medians over\n"
+    "  --reps after one untimed warm-up run; sgemm_gflops is the runtime's matrix product -- cblas_sgemm on\n"
+    "  cpu, cuBLAS in --dtype on cuda -- at the model's MLP shape timed right before each repetition,\n"
+    "  prefill_vs_sgemm the median of the per-repetition ratios, so a shared machine's load changes cancel out).\n"
+    "  --device cuda --preset draws the random weights on the GPU (llama2-7b, qwen2.5-7b never touch the host).\n";
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -49,26 +51,6 @@ static int cmp_double(const void *a, const void *b) {
 static double median(double *v, int n) {
     qsort(v, (size_t)n, sizeof(double), cmp_double);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-// The sgemm rate for C[M,N] = A[M,K] B[N,K]^T (the shape of our projections), GFLOP/s, median of reps.
-static double sgemm_rate(int M, int N, int K, int reps) {
-    float *a = xmalloc((size_t)M * K * sizeof(float)), *b = xmalloc((size_t)N * K * sizeof(float));
-    float *c = xmalloc((size_t)M * N * sizeof(float));
-    Rng r;
-    rng_seed(&r, 7);
-    for (size_t i = 0; i < (size_t)M * K; i++) a[i] = rng_uniform(&r) - 0.5f;
-    for (size_t i = 0; i < (size_t)N * K; i++) b[i] = rng_uniform(&r) - 0.5f;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, a, K, b, K, 0.0f, c, N); // warm-up
-    double t[32];
-    if (reps > 32) reps = 32;
-    for (int i = 0; i < reps; i++) {
-        double t0 = time_now_s();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, a, K, b, K, 0.0f, c, N);
-        t[i] = time_now_s() - t0;
-    }
-    free(a); free(b); free(c);
-    return 2.0 * M * N * K / median(t, reps) * 1e-9;
 }
 
 typedef struct {
@@ -101,19 +83,18 @@ static void bench_trie(Trie *t, int vocab, int G, int n_items, uint64_t seed, in
     free(it);
 }
 
-// Runs one configuration; returns -1 with e set on failure.
+// Runs one configuration on the runtime of dm; returns -1 with e set on failure.
 //   prefill: B prompts of L tokens (EARN: plus P + S registers) in one call;
 //   decode : constrained beam search of width W over a synthetic trie of G-token
 //            codes (G - 1 decode forwards over all B*W beams, which share their
 //            prompt's KV), timed from the prefill's end to the last selection.
-static int bench_one(BenchRow *row, Model *m, ModelMethod method, int k, int P, int S, int L, int B, int W, int G,
-                     int reps, uint64_t seed, Error *e) {
-    ModelConfig saved = m->config;
-    m->config.method = method;
-    m->config.layer_split_k = method == METHOD_EARN ? k : 0;
-    m->config.n_prefix_regs = method == METHOD_EARN ? P : 0;
-    m->config.n_suffix_regs = method == METHOD_EARN ? S : 0;
-    const ModelConfig *c = &m->config;
+static int bench_one(BenchRow *row, DeviceModel *dm, ModelMethod method, int k, int P, int S, int L, int B, int W,
+                     int G, int reps, uint64_t seed, Error *e) {
+    ModelConfig *c = device_model_config(dm), saved = *c;
+    c->method = method;
+    c->layer_split_k = method == METHOD_EARN ? k : 0;
+    c->n_prefix_regs = method == METHOD_EARN ? P : 0;
+    c->n_suffix_regs = method == METHOD_EARN ? S : 0;
     int regs = c->n_prefix_regs + c->n_suffix_regs, T1 = L + regs;
     Trie trie;
     int code_tok0;
@@ -132,42 +113,24 @@ static int bench_one(BenchRow *row, Model *m, ModelMethod method, int k, int P, 
         lens[b] = T1;
         kp[b] = kinds;
     }
-    BeamSearch bs;
+    DeviceSearch bs;
     BeamHyps *h = xcalloc((size_t)B, sizeof(BeamHyps));
-    double tp[32], td[32], sg[32], flops = 0;
+    double tp[33], td[33], sg[33];
     int sg_rows = B * T1 < 8192 ? B * T1 : 8192;
-    int rc = beam_search_init(&bs, m, &trie, W, e);
-    for (int r = 0; r < reps && !rc; r++) {
+    int rc = device_search_init(&bs, dm, &trie, W, e);
+    // One warm-up run first (not timed): module loads, cuBLAS plans, first-touch allocations.
+    for (int r = -1; r < reps && !rc; r++) {
         // The ceiling, measured right before this repetition: on a shared machine
         // the load changes from second to second, so each prefill is compared
-        // with the sgemm rate of its own moment.
-        sg[r] = sgemm_rate(sg_rows, c->hidden_dim, c->dim, 3);
-        rc = beam_search_run(h, &bs, B, (const int *const *)prompts, kp, lens, e);
+        // with the matrix-product rate of its own moment.
+        if (r >= 0) sg[r] = device_gemm_rate(dm, sg_rows, c->hidden_dim, c->dim, 3);
+        rc = device_search_run(&bs, h, B, (const int *const *)prompts, kp, lens, e);
         if (rc) break;
-        tp[r] = bs.prefill_s;
-        td[r] = bs.decode_s;
-        for (int b = 0; b < B; b++) beam_hyps_free(&h[b]);
-    }
-    if (!rc) {
-        // FLOPs of the prefill alone, for the GFLOP/s column: one more prefill-only call.
-        int N = c->n_layers;
-        size_t T = (size_t)B * (size_t)T1;
-        int *tokens = xmalloc(T * sizeof(int)), *depth = xmalloc(T * sizeof(int)), *cap = xmalloc((size_t)N * sizeof(int));
-        KVCache *pc = xmalloc((size_t)B * sizeof(KVCache)), **pk = xmalloc((size_t)B * sizeof(KVCache *));
-        plan_kv_capacity(cap, c, L, regs, 0);
-        for (int b = 0; b < B; b++) {
-            memcpy(tokens + (size_t)b * T1, prompts[b], (size_t)T1 * sizeof(int));
-            plan_depth_for(depth + (size_t)b * T1, kinds, T1, c);
-            kvcache_init(&pc[b], N, c->n_kv_heads, c->head_dim, cap);
-            pk[b] = &pc[b];
+        if (r >= 0) {
+            tp[r] = bs.prefill_s;
+            td[r] = bs.decode_s;
         }
-        float *lg = xmalloc((size_t)B * (size_t)c->vocab_size * sizeof(float));
-        ForwardBatch fb = {.n_seqs = B, .n_new = lens, .tokens = tokens, .depth = depth, .caches = pk,
-                           .logits_mode = LOGITS_LAST};
-        rc = model_forward(lg, m, &fb, &bs.scratch, e);
-        flops = bs.scratch.last_flops;
-        for (int b = 0; b < B; b++) kvcache_free(&pc[b]);
-        free(tokens); free(depth); free(cap); free(pc); free(pk); free(lg);
+        for (int b = 0; b < B; b++) beam_hyps_free(&h[b]);
     }
     if (!rc) {
         row->method = method == METHOD_EARN ? "earn" : "full";
@@ -177,27 +140,27 @@ static int bench_one(BenchRow *row, Model *m, ModelMethod method, int k, int P, 
         row->L = L; row->B = B; row->W = W;
         row->prefill_ms = 1e3 * median(tp, reps);
         row->decode_ms = 1e3 * median(td, reps);
-        row->gflops = flops / (row->prefill_ms * 1e-3) * 1e-9;
+        row->gflops = bs.prefill_flops / (row->prefill_ms * 1e-3) * 1e-9;
         row->kv_bytes = bs.kv_bytes;
         double ratio[32];
-        for (int r = 0; r < reps; r++) ratio[r] = flops / tp[r] * 1e-9 / sg[r];
+        for (int r = 0; r < reps; r++) ratio[r] = bs.prefill_flops / tp[r] * 1e-9 / sg[r];
         row->prefill_vs_sgemm = median(ratio, reps);
         row->sgemm_gflops = median(sg, reps);
     }
-    beam_search_free(&bs);
+    device_search_free(&bs);
     trie_free(&trie);
     for (int b = 0; b < B; b++) free(prompts[b]);
     free(prompts); free(lens); free(kinds); free(kp); free(h);
-    m->config = saved;
+    *c = saved;
     return rc;
 }
 
 // Training throughput: for each (batch, length), `reps` blocks of 3 training
 // steps, each block right after an sgemm measurement; medians of tokens/s and
 // of the per-block ratio to sgemm.
-static int bench_train(Model *m, const int *lens, int n_lens, const int *batches, int n_batches, int reps,
+static int bench_train(DeviceModel *dm, const int *lens, int n_lens, const int *batches, int n_batches, int reps,
                        uint64_t seed, const char *out, int n_threads) {
-    const ModelConfig *c = &m->config;
+    const ModelConfig *c = &dm->host->config;
     Error e;
     AtomicFile af;
     if (out && atomic_open(&af, out, &e)) return cli_fail("bench", &e);
@@ -212,7 +175,7 @@ static int bench_train(Model *m, const int *lens, int n_lens, const int *batches
             int rows = lens[il] * batches[ib] < 8192 ? lens[il] * batches[ib] : 8192;
             for (int r = 0; r < reps && !rc; r++) {
                 TrainBenchResult tr;
-                sg[r] = sgemm_rate(rows, c->hidden_dim, c->dim, 3);
+                sg[r] = device_gemm_rate(dm, rows, c->hidden_dim, c->dim, 3);
                 rc = train_bench(&tr, c, batches[ib], lens[il], 4, 3, seed + (uint64_t)r, &e);
                 tps[r] = tr.tokens_per_s;
                 gf[r] = tr.gflops;
@@ -236,7 +199,7 @@ static int bench_train(Model *m, const int *lens, int n_lens, const int *batches
 }
 
 typedef struct {
-    const char *model_dir, *preset, *out, *methods_s, *device_s;
+    const char *model_dir, *preset, *out, *methods_s, *device_s, *dtype;
     CliIntList lens, batches, beams;
     int vocab, k, P, S, G, reps, threads, seed, train;
     Device device;
@@ -262,21 +225,25 @@ static int parse_methods(ModelMethod *methods, const char *s) {
     return n ? n : -1;
 }
 
-static void print_header(const ModelConfig *c, int n_threads) {
+static void print_header(DeviceModel *dm, int n_threads) {
     // The ceiling is measured inside each configuration, right before each
-    // repetition (bench_one); a large square sgemm is printed once for reference.
-    double sg_square = sgemm_rate(1024, 1024, 1024, 5);
-    printf("model: %d layers, d=%d, %d heads / %d KV heads, SwiGLU %d, vocab %d; %d threads\n", c->n_layers, c->dim,
-           c->n_heads, c->n_kv_heads, c->hidden_dim, c->vocab_size, n_threads);
-    printf("sgemm 1024^3 (reference): %.1f GFLOP/s; the sgemm column is cblas_sgemm at [rows x %d x %d] (the model's\n"
+    // repetition (bench_one); a large square product is printed once for reference.
+    const ModelConfig *c = device_model_config(dm);
+    int sq = dm->device == DEVICE_CUDA ? 8192 : 1024;
+    double sg_square = device_gemm_rate(dm, sq, sq, sq, 5);
+    const char *gemm = dm->device == DEVICE_CUDA ? "cuBLAS" : "cblas_sgemm";
+    printf("model: %d layers, d=%d, %d heads / %d KV heads, SwiGLU %d, vocab %d; device %s (%s, %s); %d threads\n",
+           c->n_layers, c->dim, c->n_heads, c->n_kv_heads, c->hidden_dim, c->vocab_size, device_name(dm->device),
+           dm->name, dm->dtype, n_threads);
+    printf("%s %d^3 %s (reference): %.1f GFLOP/s; the sgemm column is %s at [rows x %d x %d] (the model's\n"
            "MLP shape over the prefill's rows), timed just before each prefill; %%sgemm = median of per-repetition ratios\n",
-           sg_square, c->hidden_dim, c->dim);
+           gemm, sq, dm->dtype, sg_square, gemm, c->hidden_dim, c->dim);
     printf("%-5s %2s %2s %2s %6s %5s %5s %11s %10s %10s %12s %8s %8s %8s %7s %6s\n", "meth", "k", "P", "S", "L", "batch",
            "beam", "prefill_ms", "decode_ms", "total_ms", "kv_bytes", "speedup", "kv_red%", "GFLOP/s", "sgemm", "%sgemm");
 }
 
 // Every (prompt length, batch, beam) combination, each method in turn; rows [n_lens * n_batches * n_beams * n_methods].
-static int bench_rows(BenchRow *rows, Model *m, const BenchArgs *a, const ModelMethod *methods, int n_methods,
+static int bench_rows(BenchRow *rows, DeviceModel *dm, const BenchArgs *a, const ModelMethod *methods, int n_methods,
                       Error *e) {
     size_t r = 0;
     for (int il = 0; il < a->lens.n; il++)
@@ -284,7 +251,7 @@ static int bench_rows(BenchRow *rows, Model *m, const BenchArgs *a, const ModelM
             for (int iw = 0; iw < a->beams.n; iw++) {
                 size_t first = r;
                 for (int im = 0; im < n_methods; im++, r++) {
-                    if (bench_one(&rows[r], m, methods[im], a->k, a->P, a->S, a->lens.v[il], a->batches.v[ib],
+                    if (bench_one(&rows[r], dm, methods[im], a->k, a->P, a->S, a->lens.v[il], a->batches.v[ib],
                                   a->beams.v[iw], a->G, a->reps, (uint64_t)a->seed + 100, e))
                         return -1;
                     BenchRow *w = &rows[r], *base = &rows[first];
@@ -301,60 +268,64 @@ static int bench_rows(BenchRow *rows, Model *m, const BenchArgs *a, const ModelM
 }
 
 static int write_csv(const char *out, const BenchRow *rows, size_t n_rows, int n_methods, int G, int n_threads,
-                     const char *device, int n_layers, int reps, Error *e) {
+                     const DeviceModel *dm, int n_layers, int reps, Error *e) {
+    const char *device = device_name(dm->device);
     AtomicFile af;
     if (atomic_open(&af, out, e)) return -1;
     fprintf(af.f, "method,k,prefix_regs,suffix_regs,prompt_len,batch,beam,device,prefill_ms,decode_ms,total_ms,"
                   "kv_bytes,speedup,kv_reduction,prefill_gflops,sgemm_gflops,decode_ms_per_token,threads,"
-                  "prefill_vs_sgemm,n_layers,reps\n");
+                  "prefill_vs_sgemm,n_layers,reps,dtype,device_name\n");
     for (size_t i = 0; i < n_rows; i++) {
         const BenchRow *w = &rows[i], *base = &rows[i - i % (size_t)n_methods];
         double tot = w->prefill_ms + w->decode_ms;
-        fprintf(af.f, "%s,%d,%d,%d,%d,%d,%d,%s,%.4f,%.4f,%.4f,%zu,%.4f,%.4f,%.3f,%.3f,%.4f,%d,%.4f,%d,%d\n", w->method, w->k,
-                w->P, w->S, w->L, w->B, w->W, device, w->prefill_ms, w->decode_ms, tot, w->kv_bytes,
+        fprintf(af.f, "%s,%d,%d,%d,%d,%d,%d,%s,%.4f,%.4f,%.4f,%zu,%.4f,%.4f,%.3f,%.3f,%.4f,%d,%.4f,%d,%d,%s,\"%s\"\n",
+                w->method, w->k, w->P, w->S, w->L, w->B, w->W, device, w->prefill_ms, w->decode_ms, tot, w->kv_bytes,
                 (base->prefill_ms + base->decode_ms) / tot, 1.0 - (double)w->kv_bytes / (double)base->kv_bytes,
-                w->gflops, w->sgemm_gflops, w->decode_ms / G, n_threads, w->prefill_vs_sgemm, n_layers, reps);
+                w->gflops, w->sgemm_gflops, w->decode_ms / G, n_threads, w->prefill_vs_sgemm, n_layers, reps, dm->dtype,
+                dm->name);
     }
     return atomic_commit(&af, e);
 }
 
-// The model: a checkpoint, or a preset's shape with random weights.
-static int bench_model(Model *m, const BenchArgs *a, Error *e) {
-    if (a->model_dir) return model_load(m, a->model_dir, e);
+// The model on its runtime: a checkpoint (uploaded for cuda), or a preset's
+// shape with random weights drawn where they run (7B shapes never touch the host).
+static int bench_model(DeviceModel *dm, Model *m, const BenchArgs *a, Error *e) {
+    if (a->model_dir) return model_load(m, a->model_dir, e) || device_model_open(dm, a->device, a->dtype, m, e);
     ModelConfig c;
     if (preset_config(&c, a->preset, a->vocab, e)) return -1;
-    model_init_random(m, &c, (uint64_t)a->seed, 0.02f);
+    if (device_model_random(dm, a->device, a->dtype, m, &c, (uint64_t)a->seed, 0.02f, e)) return -1;
     m->allow_long = 1; // random weights of a shape: positions are timed, not meaningful
     return 0;
 }
 
-static int bench_run(Model *m, BenchArgs *a, const ModelMethod *methods, int n_methods, int n_threads, Error *e) {
-    const ModelConfig *c = &m->config;
+static int bench_run(DeviceModel *dm, BenchArgs *a, const ModelMethod *methods, int n_methods, int n_threads,
+                     Error *e) {
+    const ModelConfig *c = device_model_config(dm);
     if (!a->k) a->k = c->n_layers / 4 > 0 ? c->n_layers / 4 : 1;
     for (int i = 0; i < n_methods; i++)
         if (methods[i] == METHOD_EARN && (a->k >= c->n_layers || a->S < 1))
             return err_set(e, "earn needs 1 <= --k < %d layers and --suffix-regs >= 1 (the decision token is the "
                            "last suffix register)", c->n_layers);
     if (a->train)
-        return bench_train(m, a->lens.v, a->lens.n, a->batches.v, a->batches.n, a->reps, (uint64_t)a->seed, a->out,
+        return bench_train(dm, a->lens.v, a->lens.n, a->batches.v, a->batches.n, a->reps, (uint64_t)a->seed, a->out,
                            n_threads) ? -2 : 0;
-    print_header(c, n_threads);
+    print_header(dm, n_threads);
     size_t n_rows = (size_t)a->lens.n * a->batches.n * a->beams.n * n_methods;
     BenchRow *rows = xcalloc(n_rows, sizeof(BenchRow));
-    int rc = bench_rows(rows, m, a, methods, n_methods, e) ||
-             (a->out && write_csv(a->out, rows, n_rows, n_methods, a->G, n_threads, device_name(a->device), c->n_layers, a->reps, e));
+    int rc = bench_rows(rows, dm, a, methods, n_methods, e) ||
+             (a->out && write_csv(a->out, rows, n_rows, n_methods, a->G, n_threads, dm, c->n_layers, a->reps, e));
     free(rows);
     return rc ? -1 : 0;
 }
 
 int cmd_bench(int argc, char **argv) {
     static int one = 1, len512 = 512;
-    BenchArgs a = {.methods_s = "full", .device_s = "cpu", .vocab = 1024, .P = 1, .S = 1, .G = 4, .reps = 3, .seed = 1,
+    BenchArgs a = {.methods_s = "full", .device_s = "cpu", .dtype = "f32", .vocab = 0, .P = 1, .S = 1, .G = 4, .reps = 3, .seed = 1,
                    .lens = {&len512, 1}, .batches = {&one, 1}, .beams = {&one, 1}};
     CliFlag flags[] = {
         {"--model", CLI_STRING, &a.model_dir, .meta = "DIR", .help = "a checkpoint (or --preset)"},
-        {"--preset", CLI_STRING, &a.preset, .meta = "tiny|small|base", .help = "random weights of a preset shape"},
-        {"--vocab", CLI_INT, &a.vocab, .lo = 2, .hi = 1 << 20, .help = "vocabulary size of --preset"},
+        {"--preset", CLI_STRING, &a.preset, .meta = PRESET_NAMES, .help = "random weights of a preset shape"},
+        {"--vocab", CLI_INT, &a.vocab, .lo = 2, .hi = 1 << 20, .help = "vocabulary size of --preset (default: the preset's)"},
         {"--method", CLI_STRING, &a.methods_s, .meta = "full,earn", .help = "methods compared on the same weights"},
         {"--k", CLI_INT, &a.k, .lo = 1, .hi = 1024, .help = "EARN layer split (default N/4)"},
         {"--prefix-regs", CLI_INT, &a.P, .lo = 0, .hi = 64, .help = "EARN prefix registers"},
@@ -369,14 +340,17 @@ int cmd_bench(int argc, char **argv) {
         {"--train", CLI_FLAG, &a.train, .help = "time training steps instead"},
         {"--out", CLI_STRING, &a.out, .meta = "B.csv", .help = "CSV of the rows (atomic)"},
         {"--device", CLI_STRING, &a.device_s, .choices = DEVICE_CHOICES, .help = "runtime that runs the model"},
+        {"--dtype", CLI_STRING, &a.dtype, .choices = DTYPE_CHOICES, .help = "compute dtype (bf16: --device cuda only)"},
     };
-    CliSpec cli = {.verb = "bench", .synopsis = "(--model DIR | --preset tiny|small|base [--vocab V]) [--method full,earn] "
+    CliSpec cli = {.verb = "bench", .synopsis = "(--model DIR | --preset " PRESET_NAMES " [--vocab V]) [--method full,earn] "
                    "[--prompt-len 512,4096] [options]", .about = BENCH_ABOUT, .flags = flags, .n_flags = CLI_COUNT(flags)};
     int st = cli_parse(&cli, argc, argv);
     if (st >= 0) return st;
     {
         Error le;
-        if (device_select(&a.device, a.device_s, &le)) { // before any work or lock
+        if (device_select(&a.device, a.device_s, &le) || device_dtype_check(a.device, a.dtype, &le) ||
+            (a.train && a.device == DEVICE_CUDA &&
+             err_set(&le, "--train times the CPU training step; the GPU runtime is inference only"))) { // before any work
             cli_free(&cli);
             cli_fail("bench", &le);
             return 2;
@@ -395,11 +369,13 @@ int cmd_bench(int argc, char **argv) {
         int n_threads = threads_init(a.threads);
         Error e;
         Model m;
-        int rc = bench_model(&m, &a, &e);
-        if (!rc) {
-            rc = bench_run(&m, &a, methods, n_methods, n_threads, &e);
-            model_free(&m);
-        }
+        DeviceModel dm;
+        memset(&m, 0, sizeof m);
+        memset(&dm, 0, sizeof dm);
+        int rc = bench_model(&dm, &m, &a, &e);
+        if (!rc) rc = bench_run(&dm, &a, methods, n_methods, n_threads, &e);
+        device_model_close(&dm);
+        if (m.params_memory) model_free(&m);
         st = rc == -2 ? 1 : rc ? cli_fail("bench", &e) : 0;
     }
     cli_free(&cli);

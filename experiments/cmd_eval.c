@@ -26,7 +26,7 @@
 #include "runtime/sha256.h"
 
 typedef struct {
-    const char *model_dir, *method, *data, *split, *out, *rankings, *tmpl, *baseline, *device_s;
+    const char *model_dir, *method, *data, *split, *out, *rankings, *tmpl, *baseline, *device_s, *dtype;
     int beam, batch, limit, max_history, threads, allow_nonfinite, allow_long;
     Device device;
 } EvalArgs;
@@ -37,9 +37,10 @@ typedef struct {
     SampleSet ss;
     MostPop mp;
     Model m;
+    DeviceModel dm;  // m on the --device runtime
     Vocab v;
     Prompter p;
-    int have_data, have_samples, have_mostpop, have_model, have_vocab, have_prompter;
+    int have_data, have_samples, have_mostpop, have_model, have_dm, have_vocab, have_prompter;
     AtomicFile out_f, rank_f;
     int out_open, rank_open;
     OutputLock out_lock, rank_lock; // one writer per output
@@ -106,6 +107,7 @@ static json_t *efficiency_json(const RecEvalResult *r, const EvalArgs *a, double
     json_object_set_new(eff, "batch", json_integer(a->batch));
     if (have_omega) json_object_set_new(eff, "omega", json_real(omega));
     json_object_set_new(eff, "device", json_string(device_name(a->device)));
+    json_object_set_new(eff, "dtype", json_string(a->dtype));
     return eff;
 }
 
@@ -147,6 +149,8 @@ static int load_model(EvalRun *run, const EvalArgs *a, PromptTemplate *tmpl, Err
     if (model_load_flags(&run->m, a->model_dir, a->allow_nonfinite ? MODEL_LOAD_ALLOW_NONFINITE : 0, e)) return -1;
     run->have_model = 1;
     model_allow_long(&run->m, a->allow_long, "eval");
+    if (device_model_open(&run->dm, a->device, a->dtype, &run->m, e)) return -1;
+    run->have_dm = 1;
     if (prompt_template_for_model(tmpl, a->tmpl, run->m.config.prompt_template, a->model_dir, e)) return -1;
     if (model_vocab_load(&run->v, a->model_dir, &run->d, &run->m.config, e)) return -1;
     run->have_vocab = 1;
@@ -187,6 +191,7 @@ static void eval_free(EvalRun *run) {
     if (run->out_open) atomic_abort(&run->out_f);
     if (run->have_prompter) prompter_free(&run->p);
     if (run->have_vocab) vocab_free(&run->v);
+    if (run->have_dm) device_model_close(&run->dm);
     if (run->have_model) model_free(&run->m);
     if (run->have_mostpop) mostpop_free(&run->mp);
     if (run->have_samples) samples_free(&run->ss);
@@ -206,7 +211,8 @@ static int write_json(EvalRun *run, json_t *root, const char *path, Error *e) {
 
 // Scores, then commits the rankings and the JSON.
 static int eval_run(EvalRun *run, const EvalArgs *a, PromptTemplate tmpl, Error *e) {
-    RecEvalInputs in = {a->model_dir ? &run->m : NULL, &run->v, &run->p, &run->mp, &run->d, &run->ss};
+    RecEvalInputs in = {a->model_dir ? &run->m : NULL, a->model_dir ? &run->dm : NULL, &run->v, &run->p, &run->mp,
+                        &run->d, &run->ss};
     RecEvalOptions o;
     rec_eval_options_default(&o);
     o.beam = a->beam;
@@ -238,7 +244,7 @@ static int eval_run(EvalRun *run, const EvalArgs *a, PromptTemplate tmpl, Error 
 }
 
 int cmd_eval(int argc, char **argv) {
-    EvalArgs a = {.device_s = "cpu", .split = "test", .beam = 20, .batch = 16, .max_history = SAMPLES_MAX_HISTORY};
+    EvalArgs a = {.device_s = "cpu", .dtype = "f32", .split = "test", .beam = 20, .batch = 16, .max_history = SAMPLES_MAX_HISTORY};
     CliFlag flags[] = {
         {"--model", CLI_STRING, &a.model_dir, .meta = "DIR", .help = "the model to evaluate"},
         {"--method", CLI_STRING, &a.method, .choices = "mostpop", .help = "a baseline instead of --model"},
@@ -256,6 +262,7 @@ int cmd_eval(int argc, char **argv) {
         {"--allow-long", CLI_FLAG, &a.allow_long, .help = "run past the model's max_position_embeddings (with a warning)"},
         {"--baseline", CLI_STRING, &a.baseline, .meta = "E_full.json", .help = "the full model's eval: gives omega"},
         {"--device", CLI_STRING, &a.device_s, .choices = DEVICE_CHOICES, .help = "runtime that runs the model"},
+        {"--dtype", CLI_STRING, &a.dtype, .choices = DTYPE_CHOICES, .help = "compute dtype (bf16: --device cuda only)"},
     };
     CliSpec cli = {.verb = "eval", .synopsis = "(--model DIR | --method mostpop) --data DIR --out E.json [options]",
                    .about = EVAL_ABOUT, .flags = flags, .n_flags = CLI_COUNT(flags)};
@@ -267,7 +274,7 @@ int cmd_eval(int argc, char **argv) {
     }
     {
         Error de;
-        if (device_select(&a.device, a.device_s, &de)) { // before any work or lock
+        if (device_select(&a.device, a.device_s, &de) || device_dtype_check(a.device, a.dtype, &de)) { // before any work
             cli_fail("eval", &de);
             return 2;
         }

@@ -12,6 +12,7 @@
 
 #include "experiments/cli.h"
 #include "experiments/commands.h"
+#include "experiments/device.h"
 #include "runtime/checkpoint.h"
 #include "runtime/plan.h"
 
@@ -109,7 +110,7 @@ static int forward_kinds(uint8_t *kinds, const CliIntList *given, int T, const M
 }
 
 int cmd_forward(int argc, char **argv) {
-    const char *model_dir = NULL, *out = NULL;
+    const char *model_dir = NULL, *out = NULL, *device_s = "cpu", *dtype = "f32";
     int want_attn = 0, threads = 0, allow_nonfinite = 0, allow_long = 0;
     CliIntList tok_list = {0}, kind_list = {0};
     CliFlag flags[] = {
@@ -123,13 +124,23 @@ int cmd_forward(int argc, char **argv) {
         {"--allow-long", CLI_FLAG, &allow_long, .help = "run past the model's max_position_embeddings (with a warning)"},
         {"--attn", CLI_FLAG, &want_attn, .help = "also write /attn [L,H,T,T]"},
         {"--threads", CLI_INT, &threads, .lo = 1, .hi = 1024, .help = "threads (default: EARNEST_THREADS or all cores)"},
+        {"--device", CLI_STRING, &device_s, .choices = DEVICE_CHOICES, .help = "runtime that runs the model"},
+        {"--dtype", CLI_STRING, &dtype, .choices = DTYPE_CHOICES, .help = "compute dtype (bf16: --device cuda only)"},
     };
     CliSpec cli = {.verb = "forward", .synopsis = "--model DIR --tokens \"ID ID ...\" --out F.h5 [options]",
                    .about = FORWARD_ABOUT, .flags = flags, .n_flags = CLI_COUNT(flags)};
     int st = cli_parse(&cli, argc, argv);
     if (st >= 0) return st;
+    Device device;
     {
         Error le;
+        if (device_select(&device, device_s, &le) || device_dtype_check(device, dtype, &le) ||
+            (want_attn && device == DEVICE_CUDA &&
+             err_set(&le, "--attn: the GPU runtime writes no attention maps (use --device cpu)"))) {
+            cli_free(&cli);
+            cli_fail("forward", &le);
+            return 2;
+        }
         if (output_lock_hold(out, &le)) return cli_fail("forward", &le); // one writer per output
     }
     threads_init(threads);
@@ -159,24 +170,17 @@ int cmd_forward(int argc, char **argv) {
     }
     plan_depth_for(depth, kinds, T, c);
 
-    int *cap = xmalloc((size_t)c->n_layers * sizeof(int));
-    for (int l = 0; l < c->n_layers; l++) cap[l] = T;
-    KVCache kv;
-    kvcache_init(&kv, c->n_layers, c->n_kv_heads, c->head_dim, cap);
-    KVCache *kvs[1] = {&kv};
     size_t V = (size_t)c->vocab_size, TT = (size_t)T;
     float *logits = xmalloc(TT * V * sizeof(float));
     AttnCapture ac = {NULL, c->n_heads, T};
     if (want_attn) ac.attn = xcalloc((size_t)c->n_layers * (size_t)c->n_heads * TT * TT, sizeof(float));
-    ForwardBatch fb = {.n_seqs = 1, .n_new = &T, .tokens = tokens, .depth = depth, .caches = kvs,
-                       .logits_mode = LOGITS_ALL, .attn_hook = want_attn ? capture_attn : NULL, .attn_hook_ctx = &ac};
-    ForwardScratch s = {0};
-    int rc = model_forward(logits, &m, &fb, &s, &e) ||
+    DeviceModel dm;
+    int rc = device_model_open(&dm, device, dtype, &m, &e) ||
+             device_forward_prefill(&dm, logits, tokens, T, depth, want_attn ? capture_attn : NULL, &ac, &e) ||
              forward_write(out, tokens, T, logits, (int)V, ac.attn, c->n_layers, c->n_heads, &e);
     if (rc) cli_fail("forward", &e);
-    forward_scratch_free(&s);
-    kvcache_free(&kv);
-    free(cap); free(logits); free(ac.attn); free(kinds); free(depth);
+    device_model_close(&dm);
+    free(logits); free(ac.attn); free(kinds); free(depth);
     cli_free(&cli);
     model_free(&m);
     return rc ? 1 : 0;

@@ -18,8 +18,8 @@ static const char *INIT_ABOUT =
     "  does), written as MODEL_DIR/vocab.txt, and sizes the model.\n";
 
 int cmd_init(int argc, char **argv) {
-    const char *preset = NULL, *out = NULL, *method_s = "finetune", *data = NULL;
-    int vocab = 0, seed = 1, k = 0, P = 0, S = 0;
+    const char *preset = NULL, *out = NULL, *method_s = "finetune", *data = NULL, *arch = "llama";
+    int vocab = 0, seed = 1, k = 0, P = 0, S = 0, untie = 0;
     float stdev = 0.02f;
     CliFlag flags[] = {
         {"--preset", CLI_STRING, &preset, .meta = "tiny|small", .required = 1, .help = "model shape"},
@@ -32,6 +32,8 @@ int cmd_init(int argc, char **argv) {
         {"--k", CLI_INT, &k, .lo = 0, .hi = 4096, .help = "EARN layer split (0: N/4)"},
         {"--prefix-regs", CLI_INT, &P, .lo = 0, .hi = 4096, .help = "EARN prefix registers"},
         {"--suffix-regs", CLI_INT, &S, .lo = 0, .hi = 4096, .help = "EARN suffix registers"},
+        {"--arch", CLI_STRING, &arch, .choices = "llama|qwen2", .help = "LlamaForCausalLM, or Qwen2ForCausalLM (q/k/v biases)"},
+        {"--untie", CLI_FLAG, &untie, .help = "a separate lm_head instead of the tied embedding"},
     };
     CliSpec cli = {.verb = "init", .synopsis = "--preset tiny|small (--vocab-size V | --data DATA_DIR) --out MODEL_DIR [options]",
                    .about = INIT_ABOUT, .flags = flags, .n_flags = CLI_COUNT(flags)};
@@ -63,6 +65,11 @@ int cmd_init(int argc, char **argv) {
     ModelConfig c;
     if (preset_config(&c, preset, vocab, &e)) return cli_fail("init", &e);
     CHECK(config_method_parse(method_s, &c.method) == 0, "init: --method passed its choices");
+    if (!strcmp(arch, "qwen2")) {
+        c.arch = MODEL_ARCH_QWEN2;
+        c.attn_bias = 1;
+    }
+    if (untie) c.tie_embeddings = 0;
     if (c.method == METHOD_EARN) {
         c.layer_split_k = k ? k : (c.n_layers / 4 > 0 ? c.n_layers / 4 : 1);
         c.n_prefix_regs = P;

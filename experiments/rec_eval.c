@@ -88,7 +88,7 @@ static const Sample *pick_sample(const RecEvalInputs *in, const RecEvalOptions *
 }
 
 // One beam-search call over users u0 .. u0+nb-1, with its efficiency figures.
-static int rank_batch(RecEvalResult *r, EvalBufs *b, BeamSearch *bs, const RecEvalInputs *in,
+static int rank_batch(RecEvalResult *r, EvalBufs *b, DeviceSearch *bs, const RecEvalInputs *in,
                       const RecEvalOptions *o, size_t u0, int nb, Error *e) {
     const Prompter *p = in->prompter;
     for (int i = 0; i < nb; i++) {
@@ -98,8 +98,8 @@ static int rank_batch(RecEvalResult *r, EvalBufs *b, BeamSearch *bs, const RecEv
         b->kinds[i] = xrealloc(b->kinds[i], (size_t)n);
         b->lens[i] = prompter_build(b->prompts[i], b->kinds[i], p, s->history, s->n_history, 0);
     }
-    if (beam_search_run(b->hyps, bs, nb, (const int *const *)b->prompts, (const uint8_t *const *)b->kinds, b->lens,
-                        e))
+    if (device_search_run(bs, b->hyps, nb, (const int *const *)b->prompts, (const uint8_t *const *)b->kinds, b->lens,
+                          e))
         return -1;
     r->prefill_s += bs->prefill_s;
     r->decode_s += bs->decode_s;
@@ -156,10 +156,12 @@ int rec_eval_run(RecEvalResult *r, const RecEvalInputs *in, const RecEvalOptions
         max_t = t > max_t ? t : max_t;
     }
     Trie trie = {0};
-    BeamSearch bs;
+    DeviceSearch bs;
+    DeviceModel cpu, *rt = in->runtime;
     if (in->model) {
+        if (!rt && device_model_open(&cpu, DEVICE_CPU, "f32", in->model, e)) return -1;
         trie_build(&trie, in->prompter->item_tokens, in->data->n_items, in->prompter->code_levels);
-        if (beam_search_init(&bs, in->model, &trie, o->beam, e)) {
+        if (device_search_init(&bs, rt ? rt : &cpu, &trie, o->beam, e)) {
             trie_free(&trie);
             return -1;
         }
@@ -178,7 +180,7 @@ int rec_eval_run(RecEvalResult *r, const RecEvalInputs *in, const RecEvalOptions
     r->n_users = n;
     bufs_free(&b);
     if (in->model) {
-        beam_search_free(&bs);
+        device_search_free(&bs);
         trie_free(&trie);
     }
     return rc;

@@ -25,6 +25,7 @@
 #include "datasets/prompt.h"
 #include "datasets/samples.h"
 #include "datasets/vocab.h"
+#include "experiments/device.h"
 #include "runtime/model.h"
 
 // The cutoffs every evaluation reports (DESIGN.md: K in {1, 5, 10, 20}).
@@ -34,6 +35,7 @@ extern const int REC_EVAL_KS[4];
 // What is evaluated. model == NULL scores MostPop alone.
 typedef struct {
     Model *model;
+    DeviceModel *runtime;       // the runtime that ranks (--device); NULL: the CPU runtime on `model`
     const Vocab *vocab;         // the model's vocabulary (with a model)
     const Prompter *prompter;   // the model's prompts (with a model)
     const MostPop *mostpop;     // NULL: no MostPop beside the model

@@ -199,6 +199,7 @@ static int beam_prefill(float *logits, KVCache *prompt, BeamSearch *bs, int n_us
     double t0 = time_now_s();
     int rc = model_forward(logits, bs->model, &fb, &bs->scratch, e);
     bs->prefill_s = time_now_s() - t0;
+    bs->prefill_flops = bs->scratch.last_flops;
     free(tokens); free(depth); free(cap); free(pk);
     if (rc) {
         for (int u = 0; u < n_users; u++) kvcache_free(&prompt[u]);

@@ -57,6 +57,7 @@ typedef struct {
     // figures of the last beam_search_run call
     double prefill_s;      // the prefill forward
     double decode_s;       // everything after it: selections and decode forwards
+    double prefill_flops;  // FLOPs of the prefill forward (ForwardScratch.last_flops)
     size_t kv_bytes;       // KV allocated after the last generated token (prompt caches + beam caches)
     size_t prompt_tokens;  // tokens prefilled (registers included)
     size_t gen_tokens;     // generated tokens: sum over users of beams x steps

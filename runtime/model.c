@@ -457,6 +457,40 @@ static double gather_logits(float *logits, float *xn, const Model *m, const Forw
     return flops_head(c, rows);
 }
 
+int model_forward_check_seq(const ModelConfig *c, int allow_long, LogitsMode mode, int b, int n_new,
+                            const int *tokens, const int *positions, const int *depth, int n_seen, const int *len,
+                            const int *cap, Error *e) {
+    if (n_new < 0) return err_set(e, "forward: sequence %d: negative token count", b);
+    if (n_new == 0 && mode == LOGITS_LAST)
+        return err_set(e, "forward: sequence %d has no new token to take logits from", b);
+    for (int i = 0; i < n_new; i++) {
+        int t = tokens[i];
+        if (t < 0 || t >= c->vocab_size)
+            return err_set(e, "forward: sequence %d token %d: id %d outside the vocabulary [0, %d)", b, i, t,
+                           c->vocab_size);
+        int d = depth ? depth[i] : c->n_layers;
+        if (d < 1 || d > c->n_layers)
+            return err_set(e, "forward: sequence %d token %d: depth %d outside 1..%d", b, i, d, c->n_layers);
+        int pos = positions ? positions[i] : n_seen + i;
+        if (pos < 0) return err_set(e, "forward: sequence %d token %d: negative position", b, i);
+        if (c->max_seq_len > 0 && pos >= c->max_seq_len && !allow_long)
+            return err_set(e, "forward: sequence %d token %d: position %d is beyond the model's "
+                           "max_position_embeddings %d (--allow-long runs past it)", b, i, pos, c->max_seq_len);
+    }
+    if (mode == LOGITS_LAST && depth && depth[n_new - 1] != c->n_layers)
+        return err_set(e, "forward: sequence %d: its last token stops before the last layer, so it has no logits", b);
+    // Capacity: every layer must hold the tokens that reach it.
+    for (int l = 0; l < c->n_layers; l++) {
+        int need = 0;
+        for (int i = 0; i < n_new; i++) need += (depth ? depth[i] : c->n_layers) > l;
+        for (int g = 0; g < c->n_kv_heads; g++)
+            if (len[l * c->n_kv_heads + g] + need > cap[l])
+                return err_set(e, "forward: sequence %d: KV cache of layer %d is full (%d held + %d new > capacity %d)",
+                               b, l, len[l * c->n_kv_heads + g], need, cap[l]);
+    }
+    return 0;
+}
+
 // Validates the batch against the model and the caches.
 static int forward_check(const Model *m, const ForwardBatch *fb, Error *e) {
     const ModelConfig *c = &m->config;
@@ -467,34 +501,11 @@ static int forward_check(const Model *m, const ForwardBatch *fb, Error *e) {
         if (!kv) return err_set(e, "forward: sequence %d has no KV cache", b);
         if (kv->n_layers != c->n_layers || kv->n_kv_heads != c->n_kv_heads || kv->head_dim != c->head_dim)
             return err_set(e, "forward: sequence %d: KV cache shape does not match the model", b);
-        if (fb->n_new[b] < 0) return err_set(e, "forward: sequence %d: negative token count", b);
-        if (fb->n_new[b] == 0 && fb->logits_mode == LOGITS_LAST)
-            return err_set(e, "forward: sequence %d has no new token to take logits from", b);
-        for (int i = 0; i < fb->n_new[b]; i++, at++) {
-            int t = fb->tokens[at];
-            if (t < 0 || t >= c->vocab_size)
-                return err_set(e, "forward: sequence %d token %d: id %d outside the vocabulary [0, %d)", b, i, t,
-                               c->vocab_size);
-            int d = fb->depth ? fb->depth[at] : c->n_layers;
-            if (d < 1 || d > c->n_layers)
-                return err_set(e, "forward: sequence %d token %d: depth %d outside 1..%d", b, i, d, c->n_layers);
-            int pos = fb->positions ? fb->positions[at] : kv->n_seen + i;
-            if (pos < 0) return err_set(e, "forward: sequence %d token %d: negative position", b, i);
-            if (c->max_seq_len > 0 && pos >= c->max_seq_len && !m->allow_long)
-                return err_set(e, "forward: sequence %d token %d: position %d is beyond the model's "
-                               "max_position_embeddings %d (--allow-long runs past it)", b, i, pos, c->max_seq_len);
-        }
-        if (fb->logits_mode == LOGITS_LAST && fb->depth && fb->depth[at - 1] != c->n_layers)
-            return err_set(e, "forward: sequence %d: its last token stops before the last layer, so it has no logits", b);
-        // Capacity: every layer must hold the tokens that reach it.
-        for (int l = 0; l < c->n_layers; l++) {
-            int need = 0;
-            for (size_t i = at - (size_t)fb->n_new[b]; i < at; i++) need += (fb->depth ? fb->depth[i] : c->n_layers) > l;
-            for (int g = 0; g < c->n_kv_heads; g++)
-                if (kv->len[l * c->n_kv_heads + g] + need > kv->cap[l])
-                    return err_set(e, "forward: sequence %d: KV cache of layer %d is full (%d held + %d new > capacity %d)",
-                                   b, l, kv->len[l * c->n_kv_heads + g], need, kv->cap[l]);
-        }
+        if (model_forward_check_seq(c, m->allow_long, fb->logits_mode, b, fb->n_new[b], fb->tokens + at,
+                                    fb->positions ? fb->positions + at : NULL, fb->depth ? fb->depth + at : NULL,
+                                    kv->n_seen, kv->len, kv->cap, e))
+            return -1;
+        at += (size_t)(fb->n_new[b] > 0 ? fb->n_new[b] : 0);
     }
     return 0;
 }

@@ -129,4 +129,12 @@ void forward_scratch_free(ForwardScratch *s);
 // Returns 0, or -1 with e set on bad input (token id out of range, cache full, ...).
 int model_forward(float *logits, Model *m, const ForwardBatch *batch, ForwardScratch *s, Error *e);
 
+// The checks model_forward makes on sequence b of a batch: its n_new tokens
+// (tokens, positions, depth start at its first token; positions and depth may
+// be NULL), against a cache with n_seen tokens, lengths len [L * G] and
+// capacities cap [L]. Shared with the GPU runtime (runtime/cuda/).
+int model_forward_check_seq(const ModelConfig *c, int allow_long, LogitsMode mode, int b, int n_new,
+                            const int *tokens, const int *positions, const int *depth, int n_seen, const int *len,
+                            const int *cap, Error *e);
+
 #endif

@@ -13,6 +13,10 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#ifdef __cplusplus
+extern "C" { // runtime/cuda/*.cu include this header
+#endif
+
 typedef struct {
     char msg[2048];
 } Error;
@@ -22,8 +26,7 @@ int err_set(Error *e, const char *fmt, ...) __attribute__((format(printf, 2, 3))
 // Prepends context ("while loading X: ") to an existing message; returns -1.
 int err_prefix(Error *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-_Noreturn void die_at(const char *file, int line, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+__attribute__((noreturn, format(printf, 3, 4))) void die_at(const char *file, int line, const char *fmt, ...);
 #define DIE(...) die_at(__FILE__, __LINE__, __VA_ARGS__)
 // Checks a condition that only a bug or the machine can break.
 #define CHECK(cond, ...) do { if (!(cond)) die_at(__FILE__, __LINE__, __VA_ARGS__); } while (0)
@@ -46,7 +49,7 @@ double time_now_s(void); // monotonic clock, seconds
 // Returns the count in use.
 int threads_init(int n);
 
-#include "runtime/atomic.h" // atomic outputs, output locks
+#include "runtime/atomic.h" // atomic outputs, output locks (C declarations, inside the extern "C")
 
 // Whole-file read into a NUL-terminated buffer (binary safe, *len excludes the NUL).
 int file_read_all(const char *path, char **data, size_t *len, Error *e);
@@ -62,5 +65,9 @@ float rng_normal(Rng *r);           // N(0, 1)
 // Half-precision conversions (exact for bf16 -> f32 and f16 -> f32).
 float bf16_to_f32(uint16_t h);
 float f16_to_f32(uint16_t h);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -16,7 +16,7 @@ if ! command -v "$CC_FUZZ" >/dev/null; then
     echo "run_fuzz.sh: $CC_FUZZ not found (libFuzzer needs clang: apt-get install clang)" >&2
     exit 1
 fi
-cmake -S "$SRC" -B "$BUILD" -DCMAKE_C_COMPILER="$CC_FUZZ" -DCMAKE_BUILD_TYPE=Release \
+cmake -S "$SRC" -B "$BUILD" -DCMAKE_C_COMPILER="$CC_FUZZ" -DCMAKE_BUILD_TYPE=Release -DEARNEST_CUDA=OFF \
       -DEARNEST_FUZZ=ON -DEARNEST_TESTS=OFF >/dev/null
 names=()
 for f in "$SRC"/tests/fuzz/fuzz_*.c; do names+=("$(basename "$f" .c)"); done

@@ -1,0 +1,178 @@
+// test_cuda_beam.c: the GPU beam search (runtime/cuda/beam_cuda.h) returns the
+// CPU's top-W codes (runtime/beam.h) on random models and a random trie of
+// 4-token codes, full and EARN plans, width 20, 24 users in batches of 8.
+//
+// "Equal up to ties": every code the GPU returns is in the CPU's list with
+// the same score within tol, or scores within tol of the CPU's last kept
+// score (a tie at the cut); both return as many beams; and where the two
+// orders differ, the scores there are within tol. tol = 1e-3 in f32 (scores
+// are sums of 4 log-probabilities, |score| ~ 10-30: rel ~1e-4). In bf16 the
+// logits carry the forward's bf16 error (rel 2e-2 of logits up to ~9.4 in
+// magnitude for these weights), each of the 4 steps' log-softmax twice that:
+// tol = 4 * 2 * 2e-2 * 9.4 = 1.5 (seen: 0.8). The GPU search also repeats
+// each batch and must return bit-identical results.
+// Exits 77 (skipped) without a usable GPU.
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "runtime/beam.h"
+#include "runtime/plan.h"
+
+#ifdef EARNEST_HAVE_CUDA
+#include "runtime/cuda/beam_cuda.h"
+
+#define USERS 24
+#define BATCH 8
+#define WIDTH 20
+#define LEVELS 4
+
+static void random_trie(Trie *t, int vocab, int n_items, uint64_t seed) {
+    int per = 8, base = vocab - per * LEVELS;
+    int *it = malloc((size_t)(n_items + 1) * LEVELS * sizeof(int));
+    Rng r;
+    rng_seed(&r, seed);
+    for (int j = 0; j < LEVELS; j++) it[j] = -1;
+    for (int i = LEVELS; i < (n_items + 1) * LEVELS; i++)
+        it[i] = base + (i % LEVELS) * per + (int)(rng_u64(&r) % (uint64_t)per);
+    trie_build(t, it, n_items, LEVELS);
+    free(it);
+}
+
+static int same_code(const int *a, const int *b) { return !memcmp(a, b, LEVELS * sizeof(int)); }
+
+static void show(const char *who, const BeamHyps *h) {
+    printf("    %s:", who);
+    for (int i = 0; i < h->n && i < 6; i++)
+        printf(" [%d %d %d %d] %.5f", h->tokens[i * LEVELS], h->tokens[i * LEVELS + 1], h->tokens[i * LEVELS + 2],
+               h->tokens[i * LEVELS + 3], h->scores[i]);
+    printf("\n");
+}
+
+// Returns the number of ranks where the codes differ; fails on a real mismatch.
+static int compare(const BeamHyps *cpu, const BeamHyps *gpu, double tol) {
+    assert_int_equal(cpu->n, gpu->n);
+    int moved = 0;
+    for (int i = 0; i < gpu->n; i++) {
+        const int *code = gpu->tokens + (size_t)i * LEVELS;
+        int j = 0;
+        while (j < cpu->n && !same_code(cpu->tokens + (size_t)j * LEVELS, code)) j++;
+        if (j < cpu->n && fabs(cpu->scores[j] - gpu->scores[i]) > tol) {
+            printf("  rank %d: code at CPU rank %d, scores %.6f vs %.6f\n", i + 1, j + 1, cpu->scores[j], gpu->scores[i]);
+            show("cpu", cpu);
+            show("gpu", gpu);
+        }
+        if (j < cpu->n) assert_true(fabs(cpu->scores[j] - gpu->scores[i]) <= tol);
+        else assert_true(gpu->scores[i] <= cpu->scores[cpu->n - 1] + tol); // a tie at the cut
+        if (j != i) {
+            moved++;
+            assert_true(fabs(cpu->scores[i] - gpu->scores[i]) <= tol); // reordered among near-equal scores
+        }
+    }
+    return moved;
+}
+
+static void run_case(int earn, CudaDtype dt) {
+    ModelConfig c;
+    memset(&c, 0, sizeof c);
+    c.arch = MODEL_ARCH_LLAMA;
+    c.vocab_size = 160; c.dim = 128; c.n_heads = 4; c.n_kv_heads = 2; c.head_dim = 32; c.hidden_dim = 192;
+    c.n_layers = 4; c.max_seq_len = 1024; c.rms_eps = 1e-6f; c.rope_theta = 10000.0f; c.tie_embeddings = 1;
+    if (earn) {
+        c.method = METHOD_EARN; c.layer_split_k = 1; c.n_prefix_regs = 1; c.n_suffix_regs = 1;
+    }
+    Model m;
+    model_init_random(&m, &c, 5, 0.3f); // peaked distributions: few exact ties
+    CudaModel cm;
+    Error e;
+    assert_int_equal(cuda_model_upload(&cm, &m, dt, &e), 0);
+    Trie trie;
+    random_trie(&trie, c.vocab_size, 600, 9);
+    BeamSearch bs;
+    CudaBeamSearch gs;
+    assert_int_equal(beam_search_init(&bs, &m, &trie, WIDTH, &e), 0);
+    assert_int_equal(cuda_beam_search_init(&gs, &cm, &trie, WIDTH, &e), 0);
+    Rng r;
+    rng_seed(&r, 3);
+    int *prompts[BATCH], lens[BATCH];
+    uint8_t *kinds[BATCH];
+    double tol = dt == CUDA_F32 ? 1e-3 : 1.5;
+    int moved = 0, ranks = 0;
+    for (int u0 = 0; u0 < USERS; u0 += BATCH) {
+        for (int b = 0; b < BATCH; b++) {
+            lens[b] = 10 + (int)(rng_u64(&r) % 120);
+            prompts[b] = malloc((size_t)lens[b] * sizeof(int));
+            kinds[b] = malloc((size_t)lens[b]);
+            for (int i = 0; i < lens[b]; i++) {
+                prompts[b][i] = (int)(rng_u64(&r) % 120);
+                kinds[b][i] = earn && i == 0 ? TOKEN_KIND_PREFIX_REG
+                              : earn && i == lens[b] - 1 ? TOKEN_KIND_SUFFIX_REG : TOKEN_KIND_HISTORY;
+            }
+        }
+        BeamHyps hc[BATCH], hg[BATCH];
+        assert_int_equal(beam_search_run(hc, &bs, BATCH, (const int *const *)prompts, (const uint8_t *const *)kinds,
+                                         lens, &e), 0);
+        int rc = cuda_beam_search_run(hg, &gs, BATCH, (const int *const *)prompts, (const uint8_t *const *)kinds, lens,
+                                      &e);
+        if (rc) printf("cuda_beam_search_run: %s\n", e.msg);
+        assert_int_equal(rc, 0);
+        BeamHyps hg2[BATCH]; // the same batch again: bit-identical (no races, deterministic reductions)
+        assert_int_equal(cuda_beam_search_run(hg2, &gs, BATCH, (const int *const *)prompts,
+                                              (const uint8_t *const *)kinds, lens, &e), 0);
+        for (int b = 0; b < BATCH; b++) {
+            assert_int_equal(hg[b].n, hg2[b].n);
+            assert_memory_equal(hg[b].tokens, hg2[b].tokens, (size_t)hg[b].n * LEVELS * sizeof(int));
+            assert_memory_equal(hg[b].scores, hg2[b].scores, (size_t)hg[b].n * sizeof(double));
+            beam_hyps_free(&hg2[b]);
+        }
+        assert_int_equal(bs.gen_tokens, gs.gen_tokens);
+        assert_int_equal(bs.prompt_tokens, gs.prompt_tokens);
+        // KV accounting: the same entries, in dt-sized elements.
+        assert_true(gs.kv_bytes * sizeof(float) == bs.kv_bytes * cuda_dtype_size(dt));
+        for (int b = 0; b < BATCH; b++) {
+            moved += compare(&hc[b], &hg[b], tol);
+            ranks += hg[b].n;
+            beam_hyps_free(&hc[b]);
+            beam_hyps_free(&hg[b]);
+            free(prompts[b]);
+            free(kinds[b]);
+        }
+    }
+    printf("  %s %s: %d users, %d of %d ranks reordered among ties (tol %.0e)\n", earn ? "earn" : "full",
+           cuda_dtype_name(dt), USERS, moved, ranks, tol);
+    if (dt == CUDA_F32) assert_true(moved * 50 <= ranks); // f32: ties are rare
+    beam_search_free(&bs);
+    cuda_beam_search_free(&gs);
+    trie_free(&trie);
+    cuda_model_free(&cm);
+    model_free(&m);
+}
+
+static void test_beams(void **state) {
+    (void)state;
+    for (int earn = 0; earn < 2; earn++)
+        for (int dt = 0; dt < 2; dt++) run_case(earn, dt ? CUDA_BF16 : CUDA_F32);
+}
+
+int main(void) {
+    Error e;
+    int n;
+    if (cuda_device_count(&n, &e)) {
+        printf("GPU tests skipped: %s\n", e.msg);
+        return 77;
+    }
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_beams)};
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
+#else
+int main(void) {
+    printf("GPU tests skipped: this build has no CUDA runtime (no nvcc)\n");
+    return 77;
+}
+#endif
