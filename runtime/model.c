@@ -383,12 +383,12 @@ static void group_task(float *att, float *scores, float *qbuf, float *obuf, cons
 // Attention of layer l: att [rows, H*E] from q [rows, H*E] and the caches
 // (which already hold this call's keys), one task per (sequence, head, query
 // block) or per (shared-parent group, kv head, row block), in parallel unless
-// a hook listens.
+// a hook that is not concurrent listens.
 static void forward_attention(float *att, const ForwardBufs *fw, const Model *m, const ForwardBatch *fb,
                               const BatchIndex *bi, int l) {
     const size_t E = (size_t)m->config.head_dim;
     const int n_tasks = bi->task_start[bi->n_groups];
-    #pragma omp parallel for schedule(dynamic, 1) if (!fb->attn_hook)
+    #pragma omp parallel for schedule(dynamic, 1) if (!fb->attn_hook || fb->attn_hook_concurrent)
     for (int task = 0; task < n_tasks; task++) {
         int gi = 0;
         while (bi->task_start[gi + 1] <= task) gi++;
