@@ -199,8 +199,7 @@ int kvpolicy_pyramid_budget(int n, int C, int w, double beta, int layer, int n_l
     CHECK(w >= 1 && w <= C && C < n && beta >= 1.0 && layer >= 0 && layer < n_layers, "kvpolicy_pyramid_budget");
     double A = (double)(C - w), lo = A / beta, hi = 2.0 * A - lo;
     if (hi > (double)(n - w) || n_layers == 1) return C;
-    double step = (hi - lo) / (double)(n_layers - 1);
-    return w + (int)floor(hi - (double)layer * step + 0.5);
+    return w + (int)floor(hi - (hi - lo) * (double)layer / (double)(n_layers - 1) + 0.5);
 }
 
 int kvpolicy_pyramid_budget_ref(int n, int C, int w, double beta, int layer, int n_layers) {
