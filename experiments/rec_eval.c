@@ -163,6 +163,7 @@ int rec_eval_run(RecEvalResult *r, const RecEvalInputs *in, const RecEvalOptions
             trie_free(&trie);
             return -1;
         }
+        bs.kv_policy = o->kv_policy;
     }
     EvalBufs b;
     bufs_init(&b, in, o, max_t);

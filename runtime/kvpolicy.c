@@ -13,8 +13,8 @@ static const char *const KVP_NAMES[KVP_COUNT] = {"none", "streaming", "h2o", "sn
                                                  "pyramidkv", "tova", "knorm", "random"};
 
 // Keys each policy accepts, beyond budget and tokens.
-static const char *const KVP_KEYS[KVP_COUNT] = {"", "sink", "recent", "window,kernel,pool",
-                                                "window,kernel,pool,beta", "", "", "seed"};
+static const char *const KVP_KEYS[KVP_COUNT] = {"", "sink", "recent", "window, kernel, pool",
+                                                "window, kernel, pool, beta", "", "", "seed"};
 
 const char *kvpolicy_name(KVPolicyKind kind) {
     CHECK(kind >= 0 && kind < KVP_COUNT, "kvpolicy_name: kind %d", (int)kind);
@@ -33,10 +33,11 @@ void kvpolicy_default(KVPolicy *p, KVPolicyKind kind) {
     p->beta = 20.0;
 }
 
-// Whether `key` is one of the comma-separated names in `list`.
+// Whether `key` is one of the names in `list` ("a, b, c").
 static int key_in(const char *key, const char *list) {
     size_t n = strlen(key);
     for (const char *s = list; *s;) {
+        while (*s == ' ') s++;
         const char *end = strchr(s, ',');
         size_t len = end ? (size_t)(end - s) : strlen(s);
         if (len == n && !strncmp(s, key, n)) return 1;
@@ -119,6 +120,10 @@ int kvpolicy_parse(KVPolicy *p, const char *spec, Error *e) {
     kvpolicy_default(p, (KVPolicyKind)kind);
     if (!params) return 0;
     if (!*params) return err_set(e, "%s: nothing after ':' (NAME:key=value,...)", buf);
+    // strtok_r skips empty fields: ",," or a trailing ',' would pass silently.
+    size_t len = strlen(spec);
+    if (strstr(spec, ",,") || spec[len - 1] == ',' || strstr(spec, ":,"))
+        return err_set(e, "%s: an empty field in '%s' (NAME:key=value,...)", buf, spec);
     int have_budget = 0, have_tokens = 0;
     for (char *save = NULL, *kv = strtok_r(params, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
         char *eq = strchr(kv, '=');
@@ -126,9 +131,6 @@ int kvpolicy_parse(KVPolicy *p, const char *spec, Error *e) {
         *eq = '\0';
         if (set_key(p, kv, eq + 1, &have_budget, &have_tokens, e)) return -1;
     }
-    // strtok_r skips empty fields: ",," or a trailing ',' would pass silently.
-    if (strstr(spec, ",,") || spec[strlen(spec) - 1] == ',' || strstr(spec, ":,"))
-        return err_set(e, "%s: an empty field in '%s' (NAME:key=value,...)", buf, spec);
     if (have_budget && have_tokens) return err_set(e, "%s: give budget or tokens, not both", buf);
     if (have_tokens) p->budget = 0.0;
     return 0;
