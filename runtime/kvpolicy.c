@@ -482,13 +482,12 @@ void kvobs_hook(void *ctx, int layer, int seq, int head, int n_q, const int32_t 
     KVObserver *o = ctx;
     const int n = o->n[seq];
     double *dst = o->acc + o->at[seq] + ((size_t)layer * (size_t)o->n_heads + (size_t)head) * (size_t)n;
+    for (int j = 0; j < n_k; j++)
+        CHECK(k_tok[j] >= 0 && k_tok[j] < n, "kvobs_hook: key token %d outside the prompt of %d", k_tok[j], n);
     for (int i = 0; i < n_q; i++) {
         if (q_tok[i] < o->first_row[seq]) continue;
         const float *row = probs + (size_t)i * (size_t)n_k;
-        for (int j = 0; j < n_k; j++) {
-            CHECK(k_tok[j] >= 0 && k_tok[j] < n, "kvobs_hook: key token %d outside the prompt of %d", k_tok[j], n);
-            dst[k_tok[j]] += row[j];
-        }
+        for (int j = 0; j < n_k; j++) dst[k_tok[j]] += row[j];
     }
 }
 
