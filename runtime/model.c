@@ -192,7 +192,10 @@ static void forward_layout(BatchIndex *bi, ForwardBufs *fw, ForwardScratch *s, c
             max_keys = k > max_keys ? k : max_keys;
         }
     }
-    const int qblock = fb->attn_hook ? (int)(T > 0 ? T : 1) : ATTN_QUERY_BLOCK;
+    // A hooked call takes each (sequence, head) as one block: the longest sequence's rows.
+    int max_new = 1;
+    for (int b = 0; b < S; b++) max_new = fb->n_new[b] > max_new ? fb->n_new[b] : max_new;
+    const int qblock = fb->attn_hook ? max_new : ATTN_QUERY_BLOCK;
     const int n_threads = omp_get_max_threads();
     // A shared-parent group task stacks hpg heads of up to grp_block rows each.
     const int hpg = H / G, grp_block = qblock / hpg > 0 ? qblock / hpg : 1;
