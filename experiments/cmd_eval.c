@@ -8,7 +8,8 @@
 // total_ms, prompt_tokens, generated_tokens, tau (generated tokens/s), sigma
 // (KV bytes per user), sigma_full, gamma (KV reduction %), kv_bytes_batch_peak,
 // batch, omega (speedup over --baseline, from the same split and users), device;
-// run_id, and with --rankings {path, sha256} of the rankings file it wrote
+// "kv_policy" (a model only): name, spec and every parameter of --kv-policy
+// ({"name": "none"} without one); run_id, and with --rankings {path, sha256} of the rankings file it wrote
 // (`sha256sum R.tsv` tells whether a rankings file belongs to this JSON).
 #include <errno.h>
 #include <jansson.h>
@@ -23,12 +24,14 @@
 #include "experiments/device.h"
 #include "experiments/rec_eval.h"
 #include "runtime/checkpoint.h"
+#include "runtime/kvpolicy.h"
 #include "runtime/sha256.h"
 
 typedef struct {
-    const char *model_dir, *method, *data, *split, *out, *rankings, *tmpl, *baseline, *device_s, *dtype;
+    const char *model_dir, *method, *data, *split, *out, *rankings, *tmpl, *baseline, *device_s, *dtype, *kv_policy_s;
     int beam, batch, limit, max_history, threads, allow_nonfinite, allow_long;
     Device device;
+    KVPolicy kv_policy;  // --kv-policy (kind KVP_NONE without it)
 } EvalArgs;
 
 // Everything the run holds, released in one place.
@@ -56,7 +59,11 @@ static const char *EVAL_ABOUT =
     "  the model's), the efficiency figures (prefill_ms, decode_ms, tau tokens/s, sigma KV bytes per\n"
     "  user, gamma KV reduction % vs a full model of the same shape, omega speedup over --baseline), and\n"
     "  the rankings TSV user<TAB>rank<TAB>code<TAB>score. The model's vocabulary is MODEL_DIR/vocab.txt,\n"
-    "  or else built from the dataset (it must then have the model's vocab_size).\n";
+    "  or else built from the dataset (it must then have the model's vocab_size).\n"
+    "  --kv-policy NAME[:key=value,...] compresses each prompt's KV after the prefill (a full model only):\n"
+    "  streaming (sink=4), h2o (recent=half the budget), snapkv (window=32,kernel=5,pool=avg|max),\n"
+    "  pyramidkv (snapkv's keys + beta=20), tova, knorm, random (seed=0), none; each takes budget=R\n"
+    "  (fraction of the prompt kept per layer and KV head, (0, 1], default 0.5) or tokens=N.\n";
 
 static void metrics_json(json_t *o, const RecMetrics *m) {
     for (int i = 0; i < m->n_k; i++) {
@@ -111,6 +118,21 @@ static json_t *efficiency_json(const RecEvalResult *r, const EvalArgs *a, double
     return eff;
 }
 
+static json_t *kv_policy_json(const KVPolicy *p) {
+    json_t *o = json_object();
+    char spec[256];
+    kvpolicy_format(spec, sizeof spec, p);
+    json_object_set_new(o, "name", json_string(kvpolicy_name(p->kind)));
+    json_object_set_new(o, "spec", json_string(spec));
+    KVPolicyParam prm[KVPOLICY_MAX_PARAMS];
+    int n = kvpolicy_params(prm, p);
+    for (int i = 0; i < n; i++)
+        json_object_set_new(o, prm[i].key, prm[i].str ? json_string(prm[i].str)
+                                           : strcmp(prm[i].key, "budget") && strcmp(prm[i].key, "beta")
+                                                 ? json_integer((json_int_t)prm[i].num) : json_real(prm[i].num));
+    return o;
+}
+
 static json_t *result_json(const EvalRun *run, const EvalArgs *a, const RecEvalResult *r, PromptTemplate tmpl,
                            double omega, int have_omega) {
     const ModelConfig *c = &run->m.config;
@@ -135,6 +157,7 @@ static json_t *result_json(const EvalRun *run, const EvalArgs *a, const RecEvalR
         json_object_set_new(root, "prefix_regs", json_integer(c->n_prefix_regs));
         json_object_set_new(root, "suffix_regs", json_integer(c->n_suffix_regs));
         json_object_set_new(root, "n_layers", json_integer(c->n_layers));
+        json_object_set_new(root, "kv_policy", kv_policy_json(&a->kv_policy));
     }
     metrics_json(root, a->model_dir ? &r->model : &r->mostpop);
     json_t *mpo = json_object();
@@ -220,6 +243,7 @@ static int eval_run(EvalRun *run, const EvalArgs *a, PromptTemplate tmpl, Error 
     o.n_users = (size_t)a->limit;
     o.rankings = run->rank_open ? run->rank_f.f : NULL;
     o.progress = 1;
+    o.kv_policy = &a->kv_policy;
     RecEvalResult r;
     if (rec_eval_run(&r, &in, &o, e)) return -1;
     double total_ms = 1e3 * (r.prefill_s + r.decode_s);
@@ -243,6 +267,35 @@ static int eval_run(EvalRun *run, const EvalArgs *a, PromptTemplate tmpl, Error 
     return 0;
 }
 
+// --kv-policy: parses it and refuses it where it makes no sense (MostPop, a
+// model that is not a full one), before any lock or output. Returns 0 or -1
+// after the message (exit status 2, like the other flag errors).
+static int kv_policy_check(EvalArgs *a) {
+    Error e;
+    kvpolicy_default(&a->kv_policy, KVP_NONE);
+    if (!a->kv_policy_s) return 0;
+    if (kvpolicy_parse(&a->kv_policy, a->kv_policy_s, &e)) {
+        fprintf(stderr, "earnest eval: --kv-policy: %s\n", e.msg);
+        return -1;
+    }
+    if (a->kv_policy.kind == KVP_NONE) return 0;
+    if (!a->model_dir) {
+        fprintf(stderr, "earnest eval: --kv-policy needs --model (MostPop has no KV cache)\n");
+        return -1;
+    }
+    char path[4096];
+    ModelConfig c;
+    // An unreadable config is left to the model loading, which names the problem.
+    if (path_join(path, sizeof path, a->model_dir, "config.json") == 0 && config_load(&c, path, &e) == 0 &&
+        c.method != METHOD_FINETUNE) {
+        fprintf(stderr, "earnest eval: --kv-policy: %s applies to a full (finetune) model; the method of %s is %s "
+                "(its layers above k hold no prompt KV to compress)\n", kvpolicy_name(a->kv_policy.kind),
+                a->model_dir, config_method_name(c.method));
+        return -1;
+    }
+    return 0;
+}
+
 int cmd_eval(int argc, char **argv) {
     EvalArgs a = {.device_s = "cpu", .dtype = "f32", .split = "test", .beam = 20, .batch = 16, .max_history = SAMPLES_MAX_HISTORY};
     CliFlag flags[] = {
@@ -263,6 +316,8 @@ int cmd_eval(int argc, char **argv) {
         {"--baseline", CLI_STRING, &a.baseline, .meta = "E_full.json", .help = "the full model's eval: gives omega"},
         {"--device", CLI_STRING, &a.device_s, .choices = DEVICE_CHOICES, .help = "runtime that runs the model"},
         {"--dtype", CLI_STRING, &a.dtype, .choices = DTYPE_CHOICES, .help = "compute dtype (bf16: --device cuda only)"},
+        {"--kv-policy", CLI_STRING, &a.kv_policy_s, .meta = "NAME[:k=v,...]",
+         .help = "KV-cache policy applied after the prefill (full models; see above)"},
     };
     CliSpec cli = {.verb = "eval", .synopsis = "(--model DIR | --method mostpop) --data DIR --out E.json [options]",
                    .about = EVAL_ABOUT, .flags = flags, .n_flags = CLI_COUNT(flags)};
@@ -278,6 +333,12 @@ int cmd_eval(int argc, char **argv) {
             cli_fail("eval", &de);
             return 2;
         }
+    }
+    if (kv_policy_check(&a)) return 2;
+    if (a.kv_policy.kind != KVP_NONE && a.device == DEVICE_CUDA) {
+        fprintf(stderr, "earnest eval: --kv-policy runs on the CPU runtime only (the GPU KV cache keeps whole layers); "
+                        "use --device cpu\n");
+        return 2;
     }
     if (a.baseline && !a.model_dir) {
         fprintf(stderr, "earnest eval: --baseline needs --model (MostPop has no timing)\n");

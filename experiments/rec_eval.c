@@ -165,6 +165,12 @@ int rec_eval_run(RecEvalResult *r, const RecEvalInputs *in, const RecEvalOptions
             trie_free(&trie);
             return -1;
         }
+        if (o->kv_policy && o->kv_policy->kind != KVP_NONE && bs.device != DEVICE_CPU) {
+            device_search_free(&bs);
+            trie_free(&trie);
+            return err_set(e, "KV policies run on the CPU runtime only (the GPU cache keeps whole layers)");
+        }
+        bs.cpu.kv_policy = o->kv_policy;
     }
     EvalBufs b;
     bufs_init(&b, in, o, max_t);

@@ -10,7 +10,8 @@
 //                          after them (beam selection and decode forwards)
 //   gen_tokens             beams x code tokens, all users (tau = gen / time)
 //   sigma_sum              KV bytes after each user's last generated token:
-//                          prompt KV once + each beam's own generated tokens
+//                          prompt KV once (with a KV policy: the entries it
+//                          kept) + each beam's own generated tokens
 //   sigma_full_sum         the same in closed form for a full model of the same
 //                          shape on the same prompts without registers
 #ifndef EARNEST_REC_EVAL_H
@@ -26,6 +27,7 @@
 #include "datasets/samples.h"
 #include "datasets/vocab.h"
 #include "experiments/device.h"
+#include "runtime/kvpolicy.h"
 #include "runtime/model.h"
 
 // The cutoffs every evaluation reports (DESIGN.md: K in {1, 5, 10, 20}).
@@ -50,6 +52,7 @@ typedef struct {
     size_t n_users;      // users to score (0: all samples)
     FILE *rankings;      // NULL, or a stream for "user<TAB>rank<TAB>code<TAB>score" lines
     int progress;        // 1: progress display on stderr
+    const KVPolicy *kv_policy; // NULL: the prompt KV is kept whole (runtime/kvpolicy.h)
 } RecEvalOptions;
 
 typedef struct {

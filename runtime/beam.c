@@ -169,6 +169,25 @@ static void step_work_free(StepWork *w) {
     free(w->step_tok); free(w->ones); free(w->row_user); free(w->row_tokens); free(w->step_cache);
 }
 
+// The prefill forward under a KV policy: an observer gathers the attention the
+// policy reads (if any), then each prompt cache keeps only the policy's entries.
+static int prefill_policy(float *logits, KVCache *prompt, BeamSearch *bs, ForwardBatch *fb, Error *e) {
+    const ModelConfig *c = &bs->model->config;
+    KVObserver obs;
+    int observe = kvpolicy_needs_attention(bs->kv_policy, fb->n_seqs, fb->n_new);
+    if (observe) {
+        kvobs_init(&obs, bs->kv_policy, fb->n_seqs, fb->n_new, c->n_layers, c->n_heads);
+        fb->attn_hook = kvobs_hook;
+        fb->attn_hook_ctx = &obs;
+        fb->attn_hook_concurrent = 1;
+    }
+    int rc = model_forward(logits, bs->model, fb, &bs->scratch, e);
+    for (int u = 0; !rc && u < fb->n_seqs; u++)
+        kvpolicy_compress(&prompt[u], bs->kv_policy, observe ? obs.acc + obs.at[u] : NULL, fb->n_new[u], c->n_heads);
+    if (observe) kvobs_free(&obs);
+    return rc;
+}
+
 // Prefill: every user's prompt in one call; caches prompt[u] sized by the plan
 // (layer l holds the tokens whose depth exceeds l: exactly what is stored).
 // logits [n_users, V] receives each prompt's last row. On failure the caches
@@ -197,7 +216,9 @@ static int beam_prefill(float *logits, KVCache *prompt, BeamSearch *bs, int n_us
     ForwardBatch fb = {.n_seqs = n_users, .n_new = prompt_len, .tokens = tokens, .depth = depth, .caches = pk,
                        .logits_mode = LOGITS_LAST};
     double t0 = time_now_s();
-    int rc = model_forward(logits, bs->model, &fb, &bs->scratch, e);
+    int rc = bs->kv_policy && bs->kv_policy->kind != KVP_NONE
+                 ? prefill_policy(logits, prompt, bs, &fb, e)
+                 : model_forward(logits, bs->model, &fb, &bs->scratch, e);
     bs->prefill_s = time_now_s() - t0;
     bs->prefill_flops = bs->scratch.last_flops;
     free(tokens); free(depth); free(cap); free(pk);
@@ -260,6 +281,9 @@ int beam_search_run(BeamHyps *out, BeamSearch *bs, int n_users, const int *const
     if (W < 1) return err_set(e, "beam search: the trie holds no item code");
     if (c->method == METHOD_EARN && !kinds)
         return err_set(e, "beam search: an EARN model needs the token kinds of the prompt (its layer plan)");
+    if (c->method != METHOD_FINETUNE && bs->kv_policy && bs->kv_policy->kind != KVP_NONE)
+        return err_set(e, "beam search: KV policy %s applies to a full (finetune) model, not to a %s model",
+                       kvpolicy_name(bs->kv_policy->kind), config_method_name(c->method));
     size_t T = 0;
     for (int u = 0; u < n_users; u++) {
         if (prompt_len[u] < 1) return err_set(e, "beam search: user %d has an empty prompt", u);

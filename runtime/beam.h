@@ -27,6 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "runtime/kvpolicy.h"
 #include "runtime/trie.h"
 #include "runtime/model.h"
 #include "runtime/util.h"
@@ -58,11 +59,14 @@ typedef struct {
     double prefill_s;      // the prefill forward
     double decode_s;       // everything after it: selections and decode forwards
     double prefill_flops;  // FLOPs of the prefill forward (ForwardScratch.last_flops)
-    size_t kv_bytes;       // KV allocated after the last generated token (prompt caches + beam caches)
+    size_t kv_bytes;       // KV allocated after the last generated token (prompt caches + beam caches);
+                           // with a KV policy the prompt caches hold (and allocate) only the kept entries
     size_t prompt_tokens;  // tokens prefilled (registers included)
     size_t gen_tokens;     // generated tokens: sum over users of beams x steps
     BeamStepHook hook;     // optional, for tests
     void *hook_ctx;
+    const KVPolicy *kv_policy; // optional (full models only): compresses each prompt's KV after the
+                               // prefill (runtime/kvpolicy.h); the compression counts as prefill time
 } BeamSearch;
 
 // Fails if a trie token is outside the model's vocabulary or width < 1.

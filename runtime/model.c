@@ -192,7 +192,10 @@ static void forward_layout(BatchIndex *bi, ForwardBufs *fw, ForwardScratch *s, c
             max_keys = k > max_keys ? k : max_keys;
         }
     }
-    const int qblock = fb->attn_hook ? (int)(T > 0 ? T : 1) : ATTN_QUERY_BLOCK;
+    // A hooked call takes each (sequence, head) as one block: the longest sequence's rows.
+    int max_new = 1;
+    for (int b = 0; b < S; b++) max_new = fb->n_new[b] > max_new ? fb->n_new[b] : max_new;
+    const int qblock = fb->attn_hook ? max_new : ATTN_QUERY_BLOCK;
     const int n_threads = omp_get_max_threads();
     // A shared-parent group task stacks hpg heads of up to grp_block rows each.
     const int hpg = H / G, grp_block = qblock / hpg > 0 ? qblock / hpg : 1;
@@ -383,12 +386,12 @@ static void group_task(float *att, float *scores, float *qbuf, float *obuf, cons
 // Attention of layer l: att [rows, H*E] from q [rows, H*E] and the caches
 // (which already hold this call's keys), one task per (sequence, head, query
 // block) or per (shared-parent group, kv head, row block), in parallel unless
-// a hook listens.
+// a hook that is not concurrent listens.
 static void forward_attention(float *att, const ForwardBufs *fw, const Model *m, const ForwardBatch *fb,
                               const BatchIndex *bi, int l) {
     const size_t E = (size_t)m->config.head_dim;
     const int n_tasks = bi->task_start[bi->n_groups];
-    #pragma omp parallel for schedule(dynamic, 1) if (!fb->attn_hook)
+    #pragma omp parallel for schedule(dynamic, 1) if (!fb->attn_hook || fb->attn_hook_concurrent)
     for (int task = 0; task < n_tasks; task++) {
         int gi = 0;
         while (bi->task_start[gi + 1] <= task) gi++;

@@ -113,8 +113,10 @@ typedef struct {
                              // lets new token i see new token j (j <= i still required)
     KVCache **caches;        // [n_seqs], one per sequence (may share a read-only parent)
     LogitsMode logits_mode;
-    AttnHook attn_hook;      // optional
+    AttnHook attn_hook;      // optional; a hooked call runs each (sequence, head) as one block of all its rows
     void *attn_hook_ctx;
+    int attn_hook_concurrent; // 1: the hook may run for different (sequence, head) at once (it writes
+                              // per-(sequence, head) state only), so attention stays parallel
 } ForwardBatch;
 
 // Scratch space for one forward call; grows as needed, reused across calls.
