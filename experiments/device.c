@@ -16,6 +16,8 @@ int device_select(Device *d, const char *name, Error *e) {
     }
     if (!strcmp(name, "cuda")) {
 #ifdef EARNEST_HAVE_CUDA
+        int n; // a CUDA build on a machine without a usable GPU refuses here too, before any work
+        if (cuda_device_count(&n, e)) return err_prefix(e, "--device cuda: ");
         *d = DEVICE_CUDA;
         return 0;
 #else

@@ -20,7 +20,8 @@ typedef enum { DEVICE_CPU = 0, DEVICE_CUDA = 1 } Device;
 #define DEVICE_CHOICES "cpu|cuda"
 #define DTYPE_CHOICES "f32|bf16"
 
-// Sets *d from "cpu" or "cuda"; -1 with e set when this build has no such runtime.
+// Sets *d from "cpu" or "cuda"; -1 with e set when this build has no such
+// runtime or (cuda) the machine has no usable GPU.
 int device_select(Device *d, const char *name, Error *e);
 const char *device_name(Device d);
 // Checks --dtype against the device: the CPU runtime computes in f32 only.

@@ -6,11 +6,14 @@
 // the same score within tol, or scores within tol of the CPU's last kept
 // score (a tie at the cut); both return as many beams; and where the two
 // orders differ, the scores there are within tol. tol = 1e-3 in f32 (scores
-// are sums of 4 log-probabilities, |score| ~ 10-30: rel ~1e-4). In bf16 the
-// logits carry the forward's bf16 error (rel 2e-2 of logits up to ~9.4 in
-// magnitude for these weights), each of the 4 steps' log-softmax twice that:
-// tol = 4 * 2 * 2e-2 * 9.4 = 1.5 (seen: 0.8). The GPU search also repeats
-// each batch and must return bit-identical results.
+// are sums of 4 log-probabilities, |score| ~ 10-30: rel ~1e-4), with weights
+// N(0, 0.3) (peaked distributions, few ties). bf16 (weights N(0, 0.08), whose
+// beams lie close together) is a weaker check by nature: as many beams, at
+// least 80 % of the codes shared, and every shared code's score within 0.5 of
+// the CPU's (the prefill logits alone differ by up to delta, measured and
+// printed; 4 steps of log-softmax give up to 8 * delta). The strict bf16
+// ranking check is tests/check_cuda_eval.sh on trained models. The GPU search
+// also repeats each batch and must return bit-identical results.
 // Exits 77 (skipped) without a usable GPU.
 #include <math.h>
 #include <setjmp.h>
@@ -55,6 +58,19 @@ static void show(const char *who, const BeamHyps *h) {
     printf("\n");
 }
 
+// bf16: as many beams, shared codes' scores within tol; returns the shared count.
+static int compare_loose(const BeamHyps *cpu, const BeamHyps *gpu, double tol) {
+    assert_int_equal(cpu->n, gpu->n);
+    int shared = 0;
+    for (int i = 0; i < gpu->n; i++)
+        for (int j = 0; j < cpu->n; j++)
+            if (same_code(cpu->tokens + (size_t)j * LEVELS, gpu->tokens + (size_t)i * LEVELS)) {
+                shared++;
+                assert_true(fabs(cpu->scores[j] - gpu->scores[i]) <= tol);
+            }
+    return shared;
+}
+
 // Returns the number of ranks where the codes differ; fails on a real mismatch.
 static int compare(const BeamHyps *cpu, const BeamHyps *gpu, double tol) {
     assert_int_equal(cpu->n, gpu->n);
@@ -78,6 +94,46 @@ static int compare(const BeamHyps *cpu, const BeamHyps *gpu, double tol) {
     return moved;
 }
 
+// The largest |gpu - cpu| over the prefill logits (last token) of `n` prompts.
+static double prefill_delta(Model *m, CudaModel *cm, int *const *prompts, const uint8_t *const *kinds,
+                            const int *lens, int n) {
+    const ModelConfig *c = &m->config;
+    const int L = c->n_layers;
+    size_t V = (size_t)c->vocab_size;
+    float *lc = malloc(V * sizeof(float)), *lg = malloc(V * sizeof(float)), *dl = cuda_xmalloc(V * sizeof(float));
+    double delta = 0;
+    ForwardScratch fs = {0};
+    CudaForwardScratch cs = {0};
+    Error e;
+    for (int b = 0; b < n; b++) {
+        int cap[16], *depth = malloc((size_t)lens[b] * sizeof(int));
+        plan_depth_for(depth, kinds[b], lens[b], c);
+        for (int l = 0; l < L; l++) {
+            cap[l] = 0;
+            for (int i = 0; i < lens[b]; i++) cap[l] += depth[i] > l;
+        }
+        KVCache kc, *kcp = &kc;
+        CudaKVCache kg, *kgp = &kg;
+        kvcache_init(&kc, L, c->n_kv_heads, c->head_dim, cap);
+        cuda_kvcache_init(&kg, L, c->n_kv_heads, c->head_dim, cap, cm->dtype);
+        ForwardBatch fb = {.n_seqs = 1, .n_new = &lens[b], .tokens = prompts[b], .depth = depth, .caches = &kcp,
+                           .logits_mode = LOGITS_LAST};
+        CudaForwardBatch gb = {1, &lens[b], prompts[b], NULL, depth, &kgp, LOGITS_LAST};
+        assert_int_equal(model_forward(lc, m, &fb, &fs, &e), 0);
+        assert_int_equal(cuda_model_forward(dl, cm, &gb, &cs, &e), 0);
+        CUDA_CHECK(cudaMemcpyAsync(lg, dl, V * sizeof(float), cudaMemcpyDeviceToHost, cm->cx.stream));
+        CUDA_CHECK(cudaStreamSynchronize(cm->cx.stream));
+        for (size_t i = 0; i < V; i++) delta = fmax(delta, fabs((double)lg[i] - lc[i]));
+        kvcache_free(&kc);
+        cuda_kvcache_free(&kg);
+        free(depth);
+    }
+    forward_scratch_free(&fs);
+    cuda_forward_scratch_free(&cs);
+    free(lc); free(lg); cuda_xfree(dl);
+    return delta;
+}
+
 static void run_case(int earn, CudaDtype dt) {
     ModelConfig c;
     memset(&c, 0, sizeof c);
@@ -88,7 +144,7 @@ static void run_case(int earn, CudaDtype dt) {
         c.method = METHOD_EARN; c.layer_split_k = 1; c.n_prefix_regs = 1; c.n_suffix_regs = 1;
     }
     Model m;
-    model_init_random(&m, &c, 5, 0.3f); // peaked distributions: few exact ties
+    model_init_random(&m, &c, 5, dt == CUDA_F32 ? 0.3f : 0.08f);
     CudaModel cm;
     Error e;
     assert_int_equal(cuda_model_upload(&cm, &m, dt, &e), 0);
@@ -102,7 +158,7 @@ static void run_case(int earn, CudaDtype dt) {
     rng_seed(&r, 3);
     int *prompts[BATCH], lens[BATCH];
     uint8_t *kinds[BATCH];
-    double tol = dt == CUDA_F32 ? 1e-3 : 1.5;
+    double tol = dt == CUDA_F32 ? 1e-3 : 0.5, delta = 0;
     int moved = 0, ranks = 0;
     for (int u0 = 0; u0 < USERS; u0 += BATCH) {
         for (int b = 0; b < BATCH; b++) {
@@ -114,6 +170,10 @@ static void run_case(int earn, CudaDtype dt) {
                 kinds[b][i] = earn && i == 0 ? TOKEN_KIND_PREFIX_REG
                               : earn && i == lens[b] - 1 ? TOKEN_KIND_SUFFIX_REG : TOKEN_KIND_HISTORY;
             }
+        }
+        if (dt != CUDA_F32 && u0 == 0) {
+            delta = prefill_delta(&m, &cm, prompts, (const uint8_t *const *)kinds, lens, BATCH);
+            assert_true(delta > 0 && delta < 0.1); // bf16 rounding, not a broken forward
         }
         BeamHyps hc[BATCH], hg[BATCH];
         assert_int_equal(beam_search_run(hc, &bs, BATCH, (const int *const *)prompts, (const uint8_t *const *)kinds,
@@ -136,7 +196,8 @@ static void run_case(int earn, CudaDtype dt) {
         // KV accounting: the same entries, in dt-sized elements.
         assert_true(gs.kv_bytes * sizeof(float) == bs.kv_bytes * cuda_dtype_size(dt));
         for (int b = 0; b < BATCH; b++) {
-            moved += compare(&hc[b], &hg[b], tol);
+            if (dt == CUDA_F32) moved += compare(&hc[b], &hg[b], tol);
+            else moved += hg[b].n - compare_loose(&hc[b], &hg[b], tol); // codes not shared
             ranks += hg[b].n;
             beam_hyps_free(&hc[b]);
             beam_hyps_free(&hg[b]);
@@ -144,9 +205,15 @@ static void run_case(int earn, CudaDtype dt) {
             free(kinds[b]);
         }
     }
-    printf("  %s %s: %d users, %d of %d ranks reordered among ties (tol %.0e)\n", earn ? "earn" : "full",
-           cuda_dtype_name(dt), USERS, moved, ranks, tol);
-    if (dt == CUDA_F32) assert_true(moved * 50 <= ranks); // f32: ties are rare
+    if (dt == CUDA_F32) {
+        printf("  %s f32: %d users, %d of %d ranks reordered among ties (tol %.2g)\n", earn ? "earn" : "full", USERS,
+               moved, ranks, tol);
+        assert_true(moved * 50 <= ranks); // f32: ties are rare
+    } else {
+        printf("  %s bf16: %d users, %d of %d codes not shared with the CPU's top-%d; prefill logits delta %.3g; "
+               "shared scores within %.2g\n", earn ? "earn" : "full", USERS, moved, ranks, WIDTH, delta, tol);
+        assert_true(moved * 5 <= ranks);
+    }
     beam_search_free(&bs);
     cuda_beam_search_free(&gs);
     trie_free(&trie);
