@@ -239,6 +239,19 @@ static int check_unsupported(json_t *root, const char *path, Error *e) {
     return 0;
 }
 
+// transformers 5 writes RoPE as "rope_parameters": {"rope_type": "default",
+// "rope_theta": ...} instead of "rope_theta" + "rope_scaling": plain RoPE only.
+static int rope_parameters(float *theta, json_t *root, const char *path, Error *e) {
+    json_t *rp = json_object_get(root, "rope_parameters");
+    if (!rp || json_is_null(rp)) return 0;
+    if (!json_is_object(rp))
+        return err_set(e, "%s: field \"rope_parameters\" must be an object, found %s", path, json_kind(rp));
+    json_t *ty = json_object_get(rp, "rope_type");
+    if (ty && !json_is_null(ty) && !(json_is_string(ty) && !strcmp(json_string_value(ty), "default")))
+        return err_set(e, "%s: field \"rope_parameters.rope_type\" must be \"default\" (only plain RoPE)", path);
+    return get_float(theta, rp, "rope_theta", *theta, path, e);
+}
+
 static int config_parse(ModelConfig *c, json_t *root, const char *path, Error *e) {
     if (!json_is_object(root)) return err_set(e, "%s: not a JSON object", path);
     if (parse_arch(&c->arch, root, path, e) != 0 || check_unsupported(root, path, e) != 0) return -1;
@@ -255,6 +268,7 @@ static int config_parse(ModelConfig *c, json_t *root, const char *path, Error *e
         get_bool(&c->tie_embeddings, root, "tie_word_embeddings", 0, path, e) != 0 ||
         get_bool(&c->attn_bias, root, "attention_bias", 0, path, e) != 0)
         return -1;
+    if (rope_parameters(&c->rope_theta, root, path, e)) return -1;
     if (c->arch == MODEL_ARCH_QWEN2) c->attn_bias = 1; // Qwen2 has q/k/v biases by construction
     if (!json_object_get(root, "head_dim") || json_is_null(json_object_get(root, "head_dim"))) {
         if (c->n_heads <= 0)

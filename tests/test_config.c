@@ -104,6 +104,12 @@ static void test_qwen2_real_shape(void **state) {
     assert_true(c.rope_theta == 1000000.0f);
     assert_int_equal(c.tie_embeddings, 1);
     assert_int_equal(c.attn_bias, 1); // Qwen2 always has q/k/v biases
+    // transformers 5 writes RoPE as rope_parameters
+    rc = load_text(fx, "{\"architectures\": [\"Qwen2ForCausalLM\"], \"hidden_size\": 64, \"intermediate_size\": 96,"
+                       " \"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"vocab_size\": 50,"
+                       " \"rope_parameters\": {\"rope_type\": \"default\", \"rope_theta\": 1000000.0}}", &c, &e);
+    assert_int_equal(rc, 0);
+    assert_true(c.rope_theta == 1000000.0f);
 }
 
 // model_type alone names the architecture; an explicit head_dim wins over hidden/heads.
@@ -252,6 +258,10 @@ static void test_errors(void **state) {
     expect_error(fx, "{\"hidden_size\": 8}", "\"architectures\"");
     expect_error(fx, "{" BASE ", \"hidden_size\": 8, \"num_attention_heads\": 2,"
                      " \"rope_scaling\": {\"type\": \"llama3\", \"factor\": 8.0}}", "\"rope_scaling\"");
+    expect_error(fx, "{" BASE ", \"hidden_size\": 8, \"num_attention_heads\": 2,"
+                     " \"rope_parameters\": {\"rope_type\": \"yarn\", \"rope_theta\": 1e4}}", "rope_parameters.rope_type");
+    expect_error(fx, "{" BASE ", \"hidden_size\": 8, \"num_attention_heads\": 2, \"rope_parameters\": 3}",
+                 "\"rope_parameters\" must be an object");
     expect_error(fx, "{" BASE ", \"hidden_size\": 8, \"num_attention_heads\": 2, \"hidden_act\": \"gelu\"}",
                  "\"hidden_act\" must be \"silu\"");
     expect_error(fx, "{" BASE ", \"hidden_size\": 8, \"num_attention_heads\": 2, \"attention_bias\": true}",

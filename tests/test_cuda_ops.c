@@ -5,8 +5,13 @@
 // (ATTN_CUDA_CHUNK) and groups wider than one query tile (ATTN_CUDA_BQ).
 // attention_shared_forward_cuda leaves the parent partials, and
 // attention_cached_forward_cuda adds the own key and writes the output.
-// f32 storage: ||gpu - ref|| / ||ref|| <= 1e-5. Output poisoned with NaN
-// before each launch, so an unwritten element fails. Exits 77 without a GPU.
+// f32 storage: ||gpu - ref|| / ||ref|| <= 1e-5. And the tensor-core prefill
+// (attention_prefill_forward_cuda, bf16) against attention_cached_forward_ref
+// on the same bf16-rounded inputs: sequences of 64-300 new rows after 0 or 37
+// old entries, MHA and GQA, every head size; tolerance 1e-2 (the
+// probabilities enter the second product in bf16: ~3e-3). Outputs are
+// poisoned with NaN before each launch, so an unwritten element fails.
+// Exits 77 without a GPU.
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -86,6 +91,78 @@ static double run_case(int E, int G, int hpg, int P, int nr) {
     return sqrt(num / den);
 }
 
+static uint16_t to_bf16(float x) { // round to nearest even, as __float2bfloat16_rn
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+// One sequence: n_old cached entries, then n new rows; per kv head [cap, E] bf16.
+static double run_prefill(int E, int G, int hpg, int n, int n_old) {
+    const int H = G * hpg, sq = H * E, cap = n_old + n;
+    Rng r;
+    rng_seed(&r, (uint64_t)(E * 7919 + G * 31 + hpg * 7 + n + n_old));
+    size_t nkv = (size_t)G * cap * E;
+    float *k = malloc(nkv * 4), *v = malloc(nkv * 4), *q = malloc((size_t)n * sq * 4);
+    float *ref = malloc((size_t)n * sq * 4), *probs = malloc((size_t)n * cap * 4), *got = malloc((size_t)n * sq * 4);
+    uint16_t *kb = malloc(nkv * 2), *vb = malloc(nkv * 2), *ob = malloc((size_t)n * sq * 2);
+    for (size_t i = 0; i < nkv; i++) {
+        kb[i] = to_bf16(rng_normal(&r));
+        vb[i] = to_bf16(rng_normal(&r));
+        k[i] = bf16_to_f32(kb[i]);
+        v[i] = bf16_to_f32(vb[i]);
+    }
+    for (size_t i = 0; i < (size_t)n * sq; i++) q[i] = bf16_to_f32(to_bf16(rng_normal(&r))); // the kernel rounds Q too
+    for (int h = 0; h < H; h++) {
+        int g = h / hpg;
+        attention_cached_forward_ref(ref + (size_t)h * E, probs, q + (size_t)h * E, NULL, NULL,
+                                     k + (size_t)g * cap * E, v + (size_t)g * cap * E, NULL, NULL, 0, 0,
+                                     (size_t)n_old, 0, (size_t)n, (size_t)E, (size_t)sq);
+    }
+    void *dk = cuda_xmalloc(nkv * 2), *dv = cuda_xmalloc(nkv * 2), *dout = cuda_xmalloc((size_t)n * sq * 2);
+    float *dq = upload(q, (size_t)n * sq);
+    CUDA_CHECK(cudaMemcpy(dk, kb, nkv * 2, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(dv, vb, nkv * 2, cudaMemcpyHostToDevice));
+    int n_t = 0;
+    AttnTileCuda tl[8];
+    for (int i0 = 0; i0 < n; i0 += ATTN_CUDA_BQ_TC)
+        tl[n_t++] = (AttnTileCuda){dk, dv, i0, n - i0 < ATTN_CUDA_BQ_TC ? n - i0 : ATTN_CUDA_BQ_TC, i0, n_old, cap, 0};
+    AttnTileCuda *dtl = cuda_xmalloc(sizeof tl);
+    CUDA_CHECK(cudaMemcpy(dtl, tl, sizeof tl, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemset(dout, 0xff, (size_t)n * sq * 2)); // NaN
+    attention_prefill_forward_cuda(dout, dq, dtl, n_t, (size_t)H, (size_t)G, (size_t)E, (size_t)sq, 0);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    CUDA_CHECK(cudaMemcpy(ob, dout, (size_t)n * sq * 2, cudaMemcpyDeviceToHost));
+    double num = 0, den = 0;
+    for (size_t i = 0; i < (size_t)n * sq; i++) {
+        got[i] = bf16_to_f32(ob[i]);
+        double d = (double)got[i] - ref[i];
+        num += isnan(got[i]) ? 1e30 : d * d;
+        den += (double)ref[i] * ref[i];
+    }
+    cuda_xfree(dk); cuda_xfree(dv); cuda_xfree(dout); cuda_xfree(dq); cuda_xfree(dtl);
+    free(k); free(v); free(q); free(ref); free(probs); free(got); free(kb); free(vb); free(ob);
+    return sqrt(num / den);
+}
+
+static void test_prefill_tensor_cores(void **state) {
+    (void)state;
+    const int Es[4] = {16, 32, 64, 128}, hpgs[2] = {1, 4}, ns[3] = {64, 100, 300}, olds[2] = {0, 37};
+    int bad = 0;
+    for (int a = 0; a < 4; a++)
+        for (int b = 0; b < 2; b++)
+            for (int c = 0; c < 3; c++)
+                for (int d = 0; d < 2; d++) {
+                    double rel = run_prefill(Es[a], 2, hpgs[b], ns[c], olds[d]);
+                    int ok = rel <= 1e-2;
+                    bad += !ok;
+                    if (!ok || (c == 2 && d == 1))
+                        printf("  prefill E=%3d G=2 hpg=%d rows=%3d old=%2d  rel %.2e%s\n", Es[a], hpgs[b], ns[c],
+                               olds[d], rel, ok ? "" : "  FAIL");
+                }
+    assert_int_equal(bad, 0);
+}
+
 static void test_shared_attention(void **state) {
     (void)state;
     const int Es[4] = {16, 32, 64, 128}, hpgs[3] = {1, 2, 7}, Ps[3] = {1, 40, 600}, nrs[2] = {5, 20};
@@ -111,7 +188,8 @@ int main(void) {
         printf("GPU tests skipped: %s\n", e.msg);
         return 77;
     }
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_shared_attention)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_shared_attention),
+                                       cmocka_unit_test(test_prefill_tensor_cores)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
 #else

@@ -140,7 +140,8 @@ typedef struct {
     int gather;               // 1: the rows changed at this layer: x = x[src]
     size_t src, pos, append;  // plan offsets: int [rows], int [rows], KvAppendCuda [rows]
     size_t tiles, ptiles;     // AttnTileCuda [n_tiles], AttnParentTileCuda [n_ptiles]
-    int n_tiles, n_ptiles, max_chunks;
+    size_t tiles_tc;          // AttnTileCuda [n_tiles_tc]: the tensor-core prefill's tiles (bf16)
+    int n_tiles, n_ptiles, max_chunks, n_tiles_tc;
 } LayerPlan;
 
 typedef struct {
@@ -234,23 +235,33 @@ static void plan_attention(Plan *p, LayerPlan *lp, const CudaModel *cm, const Cu
     }
     lp->n_ptiles = n_pt;
     lp->ptiles = plan_put(p, pt, (size_t)n_pt * sizeof *pt);
-    int n_t = 0;
+    // Own tiles: a bf16 sequence with no parent and at least ATTN_CUDA_BQ_TC rows goes to the
+    // tensor-core prefill (tiles of ATTN_CUDA_BQ_TC rows), every other one to the tile kernel.
+    int n_t = 0, n_tc = 0;
     for (int b = 0; b < S; b++) n_t += (seq_row[b + 1] - seq_row[b] + ATTN_CUDA_BQ - 1) / ATTN_CUDA_BQ;
     AttnTileCuda *tl = (AttnTileCuda *)xmalloc((size_t)(n_t > 0 ? n_t : 1) * sizeof *tl);
+    AttnTileCuda *tc = (AttnTileCuda *)xmalloc((size_t)(n_t > 0 ? n_t : 1) * sizeof *tc);
     n_t = 0;
     for (int b = 0; b < S; b++) {
         const CudaKVCache *kv = fb->caches[b];
         int nq = seq_row[b + 1] - seq_row[b];
-        for (int i0 = 0; i0 < nq; i0 += ATTN_CUDA_BQ) {
-            int n = nq - i0 < ATTN_CUDA_BQ ? nq - i0 : ATTN_CUDA_BQ;
-            tl[n_t++] = (AttnTileCuda){cuda_kvcache_k(kv, l), cuda_kvcache_v(kv, l), seq_row[b] + i0, n, i0,
-                                       kv->len[l * G], kv->cap[l], chunks[b]};
+        int on_tc = cm->dtype == CUDA_BF16 && chunks[b] == 0 && nq >= ATTN_CUDA_BQ_TC;
+        int bq = on_tc ? ATTN_CUDA_BQ_TC : ATTN_CUDA_BQ;
+        for (int i0 = 0; i0 < nq; i0 += bq) {
+            int n = nq - i0 < bq ? nq - i0 : bq;
+            AttnTileCuda x = {cuda_kvcache_k(kv, l), cuda_kvcache_v(kv, l), seq_row[b] + i0, n, i0, kv->len[l * G],
+                              kv->cap[l], chunks[b]};
+            if (on_tc) tc[n_tc++] = x;
+            else tl[n_t++] = x;
         }
         double before = (double)kv->len[l * G] + (kv->parent ? kv->parent->len[l * G] : 0);
         p->flops += (double)G * flops_attn_cached(c, nq, before);
     }
     lp->n_tiles = n_t;
     lp->tiles = plan_put(p, tl, (size_t)n_t * sizeof *tl);
+    lp->n_tiles_tc = n_tc;
+    lp->tiles_tc = plan_put(p, tc, (size_t)n_tc * sizeof *tc);
+    free(tc);
     size_t parts = (size_t)lp->max_chunks * (size_t)lp->rows * (size_t)c->n_heads;
     p->max_partials = parts > p->max_partials ? parts : p->max_partials;
     free(chunks); free(pt); free(tl);
@@ -394,6 +405,8 @@ static void run_layer(Bufs *b, const CudaModel *cm, const LayerPlan *lp, const c
                                   lp->n_ptiles, lp->max_chunks, rows, H, G, E, QKV, dt, st);
     attention_cached_forward_cuda(b->att, b->qkv, (const AttnTileCuda *)(dev_plan + lp->tiles), lp->n_tiles, b->pm,
                                   b->pl, b->pa, rows, H, G, E, QKV, dt, st);
+    attention_prefill_forward_cuda(b->att, b->qkv, (const AttnTileCuda *)(dev_plan + lp->tiles_tc), lp->n_tiles_tc, H,
+                                   G, E, QKV, st);
     matmul_forward_cuda(b->x, b->att, (const char *)w->wo + l * D * QD * es, NULL, rows, QD, D, 1.0f, dt, &cm->cx);
     rmsnorm_forward_cuda(b->xn, b->x, w->mlp_norm + l * D, rows, D, c->rms_eps, dt, st);
     matmul_forward_cuda(b->gu, b->xn, (const char *)w->wgu + l * 2 * F * D * es, NULL, rows, D, 2 * F, 0.0f, dt,

@@ -3,6 +3,7 @@
 
 #include <cuda_bf16.h>
 #include <math.h>
+#include <mma.h>
 
 // ---------------------------------------------------------------------------
 // dtype helpers: kernels are templates over the storage type T (float or
@@ -407,6 +408,138 @@ extern "C" void attention_cached_forward_cuda(void *out, const float *q, const A
     if (n_tiles == 0) return;
     DISPATCH_DT(dt, T, DISPATCH_E(E, attn_cached_launch, out, q, tiles, n_tiles, part_m, part_l, part_acc, (int)rows,
                                   (int)H, (int)G, (int)sq, st));
+}
+
+// ---------------------------------------------------------------------------
+// Prefill attention on the tensor cores (bf16), flash-style: one block of 4
+// warps takes up to 64 query rows of one sequence and one head and streams its
+// own keys through in tiles of 64. Warp w owns rows 16w..16w+15:
+//   S_w [16, 64] = Q_w K^T          (wmma 16x16x16, bf16 in, f32 out, to smem)
+//   online softmax over S_w rows    (2 lanes per row, 32 columns each)
+//   O_w [16, E] += P_w V            (O_w lives in smem as f32; each lane
+//                                    rescales its row's half before the mma)
+// Shared memory rows are padded (bf16 by 8, f32 by 4) so that every wmma
+// pointer stays 32-byte aligned.
+
+template <int E> struct TcShape {
+    static constexpr int BQ = ATTN_CUDA_BQ_TC, BK = 64;
+    static constexpr int LDH = E + 8, LDS = BK + 4, LDP = BK + 8, LDO = E + 4;
+    static constexpr int Q_OFF = 0, K_OFF = Q_OFF + BQ * LDH * 2, V_OFF = K_OFF + BK * LDH * 2;
+    static constexpr int S_OFF = V_OFF + BK * LDH * 2, P_OFF = S_OFF + BQ * LDS * 4, O_OFF = P_OFF + BQ * LDP * 2;
+    static constexpr int SMEM = O_OFF + BQ * LDO * 4;
+};
+
+template <int E>
+__global__ void __launch_bounds__(128) attn_prefill_tc_kernel(__nv_bfloat16 *out, const float *q,
+                                                              const AttnTileCuda *tiles, int H, int G, int sq) {
+    using namespace nvcuda;
+    typedef TcShape<E> S;
+    constexpr int BK = S::BK;
+    const AttnTileCuda t = tiles[blockIdx.x];
+    const int h = blockIdx.y, g = h / (H / G), warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    extern __shared__ float4 smem4[];
+    char *sm = (char *)smem4;
+    __nv_bfloat16 *Qs = (__nv_bfloat16 *)(sm + S::Q_OFF), *Ks = (__nv_bfloat16 *)(sm + S::K_OFF);
+    __nv_bfloat16 *Vs = (__nv_bfloat16 *)(sm + S::V_OFF), *Ps = (__nv_bfloat16 *)(sm + S::P_OFF);
+    float *Ss = (float *)(sm + S::S_OFF), *Os = (float *)(sm + S::O_OFF);
+    for (int i = threadIdx.x; i < S::BQ * E; i += 128) {
+        int r = i / E, e = i % E;
+        Qs[r * S::LDH + e] = __float2bfloat16_rn(r < t.n_rows ? q[(size_t)(t.row0 + r) * sq + (size_t)h * E + e] : 0.0f);
+        Os[r * S::LDO + e] = 0.0f;
+    }
+    const __nv_bfloat16 *K = (const __nv_bfloat16 *)t.k + (size_t)g * t.cap * E;
+    const __nv_bfloat16 *V = (const __nv_bfloat16 *)t.v + (size_t)g * t.cap * E;
+    const int row = 16 * warp + (lane >> 1), half = lane & 1;         // this lane's row and half of it
+    const int lim = row < t.n_rows ? t.n_old + t.i0 + row + 1 : 0;   // own keys the row sees
+    const int n_end = t.n_old + t.i0 + t.n_rows;
+    const float scale = rsqrtf((float)E);
+    float m = -INFINITY, l = 0.0f;
+    for (int kt = 0; kt < n_end; kt += BK) {
+        __syncthreads(); // the previous K/V tile is no longer read
+        for (int i = threadIdx.x; i < BK * (E / 8); i += 128) { // 16-byte copies
+            int r = i / (E / 8), c = (i % (E / 8)) * 8, key = kt + r;
+            uint4 zero = make_uint4(0, 0, 0, 0);
+            *(uint4 *)(Ks + r * S::LDH + c) = key < n_end ? *(const uint4 *)(K + (size_t)key * E + c) : zero;
+            *(uint4 *)(Vs + r * S::LDH + c) = key < n_end ? *(const uint4 *)(V + (size_t)key * E + c) : zero;
+        }
+        __syncthreads();
+        for (int n = 0; n < BK / 16; n++) {
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+            wmma::fill_fragment(acc, 0.0f);
+            for (int k = 0; k < E / 16; k++) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> b;
+                wmma::load_matrix_sync(a, Qs + 16 * warp * S::LDH + 16 * k, S::LDH);
+                wmma::load_matrix_sync(b, Ks + 16 * n * S::LDH + 16 * k, S::LDH); // K rows = columns of K^T
+                wmma::mma_sync(acc, a, b, acc);
+            }
+            wmma::store_matrix_sync(Ss + 16 * warp * S::LDS + 16 * n, acc, S::LDS, wmma::mem_row_major);
+        }
+        __syncwarp();
+        float sc[BK / 2], mx = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < BK / 2; j++) {
+            int c = half * (BK / 2) + j;
+            sc[j] = kt + c < lim ? Ss[row * S::LDS + c] * scale : -INFINITY;
+            mx = fmaxf(mx, sc[j]);
+        }
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        float m_new = fmaxf(m, mx), sum = 0.0f;
+        float resc = m_new == -INFINITY ? 1.0f : expf(m - m_new);
+#pragma unroll
+        for (int j = 0; j < BK / 2; j++) {
+            float p = sc[j] == -INFINITY ? 0.0f : expf(sc[j] - m_new);
+            Ps[row * S::LDP + half * (BK / 2) + j] = __float2bfloat16_rn(p);
+            sum += p;
+        }
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+        l = l * resc + sum;
+        m = m_new;
+        for (int e = half * (E / 2); e < (half + 1) * (E / 2); e++) Os[row * S::LDO + e] *= resc;
+        __syncwarp();
+        for (int n = 0; n < E / 16; n++) {
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+            wmma::load_matrix_sync(acc, Os + 16 * warp * S::LDO + 16 * n, S::LDO, wmma::mem_row_major);
+            for (int k = 0; k < BK / 16; k++) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> b;
+                wmma::load_matrix_sync(a, Ps + 16 * warp * S::LDP + 16 * k, S::LDP);
+                wmma::load_matrix_sync(b, Vs + 16 * k * S::LDH + 16 * n, S::LDH);
+                wmma::mma_sync(acc, a, b, acc);
+            }
+            wmma::store_matrix_sync(Os + 16 * warp * S::LDO + 16 * n, acc, S::LDO, wmma::mem_row_major);
+        }
+        __syncwarp();
+    }
+    if (row >= t.n_rows) return;
+    const float inv = 1.0f / l;
+    __nv_bfloat16 *o = out + (size_t)(t.row0 + row) * H * E + (size_t)h * E;
+    for (int e = half * (E / 2); e < (half + 1) * (E / 2); e++) o[e] = __float2bfloat16_rn(Os[row * S::LDO + e] * inv);
+}
+
+template <int E> static void attn_prefill_tc_launch(void *out, const float *q, const AttnTileCuda *tiles, int n_tiles,
+                                                    int H, int G, int sq, cudaStream_t st) {
+    static int attr_set = 0;
+    if (!attr_set) {
+        CUDA_CHECK(cudaFuncSetAttribute(attn_prefill_tc_kernel<E>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        TcShape<E>::SMEM));
+        attr_set = 1;
+    }
+    dim3 grid((unsigned)n_tiles, (unsigned)H);
+    attn_prefill_tc_kernel<E><<<grid, 128, TcShape<E>::SMEM, st>>>((__nv_bfloat16 *)out, q, tiles, H, G, sq);
+    CUDA_CHECK_LAUNCH();
+}
+
+extern "C" void attention_prefill_forward_cuda(void *out, const float *q, const AttnTileCuda *tiles, int n_tiles,
+                                               size_t H, size_t G, size_t E, size_t sq, cudaStream_t st) {
+    if (n_tiles == 0) return;
+    switch (E) {
+    case 16: attn_prefill_tc_launch<16>(out, q, tiles, n_tiles, (int)H, (int)G, (int)sq, st); break;
+    case 32: attn_prefill_tc_launch<32>(out, q, tiles, n_tiles, (int)H, (int)G, (int)sq, st); break;
+    case 64: attn_prefill_tc_launch<64>(out, q, tiles, n_tiles, (int)H, (int)G, (int)sq, st); break;
+    case 128: attn_prefill_tc_launch<128>(out, q, tiles, n_tiles, (int)H, (int)G, (int)sq, st); break;
+    default: DIE("attention_prefill_forward_cuda: head size %zu unsupported", E);
+    }
 }
 
 template <typename T>

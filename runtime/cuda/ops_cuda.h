@@ -94,6 +94,14 @@ void attention_shared_forward_cuda(float *part_m, float *part_l, float *part_acc
 void attention_cached_forward_cuda(void *out, const float *q, const AttnTileCuda *tiles, int n_tiles,
                                    const float *part_m, const float *part_l, const float *part_acc, size_t rows,
                                    size_t H, size_t G, size_t E, size_t sq, CudaDtype dt, cudaStream_t st);
+// Prefill on the tensor cores (bf16 only): tiles of up to ATTN_CUDA_BQ_TC rows
+// of one sequence without a parent (n_chunks = 0) against its own keys,
+// causal, flash-style (wmma bf16 products, f32 softmax and accumulation);
+// out [rows, H*E] bf16. The forward sends a sequence's rows here when it has
+// at least ATTN_CUDA_BQ_TC of them, the rest to attention_cached_forward_cuda.
+#define ATTN_CUDA_BQ_TC 64
+void attention_prefill_forward_cuda(void *out, const float *q, const AttnTileCuda *tiles, int n_tiles, size_t H,
+                                    size_t G, size_t E, size_t sq, cudaStream_t st);
 // Whether the attention kernels support head size E (16, 32, 64, 128).
 int attention_cuda_head_dim_ok(int E);
 
