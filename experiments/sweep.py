@@ -40,6 +40,7 @@ SETTINGS = {
     "epochs": ("int", 1, True), "max_minutes": ("float", 0, True), "eval_users": ("int", 500, True),
     "eval_split": ("choice:test|valid", "test", True), "eval_limit": ("int", 0, True), "beam": ("int", 20, True),
     "bench_reps": ("int", 3, True), "bench_batch": ("int", 1, True), "bench_beam": ("int", 20, True),
+    "dtype": ("choice:f32|bf16", "f32", True),
     "attn_samples": ("int", 0, True), "train_args": ("str", "", True),
     "threads": ("int", 0, False), "slurm_limit": ("int", 16, False), "point_cmd": ("str", "", False),
     "hist_buckets": ("str", "1-3 4-5 6-9 10-19 20-", False),
@@ -47,7 +48,11 @@ SETTINGS = {
 AXIS_DEFAULTS = {"template": "lcrec", "preset": "small", "method": "earn", "prompt_len": "1024", "seed": "1",
                  "device": "cpu"}
 # Layer counts of runtime/preset.c's presets (k must be below N).
-PRESET_LAYERS = {"tiny": 4, "small": 8, "base": 12}
+PRESET_LAYERS = {"tiny": 4, "small": 8, "base": 12, "llama2-7b": 32, "qwen2.5-7b": 28}
+# Presets that are benchmarked on random weights only (dataset=none): never trained here.
+BENCH_ONLY_PRESETS = {"llama2-7b", "qwen2.5-7b"}
+# dataset=none: bench-only points (earnest bench on the preset's random weights; no training, no evaluation).
+NO_DATASET = "none"
 MODEL_KEYS = ["dataset", "template", "preset", "method", "k", "prefix_regs", "suffix_regs", "seed", "epochs",
               "max_minutes", "eval_users", "train_args"]
 EVAL_KEYS = MODEL_KEYS + ["device", "eval_split", "eval_limit", "beam"]
@@ -209,6 +214,8 @@ def grid_points(spec, where, axes, data_root):
     """Every point of one grid call (dicts of axis values), k and registers normalised per method."""
     ds = axis_values(spec, where, "dataset", axes["dataset"])
     for d in ds:
+        if d == NO_DATASET:
+            continue
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", d):
             raise SpecError("%s: %s: dataset=%s: unknown value (a dataset name)" % (spec, where, d))
         if not os.path.isfile(os.path.join(data_root, d, "meta.json")):
@@ -218,13 +225,16 @@ def grid_points(spec, where, axes, data_root):
     pr = [check_choice(spec, where, "preset", v, sorted(PRESET_LAYERS)) for v in axis_values(spec, where, "preset", axes["preset"])]
     me = [check_choice(spec, where, "method", v, ["finetune", "earn"]) for v in axis_values(spec, where, "method", axes["method"])]
     ks = [check_int(spec, where, "k", v, 1, 4096) for v in axis_values(spec, where, "k", axes["k"])] if "k" in axes else [None]
-    ls = [check_int(spec, where, "prompt_len", v, 1, 8192) for v in axis_values(spec, where, "prompt_len", axes["prompt_len"])]
+    ls = [check_int(spec, where, "prompt_len", v, 1, 65536) for v in axis_values(spec, where, "prompt_len", axes["prompt_len"])]
     se = [check_int(spec, where, "seed", v, 0, 1 << 30) for v in axis_values(spec, where, "seed", axes["seed"])]
     dv = [check_choice(spec, where, "device", v, ["cpu", "cuda"]) for v in axis_values(spec, where, "device", axes["device"])]
     regs = reg_pairs(spec, where, axes)
     out = []
     for d, t, p, m, k, (P, S), L, s, dev in itertools.product(ds, tm, pr, me, ks, regs or [(None, None)], ls, se, dv):
         n = PRESET_LAYERS[p]
+        if p in BENCH_ONLY_PRESETS and d != NO_DATASET:
+            raise SpecError("%s: %s: preset=%s: unknown value with dataset=%s (the 7B shapes are benchmarked on random "
+                            "weights only: dataset=none)" % (spec, where, p, d))
         if m == "finetune":
             k = 0
             P, S = (0, 0) if regs is None else (P, S)
@@ -263,6 +273,8 @@ def expand(spec, variables, grids, data_root):
     """(settings, [point records]) in grid order, duplicates removed."""
     top, settings = split_spec_vars(variables, spec)
     hashed = {k: settings[k] for k, (_, _, h) in SETTINGS.items() if h}
+    if hashed["dtype"] == "f32":
+        del hashed["dtype"]  # the default stays out of the parameters: points of earlier sweeps keep their ids
     calls = grids if grids else [{}]
     points, seen = [], set()
     for i, g in enumerate(calls):
@@ -270,6 +282,9 @@ def expand(spec, variables, grids, data_root):
         axes = merge_axes(spec, where, top, g)
         for ax in grid_points(spec, where, axes, data_root):
             params = dict(ax, **hashed)
+            if params.get("dtype") == "bf16" and params["device"] != "cuda":
+                raise SpecError("%s: %s: dtype=bf16 with device=%s: the CPU runtime computes in f32 only"
+                                % (spec, where, params["device"]))
             pid, mid, eid, aid = identify(params)
             if pid in seen:
                 continue

@@ -18,6 +18,10 @@
         attention (attn_*, decision row, head means: the mean over the layers that
         see the prompt; for EARN the layers >= k see only registers, so their
         figures are degenerate by construction and left out, as null).
+    sweep_metrics.py bench --bench B.csv --method M --k K --n-layers N --out metrics.json
+        A bench-only point (dataset=none, experiments/sweep_bench.sh): the bench_*
+        and closed_* figures above, plus the device, dtype and the prefill's share
+        of the matrix-product ceiling measured in the same run.
     sweep_metrics.py unsupported --note TEXT --out metrics.json
 """
 import csv
@@ -212,14 +216,27 @@ def cmd_point(a):
     write_json(a["--out"], m)
 
 
+def cmd_bench(a):
+    k, n = int(a["--k"]), int(a["--n-layers"])
+    m = {"status": "done", "n_layers": n}
+    m.update(bench_metrics(a["--bench"], a["--method"], k, n))
+    rows = list(csv.DictReader(open(a["--bench"], encoding="utf-8")))
+    own = next(r for r in rows if r["method"] == ("earn" if a["--method"] == "earn" else "full"))
+    m["bench_device"] = own["device"]
+    m["bench_dtype"] = own.get("dtype", "f32")
+    m["bench_prefill_vs_gemm"] = float(own["prefill_vs_sgemm"])
+    m["bench_gemm_gflops"] = float(own["sgemm_gflops"])
+    write_json(a["--out"], m)
+
+
 def cmd_unsupported(a):
     write_json(a["--out"], {"status": "unsupported", "note": a["--note"]})
 
 
 def main():
-    cmds = {"buckets": cmd_buckets, "point": cmd_point, "unsupported": cmd_unsupported}
+    cmds = {"buckets": cmd_buckets, "point": cmd_point, "bench": cmd_bench, "unsupported": cmd_unsupported}
     if len(sys.argv) < 2 or sys.argv[1] not in cmds:
-        die("usage: sweep_metrics.py buckets|point|unsupported ... (see the header)")
+        die("usage: sweep_metrics.py buckets|point|bench|unsupported ... (see the header)")
     a, argv = {}, sys.argv[2:]
     if len(argv) % 2:
         die("options come in pairs: --name value")

@@ -19,6 +19,7 @@
 #          point's prompt length (finetune: full only)
 #   then   metrics.json (experiments/sweep_metrics.py point), which sweep_point.sh
 #          turns into point.json.
+# A point with dataset=none is bench-only: experiments/sweep_bench.sh does it.
 # EARN with 0 suffix registers cannot be trained by this runtime (no prompt token
 # reaches the layers above k to predict the first code token): such a point is
 # recorded with status "unsupported" and no metrics.
@@ -30,6 +31,9 @@ METRICS=$SWEEP_SRC/experiments/sweep_metrics.py
 R=$SWEEP_RESULTS
 say() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
+if [ "$SWEEP_DATASET" = none ]; then   # a bench-only point: random weights of the preset, no model to train
+    exec bash "$SWEEP_SRC/experiments/sweep_bench.sh"
+fi
 if [ "$SWEEP_METHOD" = earn ] && [ "$SWEEP_SUFFIX_REGS" = 0 ]; then
     say "EARN with 0 suffix registers: unsupported by this runtime; recorded as such"
     exec "$PY" "$METRICS" unsupported --out metrics.json \
@@ -112,7 +116,8 @@ flock -u 8
 methods=full
 [ "$SWEEP_METHOD" = finetune ] || methods=full,earn
 args=(--model "$M" --method "$methods" --prompt-len "$SWEEP_PROMPT_LEN" --batch "$SWEEP_BENCH_BATCH"
-      --beam "$SWEEP_BENCH_BEAM" --reps "$SWEEP_BENCH_REPS" --threads "$T" --device "$SWEEP_DEVICE" --out bench.csv)
+      --beam "$SWEEP_BENCH_BEAM" --reps "$SWEEP_BENCH_REPS" --threads "$T" --device "$SWEEP_DEVICE"
+      --dtype "${SWEEP_DTYPE:-f32}" --out bench.csv)
 [ "$SWEEP_METHOD" = finetune ] ||
     args+=(--k "$SWEEP_K" --prefix-regs "$SWEEP_PREFIX_REGS" --suffix-regs "$SWEEP_SUFFIX_REGS")
 say "bench: earnest bench ${args[*]}"

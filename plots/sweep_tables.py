@@ -90,7 +90,7 @@ def figs_k(F, sfx, rows, n, title):
     if not er:
         return
     ft = finetune(rows)
-    table = [[int(r["k"]), num(r["recall@10"]), num(r["ndcg@10"]), num(r.get("bench_speedup")),
+    table = [[int(r["k"]), num(r.get("recall@10")), num(r.get("ndcg@10")), num(r.get("bench_speedup")),
               num(r.get("bench_prefill_speedup")), 100 * num(r.get("bench_kv_reduction")), num(r.get("eval_gamma")),
               num(r.get("attn_density_eps_prompt")), num(r.get("attn_sink_head_prompt")),
               num(r.get("attn_sink_tail_prompt"))] for r in er]
@@ -99,8 +99,9 @@ def figs_k(F, sfx, rows, n, title):
     ref = {c: num(ft.get(c)) if ft else NAN for c in ("recall@10", "ndcg@10", "attn_density_eps_prompt",
                                                        "attn_sink_head_prompt", "attn_sink_tail_prompt")}
     common = dict(DAT=dat, N=n, KEARN=max(1, n // 4), TITLE=title)
-    F.add("sweep_acc_k.gp", "sweep_acc_vs_k" + sfx, FT_R=ref["recall@10"], FT_N=ref["ndcg@10"],
-          MP_R=num(er[0].get("mostpop_recall@10")), MP_N=num(er[0].get("mostpop_ndcg@10")), **common)
+    if any(not math.isnan(t[1]) for t in table):  # bench-only sweeps (dataset=none) have no accuracy
+        F.add("sweep_acc_k.gp", "sweep_acc_vs_k" + sfx, FT_R=ref["recall@10"], FT_N=ref["ndcg@10"],
+              MP_R=num(er[0].get("mostpop_recall@10")), MP_N=num(er[0].get("mostpop_ndcg@10")), **common)
     bench = "prompt %d tokens, batch %s, beam %s, %s thread(s)" % (L, er[0].get("bench_batch", "?"),
                                                                    er[0].get("bench_beam", "?"),
                                                                    er[0].get("bench_threads", "?"))
@@ -128,8 +129,8 @@ def fig_regs(F, sfx, rows, n, title):
     for i, r in enumerate(rs):
         p, s = r["prefix_regs"], r["suffix_regs"]
         kind = " prefix only" if s == "0" else " suffix only" if p == "0" else ""
-        table.append([i, "%s+%s%s" % (p, s, kind), num(r["recall@10"]) if done(r) else NAN,
-                      num(r["ndcg@10"]) if done(r) else NAN, 0 if done(r) else 1])
+        table.append([i, "%s+%s%s" % (p, s, kind), num(r.get("recall@10")) if done(r) else NAN,
+                      num(r.get("ndcg@10")) if done(r) else NAN, 0 if done(r) else 1])
     ft = finetune(rows)
     F.add("sweep_regs.gp", "sweep_acc_vs_regs" + sfx,
           DAT=F.table("regs" + sfx, ["x", "label", "recall10", "ndcg10", "unsupported"], table), N=n, K=k,

@@ -3,11 +3,17 @@
 # full at 1K-16K tokens, the k sweep), as one script for a lent GPU machine.
 # Run from the repository root after experiments/gpu/pack.sh, carrying
 # .gpucarry; results go to $OUT (default ./gpu-out):
-#   lengths.csv  EARN vs full at 1,024 / 4,096 / 16,384 prompt tokens, batch 1, beam 20:
-#                llama2-7b (k = 8 of 32) and qwen2.5-7b (k = 7 of 28), random bf16 weights
-#   ksweep.csv   llama2-7b, k in {4, 16} at the same lengths (k = 8 is in lengths.csv)
+#   lengths.csv  EARN vs full at 1,024 / 4,096 / 16,384 prompt tokens, beam 20, batch 1
+#                (and 4 at 1K and 4K): llama2-7b (k = 8 of 32) and qwen2.5-7b (k = 7 of
+#                28), random bf16 weights
+#   short.csv    EARN vs full at 150 tokens (the LC-Rec prompt length), batch 1 and 16,
+#                llama2-7b: tokens/s beside EARN's published 505 / 1,845
+#   sweep.csv    the k sweep through the sweep driver (experiments/sweeps/gpu_llama2_k.sh:
+#                k = 4, 8, 16 x 1K, 4K, 16K; bench-only points)
 #   hf.csv       HF generate (20 beams, trie constraint) on the saved checkpoint
 #   earnest_hf.csv  earnest bench --model on that same checkpoint
+# Measured so far (one H200, 2026-11-27) in experiments/results/gpu/: that run had
+# batch 1 only, no short.csv, and the k sweep as plain bench runs (ksweep.csv).
 set -uo pipefail
 OUT="${OUT:-$PWD/gpu-out}"
 mkdir -p "$OUT"
@@ -21,13 +27,17 @@ run() { echo "+ $*" | tee -a "$LOG"; "$@" 2>&1 | tee -a "$LOG"; }
 t0=$SECONDS
 run timeout 60 "$EG/test_cuda_ops"
 run timeout 60 "$EG/test_cuda_forward"
-B="--device cuda --dtype bf16 --batch 1 --beam 20 --reps 3"
-run timeout 150 "$E" bench $B --preset llama2-7b --method full,earn --k 8 --prompt-len 1024,4096,16384 --out "$OUT/l_llama.csv"
-run timeout 150 "$E" bench $B --preset qwen2.5-7b --method full,earn --k 7 --prompt-len 1024,4096,16384 --out "$OUT/l_qwen.csv"
-{ cat "$OUT/l_llama.csv"; tail -n +2 "$OUT/l_qwen.csv"; } > "$OUT/lengths.csv" && rm -f "$OUT/l_llama.csv" "$OUT/l_qwen.csv"
-run timeout 100 "$E" bench $B --preset llama2-7b --method earn --k 4 --prompt-len 1024,4096,16384 --out "$OUT/k4.csv"
-run timeout 100 "$E" bench $B --preset llama2-7b --method earn --k 16 --prompt-len 1024,4096,16384 --out "$OUT/k16.csv"
-{ cat "$OUT/k4.csv"; tail -n +2 "$OUT/k16.csv"; } > "$OUT/ksweep.csv" && rm -f "$OUT/k4.csv" "$OUT/k16.csv"
+B="--device cuda --dtype bf16 --beam 20 --reps 3"
+run timeout 150 "$E" bench $B --batch 1,4 --preset llama2-7b --method full,earn --k 8 --prompt-len 1024,4096 --out "$OUT/l1.csv"
+run timeout 150 "$E" bench $B --batch 1 --preset llama2-7b --method full,earn --k 8 --prompt-len 16384 --out "$OUT/l2.csv"
+run timeout 150 "$E" bench $B --batch 1,4 --preset qwen2.5-7b --method full,earn --k 7 --prompt-len 1024,4096 --out "$OUT/l3.csv"
+run timeout 150 "$E" bench $B --batch 1 --preset qwen2.5-7b --method full,earn --k 7 --prompt-len 16384 --out "$OUT/l4.csv"
+{ cat "$OUT/l1.csv"; for f in l2 l3 l4; do tail -n +2 "$OUT/$f.csv"; done; } > "$OUT/lengths.csv" && rm -f "$OUT"/l[1-4].csv
+run timeout 100 "$E" bench $B --batch 1,16 --preset llama2-7b --method full,earn --k 8 --prompt-len 150 --out "$OUT/short.csv"
+# The k sweep through the sweep driver (GNU parallel travels in the pack: the image has none).
+export PATH="$EG:$PATH" EARNEST="$E"
+run timeout 200 experiments/sweep.sh experiments/sweeps/gpu_llama2_k.sh --jobs 1 --results /tmp/gpu_llama2_k
+cp /tmp/gpu_llama2_k/sweep.csv "$OUT/sweep.csv"
 echo "benchmarks so far: $((SECONDS - t0)) s" | tee -a "$LOG"
 CK=/tmp/llama2-7b-random
 PYTHONUNBUFFERED=1 run timeout 120 python3 experiments/gpu/hf_beam_bench.py write "$CK"
