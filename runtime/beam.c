@@ -7,14 +7,19 @@
 
 #include "runtime/plan.h"
 
-int beam_search_init(BeamSearch *bs, Model *model, const Trie *trie, int width, Error *e) {
-    memset(bs, 0, sizeof *bs);
+int beam_search_check(const Trie *trie, int vocab_size, int width, Error *e) {
     if (width < 1) return err_set(e, "beam search: width %d < 1", width);
     if (trie->levels < 1) return err_set(e, "beam search: the trie has no code levels");
     for (int i = 0; i < trie->n_nodes - 1; i++)
-        if (trie->edge_token[i] < 0 || trie->edge_token[i] >= model->config.vocab_size)
+        if (trie->edge_token[i] < 0 || trie->edge_token[i] >= vocab_size)
             return err_set(e, "beam search: code token id %d is outside the model's vocabulary [0, %d)",
-                           trie->edge_token[i], model->config.vocab_size);
+                           trie->edge_token[i], vocab_size);
+    return 0;
+}
+
+int beam_search_init(BeamSearch *bs, Model *model, const Trie *trie, int width, Error *e) {
+    memset(bs, 0, sizeof *bs);
+    if (beam_search_check(trie, model->config.vocab_size, width, e)) return -1;
     bs->model = model;
     bs->trie = trie;
     bs->width = width;

@@ -70,6 +70,7 @@ typedef struct {
 } BeamSearch;
 
 // Fails if a trie token is outside the model's vocabulary or width < 1.
+int beam_search_check(const Trie *trie, int vocab_size, int width, Error *e);
 int beam_search_init(BeamSearch *bs, Model *model, const Trie *trie, int width, Error *e);
 void beam_search_free(BeamSearch *bs);
 

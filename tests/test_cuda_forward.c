@@ -23,6 +23,8 @@
 
 #include <cmocka.h>
 
+#include "helpers/gpu_skip.h"
+
 #include "runtime/model.h"
 #include "runtime/plan.h"
 
@@ -263,12 +265,7 @@ static void test_bad_input(void **state) {
 }
 
 int main(void) {
-    Error e;
-    int n;
-    if (cuda_device_count(&n, &e)) {
-        printf("GPU tests skipped: %s\n", e.msg);
-        return 77;
-    }
+    if (!gpu_tests_available()) return 77;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_all),
         cmocka_unit_test(test_bad_input),
@@ -276,8 +273,5 @@ int main(void) {
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
 #else
-int main(void) {
-    printf("GPU tests skipped: this build has no CUDA runtime (no nvcc)\n");
-    return 77;
-}
+int main(void) { return gpu_tests_available() ? 1 : 77; }
 #endif

@@ -22,6 +22,8 @@
 
 #include <cmocka.h>
 
+#include "helpers/gpu_skip.h"
+
 #include "runtime/ops.h"
 #include "runtime/util.h"
 
@@ -182,19 +184,11 @@ static void test_shared_attention(void **state) {
 }
 
 int main(void) {
-    Error e;
-    int n;
-    if (cuda_device_count(&n, &e)) {
-        printf("GPU tests skipped: %s\n", e.msg);
-        return 77;
-    }
+    if (!gpu_tests_available()) return 77;
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_shared_attention),
                                        cmocka_unit_test(test_prefill_tensor_cores)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
 #else
-int main(void) {
-    printf("GPU tests skipped: this build has no CUDA runtime (no nvcc)\n");
-    return 77;
-}
+int main(void) { return gpu_tests_available() ? 1 : 77; }
 #endif
