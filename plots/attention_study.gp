@@ -1,0 +1,66 @@
+# attention_study.gp: the attention-study figures (plots/attention_study.sh prepares the tables).
+# gnuplot -c attention_study.gp layers|buckets OUT DATADIR K
+#   layers:  DATADIR/L_<model>_<nlp|rec>.dat  (layer density_eps density_rel sink_head sink_tail n_keys)
+#   buckets: DATADIR/B_<model>_<nlp|rec>_<early|late>.dat  (bucket ... label)
+# Rows of panels: density_eps, density_rel, sink_head, sink_tail; columns: before, finetune, EARN.
+# One legend, below all panels, outside the data.
+MODE = ARG1; OUT = ARG2; DIR = ARG3; K = int(ARG4)
+models = "before finetune earn"
+titles = "'stories260K, before fine-tuning' 'after finetune (beauty, LC-Rec)' 'after EARN (k = 2 of 5, 1+1 registers)'"
+metrics = "density_eps density_rel sink_head sink_tail"
+ylabels = "'density_eps (p > 0.05)' 'density_rel (p > 1/n)' 'sink_head (first 3 keys)' 'sink_tail (last 3 keys)'"
+NLPC = "#1f77b4"; RECC = "#d62728"
+set grid ytics lc rgb "#dddddd"
+set style data linespoints
+do for [fmt in "png svg"] {
+    if (fmt eq "png") { set terminal pngcairo noenhanced size 1350,1250 font "Sans,10" } else { set terminal svg noenhanced size 1350,1250 font "Sans,10" }
+    set output OUT.".".fmt
+    if (MODE eq "layers") {
+        set multiplot layout 4,3 margins 0.07,0.98,0.11,0.94 spacing 0.06,0.045 \
+            title "Same weights, two inputs: decision-row attention per layer, mean over heads (NLP = TinyStories-style text, Rec = beauty test prompts, LC-Rec template)"
+    } else {
+        set multiplot layout 4,3 margins 0.07,0.98,0.11,0.94 spacing 0.06,0.045 \
+            title "Length-matched: decision-row attention by prompt length, early vs late layers (EARN: layers before its split only)"
+    }
+    do for [r=1:4] {
+        m = word(metrics, r)
+        col = r + 1
+        do for [c=1:3] {
+            md = word(models, c)
+            set title (r == 1 ? word(titles, c) : "")
+            set ylabel (c == 1 ? word(ylabels, r) : "")
+            if (r >= 3) { set yrange [0:1] } else { set yrange [0:*] }
+            # one legend for the figure, from the last panel's curves, in the strip below all panels
+            if (r == 4 && c == 3) { set key at screen 0.5, 0.035 center center horizontal maxrows 1 samplen 3 width 2 font "Sans,10" } else { unset key }
+            unset arrow; unset label
+            if (MODE eq "layers") {
+                set xrange [-0.5:4.5]; set xtics 1
+                set xlabel (r == 4 ? "layer" : "")
+                if (md eq "earn" && K > 0) {
+                    set arrow 1 from first K - 0.5, graph 0 to first K - 0.5, graph 1 nohead dt 3 lw 1.5 lc rgb "#555555"
+                    set label 1 sprintf("split k = %d", K) at first K - 0.4, graph 0.93 left font "Sans,9" tc rgb "#555555"
+                    set label 2 "layers >= k: registers only\n(degenerate, left out)" at first (K + 4.5) / 2.0, graph 0.5 center font "Sans,9" tc rgb "#555555"
+                }
+                fn = DIR."/L_".md."_nlp.dat"; fr = DIR."/L_".md."_rec.dat"
+                if (r >= 3) {
+                    plot fn using 1:col lw 2 pt 7 lc rgb NLPC title "NLP (text)", fr using 1:col lw 2 pt 5 lc rgb RECC title "Rec (beauty LC-Rec)", \
+                         fn using 1:(3.0/$6) with lines dt 2 lw 1.2 lc rgb NLPC title "uniform share 3/n, NLP", \
+                         fr using 1:(3.0/$6) with lines dt 2 lw 1.2 lc rgb RECC title "uniform share 3/n, Rec"
+                } else {
+                    plot fn using 1:col lw 2 pt 7 lc rgb NLPC, fr using 1:col lw 2 pt 5 lc rgb RECC
+                }
+            } else {
+                set xrange [0.6:3.4]; set xtics ("50-100" 1, "100-150" 2, "150-200" 3)
+                set xlabel (r == 4 ? "prompt length (tokens)" : "")
+                ne = DIR."/B_".md."_nlp_early.dat"; nl = DIR."/B_".md."_nlp_late.dat"
+                re = DIR."/B_".md."_rec_early.dat"; rl = DIR."/B_".md."_rec_late.dat"
+                plot ne using 1:col lw 2 pt 7 dt 1 lc rgb NLPC title "NLP, early layers", \
+                     nl using 1:col lw 2 pt 6 dt 2 lc rgb NLPC title "NLP, late layers", \
+                     re using 1:col lw 2 pt 5 dt 1 lc rgb RECC title "Rec, early layers", \
+                     rl using 1:col lw 2 pt 4 dt 2 lc rgb RECC title "Rec, late layers"
+            }
+        }
+    }
+    unset multiplot
+    unset output
+}
