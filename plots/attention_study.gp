@@ -16,11 +16,9 @@ do for [fmt in "png svg"] {
     if (fmt eq "png") { set terminal pngcairo noenhanced size 1350,1250 font "Sans,10" } else { set terminal svg noenhanced size 1350,1250 font "Sans,10" }
     set output OUT.".".fmt
     if (MODE eq "layers") {
-        set multiplot layout 4,3 margins 0.07,0.98,0.11,0.94 spacing 0.06,0.045 \
-            title "Same weights, two inputs: decision-row attention per layer, mean over heads (NLP = TinyStories-style text, Rec = beauty test prompts, LC-Rec template)"
+        set multiplot title "Same weights, two inputs: decision-row attention per layer, mean over heads (NLP = TinyStories-style text, Rec = beauty test prompts, LC-Rec template)"
     } else {
-        set multiplot layout 4,3 margins 0.07,0.98,0.11,0.94 spacing 0.06,0.045 \
-            title "Length-matched: decision-row attention by prompt length, early vs late layers (EARN: layers before its split only)"
+        set multiplot title "Length-matched: decision-row attention by prompt length, early vs late layers (EARN: layers before its split only)"
     }
     do for [r=1:4] {
         m = word(metrics, r)
@@ -30,8 +28,12 @@ do for [fmt in "png svg"] {
             set title (r == 1 ? word(titles, c) : "")
             set ylabel (c == 1 ? word(ylabels, r) : "")
             if (r >= 3) { set yrange [0:1] } else { set yrange [0:*] }
-            # one legend for the figure, from the last panel's curves, in the strip below all panels
-            if (r == 4 && c == 3) { set key at screen 0.5, 0.035 center center horizontal maxrows 1 samplen 3 width 2 font "Sans,10" } else { unset key }
+            # panel (r, c) inside [0.07, 0.98] x [0.10, 0.93] of the canvas; 0.06 / 0.045 between panels
+            set lmargin at screen 0.07 + (c - 1) * (0.91 + 0.06) / 3.0
+            set rmargin at screen 0.07 + c * (0.91 + 0.06) / 3.0 - 0.06
+            set tmargin at screen 0.93 - (r - 1) * (0.83 + 0.045) / 4.0
+            set bmargin at screen 0.93 - r * (0.83 + 0.045) / 4.0 + 0.045
+            unset key
             unset arrow; unset label
             if (MODE eq "layers") {
                 set xrange [-0.5:4.5]; set xtics 1
@@ -61,6 +63,23 @@ do for [fmt in "png svg"] {
             }
         }
     }
+    # one legend for the figure: a plot of nothing (y = -1 is outside [0:1]) spanning the strip below all panels
+    set lmargin at screen 0.07; set rmargin at screen 0.98; set bmargin at screen 0.005; set tmargin at screen 0.035
+    unset border; unset tics; unset xlabel; unset ylabel; unset title; unset arrow; unset label; unset grid
+    set xrange [0:1]; set yrange [0:1]
+    set key inside center center horizontal maxrows 1 samplen 3 width 2 font "Sans,10"
+    if (MODE eq "layers") {
+        plot -1 with linespoints lw 2 pt 7 lc rgb NLPC title "NLP (text)", \
+             -1 with linespoints lw 2 pt 5 lc rgb RECC title "Rec (beauty LC-Rec)", \
+             -1 with lines dt 2 lw 1.2 lc rgb NLPC title "uniform share 3/n, NLP", \
+             -1 with lines dt 2 lw 1.2 lc rgb RECC title "uniform share 3/n, Rec"
+    } else {
+        plot -1 with linespoints lw 2 pt 7 dt 1 lc rgb NLPC title "NLP, early layers", \
+             -1 with linespoints lw 2 pt 6 dt 2 lc rgb NLPC title "NLP, late layers", \
+             -1 with linespoints lw 2 pt 5 dt 1 lc rgb RECC title "Rec, early layers", \
+             -1 with linespoints lw 2 pt 4 dt 2 lc rgb RECC title "Rec, late layers"
+    }
     unset multiplot
     unset output
+    set border; set tics; set grid ytics
 }
