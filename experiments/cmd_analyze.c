@@ -47,8 +47,8 @@ static void print_summary(const AttnMetricsAcc *acc, const AttnDumpReader *r, co
     const AttnDumpInfo *info = &r->info;
     printf("%s: %d samples, %d layers x %d heads, method %s", in, r->n_samples, info->n_layers,
            info->n_heads, info->method);
-    if (hi > 0) printf(", %d with a prompt of %d..%d tokens", n_used, lo, hi - 1);
     if (info->layer_split_k > 0) printf(" (k = %d)", info->layer_split_k);
+    if (hi > 0) printf(", %d with a prompt of %d..%d tokens", n_used, lo, hi - 1);
     printf("\n");
     for (int rows = 0; rows < ATTN_ROWS_COUNT; rows++) {
         double early, late;
