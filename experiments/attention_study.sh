@@ -20,6 +20,8 @@
 #   3. each model dumped on text (experiments/data/tinystories_long.txt: 24 passages of 57-198
 #      tokens, through stories260K's own tokenizer, whose ids the grown vocabulary keeps) and on
 #      SAMPLES beauty test prompts (LC-Rec, 49-150 tokens);
+#      control: `before` on 48 LC-Rec prompts spelled as text through stories260K's tokenizer
+#      (experiments/lcrec_text_prompts.py: one history item, ~193 tokens), input `rectext`;
 #   4. `earnest analyze` of every dump, whole and by prompt length (50-100, 100-150, 150-200
 #      tokens), into experiments/results/attention_study/<model>_<nlp|rec>[_len<lo>-<hi>].csv
 #      (+ .summary.txt); recommendation metrics of the fine-tuned models on test beside MostPop;
@@ -79,6 +81,16 @@ for m in before finetune earn; do
                 > "$RES/${m}_${in}_len${b/,/-}.summary.txt"
         done
     done
+done
+# control: the pretrained model on LC-Rec prompts spelled as text through its own tokenizer (every
+# token a pretrained embedding; one history item, ~193 tokens: the 150-200 bucket)
+[ -f "$WORK/rectext.txt" ] || /usr/bin/python3 "$SRC/experiments/lcrec_text_prompts.py" "$DATA" 48 "$WORK/rectext.txt"
+[ -f "$WORK/before_rectext.h5" ] || "$EARNEST" dump-attn --model "$WORK/before" --threads "$THREADS" \
+    --text-file "$WORK/rectext.txt" --tokenizer "$PRE/tokenizer.bin" --tokenizer-vocab 512 --out "$WORK/before_rectext.h5"
+"$EARNEST" analyze "$WORK/before_rectext.h5" --out "$RES/before_rectext.csv" > "$RES/before_rectext.summary.txt"
+for b in 50,100 100,150 150,200; do
+    "$EARNEST" analyze "$WORK/before_rectext.h5" --len-range "$b" --out "$RES/before_rectext_len${b/,/-}.csv" \
+        > "$RES/before_rectext_len${b/,/-}.summary.txt"
 done
 for m in finetune earn; do
     [ -f "$RES/${m}_test.json" ] || "$EARNEST" eval --model "$WORK/$m" --data "$DATA" --split test --beam 20 \

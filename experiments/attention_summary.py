@@ -16,7 +16,7 @@ import csv, glob, os, re, sys
 
 res = sys.argv[1] if len(sys.argv) > 1 else 'experiments/results/attention_study'
 MODELS = ['before', 'finetune', 'earn']
-INPUTS = ['nlp', 'rec']
+INPUTS = ['nlp', 'rec', 'rectext']
 BUCKETS = ['all', '50-100', '100-150', '150-200']
 METRICS = ['density_eps', 'density_rel', 'keys_eps', 'sink_head', 'sink_tail', 'entropy_norm', 'n_keys']
 
@@ -69,6 +69,8 @@ with open(res + '/summary.csv.tmp', 'w', newline='') as f:
         w.writerow(r[:7] + ['%.6g' % r[7]])
 os.replace(res + '/summary.csv.tmp', res + '/summary.csv')
 
+INPUT_LABEL = {'nlp': 'NLP (text)', 'rec': 'Rec (beauty LC-Rec)',
+               'rectext': 'Rec as text (LC-Rec spelled by the pretrained tokenizer, 1 item)'}
 LABEL = {'before': 'stories260K before fine-tuning', 'finetune': 'after finetune', 'earn': 'after EARN (k=2)'}
 def cell(model, inp, b, scope, m, rows='decision', fmt='%.3f'):
     x = table.get((model, inp, b, rows, scope, m))
@@ -96,7 +98,7 @@ for title, buckets in (('All prompts', ['all']), ('By prompt length (tokens)', [
                 if (model, inp, b, 'n') not in table:
                     continue
                 out.append('| %s | %s | %s | %d | %s | %s | %s | %s | %s | %s | %s |' % (
-                    LABEL[model], 'NLP (text)' if inp == 'nlp' else 'Rec (beauty LC-Rec)', b,
+                    LABEL[model], INPUT_LABEL[inp], b,
                     table[(model, inp, b, 'n')], pair(model, inp, b, 'density_eps'),
                     pair(model, inp, b, 'density_rel'), pair(model, inp, b, 'keys_eps', fmt='%.2f'),
                     pair(model, inp, b, 'sink_head'), pair(model, inp, b, 'sink_tail'), unif(model, inp, b),

@@ -1,15 +1,16 @@
 # attention_study.gp: the attention-study figures (plots/attention_study.sh prepares the tables).
-# gnuplot -c attention_study.gp layers|buckets OUT DATADIR K
+# gnuplot -c attention_study.gp layers|buckets OUT DATADIR K RT
+#   RT = 1: also DATADIR/{L,B}_before_rectext* (the "Rec as text" control) in the first column
 #   layers:  DATADIR/L_<model>_<nlp|rec>.dat  (layer density_eps density_rel sink_head sink_tail n_keys)
 #   buckets: DATADIR/B_<model>_<nlp|rec>_<early|late>.dat  (bucket ... label)
 # Rows of panels: density_eps, density_rel, sink_head, sink_tail; columns: before, finetune, EARN.
 # One legend, below all panels, outside the data.
-MODE = ARG1; OUT = ARG2; DIR = ARG3; K = int(ARG4)
+MODE = ARG1; OUT = ARG2; DIR = ARG3; K = int(ARG4); RT = (ARGC >= 5 && ARG5 eq "1")
 models = "before finetune earn"
 titles = "'stories260K, before fine-tuning' 'after finetune (beauty, LC-Rec)' 'after EARN (k = 2 of 5, 1+1 registers)'"
 metrics = "density_eps density_rel sink_head sink_tail"
 ylabels = "'density_eps (p > 0.05)' 'density_rel (p > 1/n)' 'sink_head (first 3 keys)' 'sink_tail (last 3 keys)'"
-NLPC = "#1f77b4"; RECC = "#d62728"
+NLPC = "#1f77b4"; RECC = "#d62728"; RTC = "#2ca02c"
 set grid ytics lc rgb "#dddddd"
 set style data linespoints
 do for [fmt in "png svg"] {
@@ -43,12 +44,21 @@ do for [fmt in "png svg"] {
                     set label 1 sprintf("split k = %d", K) at first K - 0.4, graph 0.93 left font "Sans,9" tc rgb "#555555"
                     set label 2 "layers >= k: registers only\n(degenerate, left out)" at first (K + 4.5) / 2.0, graph 0.5 center font "Sans,9" tc rgb "#555555"
                 }
-                fn = DIR."/L_".md."_nlp.dat"; fr = DIR."/L_".md."_rec.dat"
-                if (r >= 3) {
-                    plot fn using 1:col lw 2 pt 7 lc rgb NLPC title "NLP (text)", fr using 1:col lw 2 pt 5 lc rgb RECC title "Rec (beauty LC-Rec)", \
-                         fn using 1:(3.0/$6) with lines dt 2 lw 1.2 lc rgb NLPC title "uniform share 3/n, NLP", \
-                         fr using 1:(3.0/$6) with lines dt 2 lw 1.2 lc rgb RECC title "uniform share 3/n, Rec"
-                } else {
+                fn = DIR."/L_".md."_nlp.dat"; fr = DIR."/L_".md."_rec.dat"; ft = DIR."/L_".md."_rectext.dat"
+                RTL = c == 1 && RT   # the "Rec as text" control: pretrained model only
+                if (r >= 3 && RTL) {
+                    plot fn using 1:col lw 2 pt 7 lc rgb NLPC, fr using 1:col lw 2 pt 5 lc rgb RECC, \
+                         ft using 1:col lw 2 pt 9 dt 4 lc rgb RTC, \
+                         fn using 1:(3.0/$6) with lines dt 2 lw 1.2 lc rgb NLPC, fr using 1:(3.0/$6) with lines dt 2 lw 1.2 lc rgb RECC
+                }
+                if (r >= 3 && !RTL) {
+                    plot fn using 1:col lw 2 pt 7 lc rgb NLPC, fr using 1:col lw 2 pt 5 lc rgb RECC, \
+                         fn using 1:(3.0/$6) with lines dt 2 lw 1.2 lc rgb NLPC, fr using 1:(3.0/$6) with lines dt 2 lw 1.2 lc rgb RECC
+                }
+                if (r < 3 && RTL) {
+                    plot fn using 1:col lw 2 pt 7 lc rgb NLPC, fr using 1:col lw 2 pt 5 lc rgb RECC, ft using 1:col lw 2 pt 9 dt 4 lc rgb RTC
+                }
+                if (r < 3 && !RTL) {
                     plot fn using 1:col lw 2 pt 7 lc rgb NLPC, fr using 1:col lw 2 pt 5 lc rgb RECC
                 }
             } else {
@@ -56,10 +66,20 @@ do for [fmt in "png svg"] {
                 set xlabel (r == 4 ? "prompt length (tokens)" : "")
                 ne = DIR."/B_".md."_nlp_early.dat"; nl = DIR."/B_".md."_nlp_late.dat"
                 re = DIR."/B_".md."_rec_early.dat"; rl = DIR."/B_".md."_rec_late.dat"
-                plot ne using 1:col lw 2 pt 7 dt 1 lc rgb NLPC title "NLP, early layers", \
-                     nl using 1:col lw 2 pt 6 dt 2 lc rgb NLPC title "NLP, late layers", \
-                     re using 1:col lw 2 pt 5 dt 1 lc rgb RECC title "Rec, early layers", \
-                     rl using 1:col lw 2 pt 4 dt 2 lc rgb RECC title "Rec, late layers"
+                if (c == 1 && RT) {
+                    te = DIR."/B_before_rectext_early.dat"; tl = DIR."/B_before_rectext_late.dat"
+                    plot ne using 1:col lw 2 pt 7 dt 1 lc rgb NLPC title "NLP, early layers", \
+                         nl using 1:col lw 2 pt 6 dt 2 lc rgb NLPC title "NLP, late layers", \
+                         re using 1:col lw 2 pt 5 dt 1 lc rgb RECC title "Rec, early layers", \
+                         rl using 1:col lw 2 pt 4 dt 2 lc rgb RECC title "Rec, late layers", \
+                         te using 1:col with points ps 1.5 pt 9 lc rgb RTC title "Rec as text, early", \
+                         tl using 1:col with points ps 1.5 pt 8 lc rgb RTC title "Rec as text, late"
+                } else {
+                    plot ne using 1:col lw 2 pt 7 dt 1 lc rgb NLPC title "NLP, early layers", \
+                         nl using 1:col lw 2 pt 6 dt 2 lc rgb NLPC title "NLP, late layers", \
+                         re using 1:col lw 2 pt 5 dt 1 lc rgb RECC title "Rec, early layers", \
+                         rl using 1:col lw 2 pt 4 dt 2 lc rgb RECC title "Rec, late layers"
+                }
             }
         }
     }
@@ -68,16 +88,26 @@ do for [fmt in "png svg"] {
     unset border; unset tics; unset xlabel; unset ylabel; unset title; unset arrow; unset label; unset grid
     set xrange [0:1]; set yrange [0:1]
     set key inside center center horizontal maxrows 1 samplen 3 width 2 font "Sans,10"
-    if (MODE eq "layers") {
+    if (MODE eq "layers" && RT) {
+        plot -1 with linespoints lw 2 pt 7 lc rgb NLPC title "NLP (text)", \
+             -1 with linespoints lw 2 pt 5 lc rgb RECC title "Rec (beauty LC-Rec)", \
+             -1 with linespoints lw 2 pt 9 dt 4 lc rgb RTC title "Rec spelled as text (control, before only)", \
+             -1 with lines dt 2 lw 1.2 lc rgb NLPC title "uniform 3/n, NLP", \
+             -1 with lines dt 2 lw 1.2 lc rgb RECC title "uniform 3/n, Rec"
+    }
+    if (MODE eq "layers" && !RT) {
         plot -1 with linespoints lw 2 pt 7 lc rgb NLPC title "NLP (text)", \
              -1 with linespoints lw 2 pt 5 lc rgb RECC title "Rec (beauty LC-Rec)", \
              -1 with lines dt 2 lw 1.2 lc rgb NLPC title "uniform share 3/n, NLP", \
              -1 with lines dt 2 lw 1.2 lc rgb RECC title "uniform share 3/n, Rec"
-    } else {
+    }
+    if (MODE ne "layers") {
         plot -1 with linespoints lw 2 pt 7 dt 1 lc rgb NLPC title "NLP, early layers", \
              -1 with linespoints lw 2 pt 6 dt 2 lc rgb NLPC title "NLP, late layers", \
              -1 with linespoints lw 2 pt 5 dt 1 lc rgb RECC title "Rec, early layers", \
-             -1 with linespoints lw 2 pt 4 dt 2 lc rgb RECC title "Rec, late layers"
+             -1 with linespoints lw 2 pt 4 dt 2 lc rgb RECC title "Rec, late layers", \
+             (RT ? -1 : NaN) with points ps 1.5 pt 9 lc rgb RTC title (RT ? "Rec as text (before only), early" : ""), \
+             (RT ? -1 : NaN) with points ps 1.5 pt 8 lc rgb RTC title (RT ? "Rec as text, late" : "")
     }
     unset multiplot
     unset output

@@ -10,6 +10,8 @@
 #                        finetune, after EARN (columns); NLP vs Rec in each panel, the uniform
 #                        share 3/n of a sink window dashed; EARN's split k marked and its layers
 #                        >= k (registers only: degenerate) left out.
+#                        In the first column also the control "Rec as text" (LC-Rec prompts
+#                        spelled by the pretrained tokenizer), when summary.csv has it.
 #   attn_study_buckets   the same metrics, early vs late layers, by prompt-length bucket
 #                        (50-100, 100-150, 150-200 tokens): NLP and Rec of equal length.
 # Figures are drawn into a temporary folder and moved in at the end.
@@ -27,7 +29,7 @@ K=$(awk -F, '$1 == "earn" && $5 == "decision" && $6 ~ /^[0-9]+$/ && $6 + 1 > k {
 
 # per-layer tables: layer density_eps density_rel sink_head sink_tail n_keys (bucket all, decision row)
 for m in before finetune earn; do
-    for in in nlp rec; do
+    for in in nlp rec rectext; do
         awk -F, -v m="$m" -v in_="$in" '
             BEGIN { n = split("density_eps density_rel sink_head sink_tail n_keys", names, " "); maxl = -1 }
             $1 == m && $2 == in_ && $3 == "all" && $5 == "decision" && $6 ~ /^[0-9]+$/ {
@@ -49,8 +51,9 @@ for m in before finetune earn; do
         done
     done
 done
-gnuplot -c "$HERE/attention_study.gp" layers "$WORK/attn_study_layers" "$WORK" "$K"
-gnuplot -c "$HERE/attention_study.gp" buckets "$WORK/attn_study_buckets" "$WORK" "$K"
+RT=$(awk -F, '$1 == "before" && $2 == "rectext" { n++ } END { print (n > 0) ? 1 : 0 }' "$SUM")
+gnuplot -c "$HERE/attention_study.gp" layers "$WORK/attn_study_layers" "$WORK" "$K" "$RT"
+gnuplot -c "$HERE/attention_study.gp" buckets "$WORK/attn_study_buckets" "$WORK" "$K" "$RT"
 n=0
 for fig in "$WORK"/*.png "$WORK"/*.svg; do
     [ -s "$fig" ] || { echo "attention_study: gnuplot wrote an empty $(basename "$fig")" >&2; exit 1; }
