@@ -7,6 +7,7 @@
 #
 #   experiments/attention_study.sh [WORK_DIR]
 #     env: EARNEST (binary), MINUTES (training time per model and per invocation, default 6),
+#          SMALL_MINUTES (the same for the `small` model, default 10; 0 leaves it out),
 #          THREADS (default 2), SAMPLES (Rec prompts dumped, default 128), EARNEST_DATA_MIRROR
 #
 # Steps (each skipped when its output exists, so a second run continues; a
@@ -17,6 +18,7 @@
 #      LC-Rec template words and beauty's code tokens as new random rows) after one update at
 #      lr 1e-12, i.e. the pretrained weights as fine-tuning starts from them; `finetune` and `earn`
 #      = fine-tuned on beauty's train split with the LC-Rec prompt, one epoch capped at MINUTES;
+#      `small` = the small preset (8 layers, d = 256) trained from scratch the same way (Rec only);
 #   3. each model dumped on text (experiments/data/tinystories_long.txt: 24 passages of 57-198
 #      tokens, through stories260K's own tokenizer, whose ids the grown vocabulary keeps) and on
 #      SAMPLES beauty test prompts (LC-Rec, 49-150 tokens);
@@ -36,6 +38,7 @@ RES=$SRC/experiments/results/attention_study
 MINUTES=${MINUTES:-6}
 THREADS=${THREADS:-2}
 SAMPLES=${SAMPLES:-128}
+SMALL_MINUTES=${SMALL_MINUTES:-10}
 export EARNEST_DATA_MIRROR=${EARNEST_DATA_MIRROR:-$SRC/../shared/datasets}
 mkdir -p "$WORK" "$RES"
 log() { echo "attention_study: $*" >&2; }
@@ -50,22 +53,28 @@ PRE=$WORK/stories260K
 # 2. models (one training at a time)
 common=(--data "$DATA" --init "$PRE" --template lcrec --epochs 1 --threads "$THREADS" --seed 1 --eval-users 300
         --quiet)
-train() { # train NAME [options]
+train() { # train NAME [options]   (every option but --out, --force / --resume)
     local name=$1; shift
     local out=$WORK/$name
     if [ -f "$out/summary.json" ] && [ "${RESUME:-0}" != 1 ]; then return 0; fi
     local extra=(--force)
     [ -d "$out/state" ] && extra=(--resume)
     log "training $name (${MINUTES} min cap)"
-    ( time "$EARNEST" train "${common[@]}" "$@" "${extra[@]}" --out "$out" ) >> "$WORK/$name.train.log" 2>&1 \
+    ( time "$EARNEST" train "$@" "${extra[@]}" --out "$out" ) >> "$WORK/$name.train.log" 2>&1 \
         || { log "training $name failed: see $WORK/$name.train.log"; exit 1; }
 }
 # the starting point: one update at lr 1e-12 (the weights move by ~1e-12), then saved
 [ -f "$WORK/before/summary.json" ] || \
     "$EARNEST" train "${common[@]}" --method finetune --lr 1e-12 --warmup 0 --max-minutes 0.0001 --eval-users 20 \
         --force --out "$WORK/before" > "$WORK/before.train.log" 2>&1
-train finetune --method finetune --max-minutes "$MINUTES"
-train earn --method earn --k 2 --prefix-regs 1 --suffix-regs 1 --max-minutes "$MINUTES"
+train finetune "${common[@]}" --method finetune --max-minutes "$MINUTES"
+train earn "${common[@]}" --method earn --k 2 --prefix-regs 1 --suffix-regs 1 --max-minutes "$MINUTES"
+# the `small` preset (8 layers, d = 256) trained from scratch on beauty with the LC-Rec prompt: Rec only
+# (it has no text tokenizer); a stand-in for the baselines issue's small LC-Rec models
+if [ "$SMALL_MINUTES" != 0 ]; then
+    train small --data "$DATA" --preset small --template lcrec --epochs 1 --threads "$THREADS" --seed 1 \
+        --eval-users 300 --quiet --method finetune --max-minutes "$SMALL_MINUTES"
+fi
 
 # 3 + 4. dumps and analyses
 for m in before finetune earn; do
@@ -92,7 +101,16 @@ for b in 50,100 100,150 150,200; do
     "$EARNEST" analyze "$WORK/before_rectext.h5" --len-range "$b" --out "$RES/before_rectext_len${b/,/-}.csv" \
         > "$RES/before_rectext_len${b/,/-}.summary.txt"
 done
-for m in finetune earn; do
+if [ "$SMALL_MINUTES" != 0 ]; then
+    [ -f "$WORK/small_rec.h5" ] || "$EARNEST" dump-attn --model "$WORK/small" --threads "$THREADS" \
+        --data "$DATA" --split test --samples "$SAMPLES" --out "$WORK/small_rec.h5"
+    "$EARNEST" analyze "$WORK/small_rec.h5" --out "$RES/small_rec.csv" > "$RES/small_rec.summary.txt"
+    for b in 50,100 100,150 150,200; do
+        "$EARNEST" analyze "$WORK/small_rec.h5" --len-range "$b" --out "$RES/small_rec_len${b/,/-}.csv" \
+            > "$RES/small_rec_len${b/,/-}.summary.txt"
+    done
+fi
+for m in finetune earn $([ "$SMALL_MINUTES" != 0 ] && echo small); do
     [ -f "$RES/${m}_test.json" ] || "$EARNEST" eval --model "$WORK/$m" --data "$DATA" --split test --beam 20 \
         --threads "$THREADS" --out "$RES/${m}_test.json"
     cp "$WORK/$m/train_log.csv" "$RES/${m}_train_log.csv"

@@ -15,7 +15,7 @@ Standard library only.
 import csv, glob, os, re, sys
 
 res = sys.argv[1] if len(sys.argv) > 1 else 'experiments/results/attention_study'
-MODELS = ['before', 'finetune', 'earn']
+MODELS = ['before', 'finetune', 'earn', 'small']
 INPUTS = ['nlp', 'rec', 'rectext']
 BUCKETS = ['all', '50-100', '100-150', '150-200']
 METRICS = ['density_eps', 'density_rel', 'keys_eps', 'sink_head', 'sink_tail', 'entropy_norm', 'n_keys']
@@ -71,7 +71,8 @@ os.replace(res + '/summary.csv.tmp', res + '/summary.csv')
 
 INPUT_LABEL = {'nlp': 'NLP (text)', 'rec': 'Rec (beauty LC-Rec)',
                'rectext': 'Rec as text (LC-Rec spelled by the pretrained tokenizer, 1 item)'}
-LABEL = {'before': 'stories260K before fine-tuning', 'finetune': 'after finetune', 'earn': 'after EARN (k=2)'}
+LABEL = {'before': 'stories260K before fine-tuning', 'finetune': 'after finetune', 'earn': 'after EARN (k=2)',
+         'small': 'small preset from scratch, finetune (8 layers)'}
 def cell(model, inp, b, scope, m, rows='decision', fmt='%.3f'):
     x = table.get((model, inp, b, rows, scope, m))
     return '-' if x is None else fmt % x
@@ -83,7 +84,8 @@ def unif(model, inp, b, rows='decision'):
 
 out = []
 out.append('Decision row (last prompt position), mean over heads; early / late = layers 0-2 / 3-4 of 5 '
-           '(EARN: layers 0-1, before its split k = 2; its layers 2-4 see only registers and are left out). '
+           '(EARN: layers 0-1, before its split k = 2; its layers 2-4 see only registers and are left out; '
+           'small: layers 0-3 / 4-7 of 8). '
            'density_rel = share of keys with p > 1/n; keys_eps = keys with p > 0.05 (density_eps x n); '
            'uniform = 3/n, the share a 3-key window gets from a uniform row (n = mean visible keys).\n')
 hdr = ('| model | input | bucket | samples | density_eps early / late | density_rel early / late | '

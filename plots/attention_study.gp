@@ -1,20 +1,21 @@
 # attention_study.gp: the attention-study figures (plots/attention_study.sh prepares the tables).
-# gnuplot -c attention_study.gp layers|buckets OUT DATADIR K RT
+# gnuplot -c attention_study.gp layers|buckets OUT DATADIR K RT SMALL
 #   RT = 1: also DATADIR/{L,B}_before_rectext* (the "Rec as text" control) in the first column
+#   SMALL = 1: a 4th column, DATADIR/{L,B}_small_rec* (8 layers, Rec only)
 #   layers:  DATADIR/L_<model>_<nlp|rec>.dat  (layer density_eps density_rel sink_head sink_tail n_keys)
 #   buckets: DATADIR/B_<model>_<nlp|rec>_<early|late>.dat  (bucket ... label)
 # Rows of panels: density_eps, density_rel, sink_head, sink_tail; columns: before, finetune, EARN.
 # One legend, below all panels, outside the data.
-MODE = ARG1; OUT = ARG2; DIR = ARG3; K = int(ARG4); RT = (ARGC >= 5 && ARG5 eq "1")
-models = "before finetune earn"
-titles = "'stories260K, before fine-tuning' 'after finetune (beauty, LC-Rec)' 'after EARN (k = 2 of 5, 1+1 registers)'"
+MODE = ARG1; OUT = ARG2; DIR = ARG3; K = int(ARG4); RT = (ARGC >= 5 && ARG5 eq "1"); SM = (ARGC >= 6 && ARG6 eq "1"); NC = SM ? 4 : 3
+models = "before finetune earn small"
+titles = "'stories260K, before fine-tuning' 'after finetune (beauty, LC-Rec)' 'after EARN (k = 2 of 5, 1+1 registers)' 'small (8 layers) from scratch, Rec only'"
 metrics = "density_eps density_rel sink_head sink_tail"
 ylabels = "'density_eps (p > 0.05)' 'density_rel (p > 1/n)' 'sink_head (first 3 keys)' 'sink_tail (last 3 keys)'"
 NLPC = "#1f77b4"; RECC = "#d62728"; RTC = "#2ca02c"
 set grid ytics lc rgb "#dddddd"
 set style data linespoints
 do for [fmt in "png svg"] {
-    if (fmt eq "png") { set terminal pngcairo noenhanced size 1350,1250 font "Sans,10" } else { set terminal svg noenhanced size 1350,1250 font "Sans,10" }
+    if (fmt eq "png") { set terminal pngcairo noenhanced size (SM ? 1750 : 1350),1250 font "Sans,10" } else { set terminal svg noenhanced size (SM ? 1750 : 1350),1250 font "Sans,10" }
     set output OUT.".".fmt
     if (MODE eq "layers") {
         set multiplot title "Same weights, two inputs: decision-row attention per layer, mean over heads (NLP = TinyStories-style text, Rec = beauty test prompts, LC-Rec template)"
@@ -24,20 +25,21 @@ do for [fmt in "png svg"] {
     do for [r=1:4] {
         m = word(metrics, r)
         col = r + 1
-        do for [c=1:3] {
+        do for [c=1:NC] {
             md = word(models, c)
             set title (r == 1 ? word(titles, c) : "")
             set ylabel (c == 1 ? word(ylabels, r) : "")
-            if (r >= 3) { set yrange [0:1] } else { set yrange [0:*] }
+            set yrange [0:*]
             # panel (r, c) inside [0.07, 0.98] x [0.10, 0.93] of the canvas; 0.06 / 0.045 between panels
-            set lmargin at screen 0.07 + (c - 1) * (0.91 + 0.06) / 3.0
-            set rmargin at screen 0.07 + c * (0.91 + 0.06) / 3.0 - 0.06
+            set lmargin at screen 0.07 + (c - 1) * (0.91 + 0.06) / NC
+            set rmargin at screen 0.07 + c * (0.91 + 0.06) / NC - 0.06
             set tmargin at screen 0.93 - (r - 1) * (0.83 + 0.045) / 4.0
             set bmargin at screen 0.93 - r * (0.83 + 0.045) / 4.0 + 0.045
             unset key
             unset arrow; unset label
             if (MODE eq "layers") {
-                set xrange [-0.5:4.5]; set xtics 1
+                if (md eq "small") { set xrange [-0.5:7.5] } else { set xrange [-0.5:4.5] }
+                set xtics 1
                 set xlabel (r == 4 ? "layer" : "")
                 if (md eq "earn" && K > 0) {
                     set arrow 1 from first K - 0.5, graph 0 to first K - 0.5, graph 1 nohead dt 3 lw 1.5 lc rgb "#555555"
@@ -46,19 +48,26 @@ do for [fmt in "png svg"] {
                 }
                 fn = DIR."/L_".md."_nlp.dat"; fr = DIR."/L_".md."_rec.dat"; ft = DIR."/L_".md."_rectext.dat"
                 RTL = c == 1 && RT   # the "Rec as text" control: pretrained model only
-                if (r >= 3 && RTL) {
+                if (md eq "small") {
+                    if (r >= 3) {
+                        plot fr using 1:col lw 2 pt 5 lc rgb RECC, fr using 1:(3.0/$6) with lines dt 2 lw 1.2 lc rgb RECC
+                    } else {
+                        plot fr using 1:col lw 2 pt 5 lc rgb RECC
+                    }
+                }
+                if (md ne "small" && r >= 3 && RTL) {
                     plot fn using 1:col lw 2 pt 7 lc rgb NLPC, fr using 1:col lw 2 pt 5 lc rgb RECC, \
                          ft using 1:col lw 2 pt 9 dt 4 lc rgb RTC, \
                          fn using 1:(3.0/$6) with lines dt 2 lw 1.2 lc rgb NLPC, fr using 1:(3.0/$6) with lines dt 2 lw 1.2 lc rgb RECC
                 }
-                if (r >= 3 && !RTL) {
+                if (md ne "small" && r >= 3 && !RTL) {
                     plot fn using 1:col lw 2 pt 7 lc rgb NLPC, fr using 1:col lw 2 pt 5 lc rgb RECC, \
                          fn using 1:(3.0/$6) with lines dt 2 lw 1.2 lc rgb NLPC, fr using 1:(3.0/$6) with lines dt 2 lw 1.2 lc rgb RECC
                 }
-                if (r < 3 && RTL) {
+                if (md ne "small" && r < 3 && RTL) {
                     plot fn using 1:col lw 2 pt 7 lc rgb NLPC, fr using 1:col lw 2 pt 5 lc rgb RECC, ft using 1:col lw 2 pt 9 dt 4 lc rgb RTC
                 }
-                if (r < 3 && !RTL) {
+                if (md ne "small" && r < 3 && !RTL) {
                     plot fn using 1:col lw 2 pt 7 lc rgb NLPC, fr using 1:col lw 2 pt 5 lc rgb RECC
                 }
             } else {
@@ -66,7 +75,10 @@ do for [fmt in "png svg"] {
                 set xlabel (r == 4 ? "prompt length (tokens)" : "")
                 ne = DIR."/B_".md."_nlp_early.dat"; nl = DIR."/B_".md."_nlp_late.dat"
                 re = DIR."/B_".md."_rec_early.dat"; rl = DIR."/B_".md."_rec_late.dat"
-                if (c == 1 && RT) {
+                if (md eq "small") {
+                    plot re using 1:col lw 2 pt 5 dt 1 lc rgb RECC, rl using 1:col lw 2 pt 4 dt 2 lc rgb RECC
+                }
+                if (md ne "small" && c == 1 && RT) {
                     te = DIR."/B_before_rectext_early.dat"; tl = DIR."/B_before_rectext_late.dat"
                     plot ne using 1:col lw 2 pt 7 dt 1 lc rgb NLPC title "NLP, early layers", \
                          nl using 1:col lw 2 pt 6 dt 2 lc rgb NLPC title "NLP, late layers", \
@@ -74,7 +86,8 @@ do for [fmt in "png svg"] {
                          rl using 1:col lw 2 pt 4 dt 2 lc rgb RECC title "Rec, late layers", \
                          te using 1:col with points ps 1.5 pt 9 lc rgb RTC title "Rec as text, early", \
                          tl using 1:col with points ps 1.5 pt 8 lc rgb RTC title "Rec as text, late"
-                } else {
+                }
+                if (md ne "small" && !(c == 1 && RT)) {
                     plot ne using 1:col lw 2 pt 7 dt 1 lc rgb NLPC title "NLP, early layers", \
                          nl using 1:col lw 2 pt 6 dt 2 lc rgb NLPC title "NLP, late layers", \
                          re using 1:col lw 2 pt 5 dt 1 lc rgb RECC title "Rec, early layers", \

@@ -11,7 +11,9 @@
 #                        share 3/n of a sink window dashed; EARN's split k marked and its layers
 #                        >= k (registers only: degenerate) left out.
 #                        In the first column also the control "Rec as text" (LC-Rec prompts
-#                        spelled by the pretrained tokenizer), when summary.csv has it.
+#                        spelled by the pretrained tokenizer), when summary.csv has it; and a
+#                        4th column, Rec only, for the `small` model trained from scratch, when
+#                        summary.csv has it.
 #   attn_study_buckets   the same metrics, early vs late layers, by prompt-length bucket
 #                        (50-100, 100-150, 150-200 tokens): NLP and Rec of equal length.
 # Figures are drawn into a temporary folder and moved in at the end.
@@ -28,14 +30,14 @@ trap 'rm -rf "$WORK"' EXIT
 K=$(awk -F, '$1 == "earn" && $5 == "decision" && $6 ~ /^[0-9]+$/ && $6 + 1 > k { k = $6 + 1 } END { print k + 0 }' "$SUM")
 
 # per-layer tables: layer density_eps density_rel sink_head sink_tail n_keys (bucket all, decision row)
-for m in before finetune earn; do
+for m in before finetune earn small; do
     for in in nlp rec rectext; do
         awk -F, -v m="$m" -v in_="$in" '
             BEGIN { n = split("density_eps density_rel sink_head sink_tail n_keys", names, " "); maxl = -1 }
             $1 == m && $2 == in_ && $3 == "all" && $5 == "decision" && $6 ~ /^[0-9]+$/ {
                 v[$6 "," $7] = $8; if ($6 + 0 > maxl) maxl = $6 + 0 }
             END { print "# layer density_eps density_rel sink_head sink_tail n_keys"
-                  for (l = 0; l <= 4; l++) { printf "%d", l
+                  for (l = 0; l <= (maxl > 4 ? maxl : 4); l++) { printf "%d", l
                       for (i = 1; i <= n; i++) { k = l "," names[i]; printf " %s", (k in v) ? v[k] : "NaN" }
                       printf "\n" } }' "$SUM" > "$WORK/L_${m}_${in}.dat"
         # per-bucket tables: bucket index, the same metrics, for the early and the late scope
@@ -51,9 +53,10 @@ for m in before finetune earn; do
         done
     done
 done
+SMALL=$(awk -F, '$1 == "small" && $2 == "rec" { n++ } END { print (n > 0) ? 1 : 0 }' "$SUM")
 RT=$(awk -F, '$1 == "before" && $2 == "rectext" { n++ } END { print (n > 0) ? 1 : 0 }' "$SUM")
-gnuplot -c "$HERE/attention_study.gp" layers "$WORK/attn_study_layers" "$WORK" "$K" "$RT"
-gnuplot -c "$HERE/attention_study.gp" buckets "$WORK/attn_study_buckets" "$WORK" "$K" "$RT"
+gnuplot -c "$HERE/attention_study.gp" layers "$WORK/attn_study_layers" "$WORK" "$K" "$RT" "$SMALL"
+gnuplot -c "$HERE/attention_study.gp" buckets "$WORK/attn_study_buckets" "$WORK" "$K" "$RT" "$SMALL"
 n=0
 for fig in "$WORK"/*.png "$WORK"/*.svg; do
     [ -s "$fig" ] || { echo "attention_study: gnuplot wrote an empty $(basename "$fig")" >&2; exit 1; }

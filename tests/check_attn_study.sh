@@ -5,8 +5,9 @@
 # experiments/attention_summary.py, plots/attention_study.sh. Checks: the
 # summary's early/late means equal the per-layer values' means; an EARN dump
 # (k = 2 of 5, row_mask: layers >= 2 compute only the registers) has no layer
-# >= k and no "late" row in summary.csv; a bucket with no sample is left out;
-# both figures come out, PNG and SVG, non-empty.
+# >= k and no "late" row in summary.csv; an 8-layer Rec-only model ("small")
+# gets late = layers 4-7; a bucket with no sample is left out; both figures
+# come out, PNG and SVG, non-empty, and gnuplot prints no warning.
 set -euo pipefail
 BIN=${EARNEST_BIN:?EARNEST_BIN must point to the earnest binary}
 SRC=${EARNEST_SOURCE_DIR:-$(cd "$(dirname "$0")/.." && pwd)}
@@ -20,8 +21,8 @@ command -v gnuplot >/dev/null || fail "gnuplot not installed"
 import sys, h5py, numpy as np
 work = sys.argv[1]
 rng = np.random.default_rng(5)
-L, H = 5, 2
-def write(name, lengths, rec, k=0):
+H = 2
+def write(name, lengths, rec, k=0, L=5):
     with h5py.File('%s/%s.h5' % (work, name), 'w') as f:
         f.attrs['format'] = 'earnest-attn'
         f.attrs.update(dict(version=1, n_layers=L, n_heads=H, layer_split_k=k, n_prefix_regs=1 if k else 0,
@@ -57,6 +58,7 @@ def write(name, lengths, rec, k=0):
 for m, k in (('before', 0), ('finetune', 0), ('earn', 2)):
     write(m + '_nlp', [60, 70, 120, 130, 160, 190], rec=False, k=k)
     write(m + '_rec', [55, 80, 110, 140], rec=True, k=k)            # no prompt of 150-200 tokens
+write('small_rec', [60, 120], rec=True, L=8)                        # 8 layers, Rec only
 EOF_PY
 
 RES=$WORK/res
@@ -70,6 +72,11 @@ for m in before finetune earn; do
                 > "$RES/${m}_${in}_len${b/,/-}.summary.txt" || fail "analyze ${m}_$in $b"
         done
     done
+done
+"$BIN" analyze "$WORK/small_rec.h5" --out "$RES/small_rec.csv" > "$RES/small_rec.summary.txt" || fail "analyze small"
+for b in 50,100 100,150 150,200; do
+    "$BIN" analyze "$WORK/small_rec.h5" --len-range "$b" --out "$RES/small_rec_len${b/,/-}.csv" \
+        > "$RES/small_rec_len${b/,/-}.summary.txt" || fail "analyze small $b"
 done
 "$PY" "$SRC/experiments/attention_summary.py" "$RES" > "$WORK/summary.out" || fail "attention_summary.py"
 "$PY" - "$RES" <<'EOF_PY'
@@ -90,6 +97,8 @@ assert abs(v[('before', 'rec', 'all', 'decision', 'late', 'density_eps')] - sum(
 assert not any(r['input'] == 'rec' and r['bucket'] == '150-200' for r in rows), 'an empty bucket has rows'
 n = {(r['model'], r['input'], r['bucket']): int(r['n_samples']) for r in rows}
 assert n[('finetune', 'nlp', '50-100')] == 2 and n[('finetune', 'rec', 'all')] == 4, n
+x = [v[('small', 'rec', 'all', 'decision', str(l), 'sink_tail')] for l in (4, 5, 6, 7)]
+assert abs(v[('small', 'rec', 'all', 'decision', 'late', 'sink_tail')] - sum(x) / 4) < 1e-5   # 8 layers: late = 4-7
 md = open(res + '/summary.md').read()
 assert '| after EARN (k=2) | Rec (beauty LC-Rec) | all | 4 |' in md, md
 EOF_PY
