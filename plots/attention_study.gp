@@ -1,5 +1,6 @@
 # attention_study.gp: the attention-study figures (plots/attention_study.sh prepares the tables).
-# gnuplot -c attention_study.gp layers|buckets OUT DATADIR K RT SMALL
+# gnuplot -c attention_study.gp layers|buckets OUT DATADIR K RT SMALL "YMAX1 YMAX2 YMAX3 YMAX4"
+#   YMAX: the top of the y axis of each row of panels (shared by the columns; default autoscale)
 #   RT = 1: also DATADIR/{L,B}_before_rectext* (the "Rec as text" control) in the first column
 #   SMALL = 1: a 4th column, DATADIR/{L,B}_small_rec* (8 layers, Rec only)
 #   layers:  DATADIR/L_<model>_<nlp|rec>.dat  (layer density_eps density_rel sink_head sink_tail n_keys)
@@ -7,6 +8,7 @@
 # Rows of panels: density_eps, density_rel, sink_head, sink_tail; columns: before, finetune, EARN.
 # One legend, below all panels, outside the data.
 MODE = ARG1; OUT = ARG2; DIR = ARG3; K = int(ARG4); RT = (ARGC >= 5 && ARG5 eq "1"); SM = (ARGC >= 6 && ARG6 eq "1"); NC = SM ? 4 : 3
+YM = (ARGC >= 7) ? ARG7 : ""
 models = "before finetune earn small"
 titles = "'stories260K, before fine-tuning' 'after finetune (beauty, LC-Rec)' 'after EARN (k = 2 of 5, 1+1 registers)' 'small (8 layers) from scratch, Rec only'"
 metrics = "density_eps density_rel sink_head sink_tail"
@@ -29,7 +31,7 @@ do for [fmt in "png svg"] {
             md = word(models, c)
             set title (r == 1 ? word(titles, c) : "")
             set ylabel (c == 1 ? word(ylabels, r) : "")
-            set yrange [0:*]
+            if (words(YM) == 4) { set yrange [0:real(word(YM, r))] } else { set yrange [0:*] }
             # panel (r, c) inside [0.07, 0.98] x [0.10, 0.93] of the canvas; 0.06 / 0.045 between panels
             set lmargin at screen 0.07 + (c - 1) * (0.91 + 0.06) / NC
             set rmargin at screen 0.07 + c * (0.91 + 0.06) / NC - 0.06
@@ -44,7 +46,7 @@ do for [fmt in "png svg"] {
                 if (md eq "earn" && K > 0) {
                     set arrow 1 from first K - 0.5, graph 0 to first K - 0.5, graph 1 nohead dt 3 lw 1.5 lc rgb "#555555"
                     set label 1 sprintf("split k = %d", K) at first K - 0.4, graph 0.93 left font "Sans,9" tc rgb "#555555"
-                    set label 2 "layers >= k: registers only\n(degenerate, left out)" at first (K + 4.5) / 2.0, graph 0.5 center font "Sans,9" tc rgb "#555555"
+                    set label 2 "layers >= k: registers only\n(degenerate, left out)" at first (K + 4.5) / 2.0 - 0.2, graph 0.5 center font "Sans,8" tc rgb "#555555"
                 }
                 fn = DIR."/L_".md."_nlp.dat"; fr = DIR."/L_".md."_rec.dat"; ft = DIR."/L_".md."_rectext.dat"
                 RTL = c == 1 && RT   # the "Rec as text" control: pretrained model only

@@ -54,9 +54,24 @@ for m in before finetune earn small; do
     done
 done
 SMALL=$(awk -F, '$1 == "small" && $2 == "rec" { n++ } END { print (n > 0) ? 1 : 0 }' "$SUM")
+# one y range per row of panels (metric), so columns compare at a glance: 1.1 x the largest value
+# drawn (per-layer rows of bucket "all", or early/late rows of the buckets; the 3/n lines count too)
+ymax() { # ymax layers|buckets
+    awk -F, -v mode="$1" '
+        NR == 1 { next }
+        $5 != "decision" { next }
+        mode == "layers" && !($3 == "all" && $6 ~ /^[0-9]+$/) { next }
+        mode == "buckets" && !($3 != "all" && ($6 == "early" || $6 == "late")) { next }
+        { x = $8 + 0; if (!($7 in m) || x > m[$7]) m[$7] = x }
+        $7 == "n_keys" && $8 + 0 > 0 && mode == "layers" { u = 3.0 / ($8 + 0); if (u > un) un = u }
+        END { split("density_eps density_rel sink_head sink_tail", names, " ")
+              for (i = 1; i <= 4; i++) { v = m[names[i]] + 0; if (i >= 3 && un > v) v = un
+                                         printf "%s%.4g", (i > 1 ? " " : ""), (v > 0 ? 1.1 * v : 1) }
+              printf "\n" }' "$SUM"
+}
 RT=$(awk -F, '$1 == "before" && $2 == "rectext" { n++ } END { print (n > 0) ? 1 : 0 }' "$SUM")
-gnuplot -c "$HERE/attention_study.gp" layers "$WORK/attn_study_layers" "$WORK" "$K" "$RT" "$SMALL"
-gnuplot -c "$HERE/attention_study.gp" buckets "$WORK/attn_study_buckets" "$WORK" "$K" "$RT" "$SMALL"
+gnuplot -c "$HERE/attention_study.gp" layers "$WORK/attn_study_layers" "$WORK" "$K" "$RT" "$SMALL" "$(ymax layers)"
+gnuplot -c "$HERE/attention_study.gp" buckets "$WORK/attn_study_buckets" "$WORK" "$K" "$RT" "$SMALL" "$(ymax buckets)"
 n=0
 for fig in "$WORK"/*.png "$WORK"/*.svg; do
     [ -s "$fig" ] || { echo "attention_study: gnuplot wrote an empty $(basename "$fig")" >&2; exit 1; }
