@@ -59,7 +59,7 @@ train() { # train NAME [options]   (every option but --out, --force / --resume)
     if [ -f "$out/summary.json" ] && [ "${RESUME:-0}" != 1 ]; then return 0; fi
     local extra=(--force)
     [ -d "$out/state" ] && extra=(--resume)
-    log "training $name (${MINUTES} min cap)"
+    log "training $name"
     ( time "$EARNEST" train "$@" "${extra[@]}" --out "$out" ) >> "$WORK/$name.train.log" 2>&1 \
         || { log "training $name failed: see $WORK/$name.train.log"; exit 1; }
 }
