@@ -43,6 +43,7 @@ fuzz: setup
 figures:
 	@if [ -f plots/figures.sh ]; then bash plots/figures.sh; else $(MAKE) -C plots; fi
 	@if ls experiments/results/sweep_*.csv experiments/results/bench_lengths_*.csv >/dev/null 2>&1; then bash plots/sweep.sh; fi
+	@if [ -f experiments/results/attention_study/summary.csv ]; then bash plots/attention_study.sh; fi
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz

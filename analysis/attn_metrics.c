@@ -8,7 +8,7 @@
 static const char *METRIC_NAMES[ATTN_METRIC_COUNT] = {
     "density_eps", "sink_head", "sink_tail", "entropy", "entropy_norm", "topk_mass", "first_mass",
     "mass_special", "mass_prefix_reg", "mass_instruction", "mass_history", "mass_suffix_reg",
-    "mass_target", "n_keys",
+    "mass_target", "n_keys", "density_rel", "keys_eps",
 };
 
 const char *attn_metric_name(int metric) {
@@ -25,7 +25,18 @@ void attn_metric_opts_default(AttnMetricOpts *o) {
     o->tail = 3;
     o->topk = 5;
     o->sum_tol = ATTN_SUM_TOL_DEFAULT;
+    o->eps_rel = 1.0;
 }
+
+double attn_density_rel_ref(const float *p, int n, double c) {
+    float thr = (float)(c / (double)n);
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        if (p[i] > thr) k++;
+    return (double)k / (double)n;
+}
+
+int attn_prompt_len(const uint8_t *kinds, int T) { return attn_decision_row(kinds, T) + 1; }
 
 int attn_head_check(const float *A, const uint8_t *row_mask, const uint8_t *key_mask, int T, double sum_tol,
                     char *why, size_t n) {
@@ -86,11 +97,13 @@ static double topk_sum(const float *p, int n, int k) {
 void attn_row_metrics(double *out, const float *p, const uint8_t *kinds, int n,
                       const AttnMetricOpts *o) {
     memset(out, 0, ATTN_METRIC_COUNT * sizeof(double));
-    int above = 0;
+    int above = 0, above_rel = 0;
+    const float thr_rel = (float)(o->eps_rel / (double)n);
     double entropy = 0, head = 0, tail = 0;
     for (int i = 0; i < n; i++) {
         double v = p[i];
         if (p[i] > (float)o->eps) above++; // compared in the data's precision: 0.05f is not above eps 0.05
+        if (p[i] > thr_rel) above_rel++;
         if (v > 0) entropy -= v * log(v);
         if (i < o->head) head += v;
         if (i >= n - o->tail) tail += v;
@@ -104,6 +117,8 @@ void attn_row_metrics(double *out, const float *p, const uint8_t *kinds, int n,
     out[ATTN_METRIC_TOPK_MASS] = topk_sum(p, n, o->topk);
     out[ATTN_METRIC_FIRST_MASS] = p[0];
     out[ATTN_METRIC_N_KEYS] = n;
+    out[ATTN_METRIC_DENSITY_REL] = (double)above_rel / n;
+    out[ATTN_METRIC_KEYS_EPS] = above;
 }
 
 int attn_decision_row(const uint8_t *kinds, int T) {

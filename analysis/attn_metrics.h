@@ -13,6 +13,11 @@
 //   mass_<kind>   sum of p_i over keys of that token kind (special, prefix_reg,
 //                 instruction, history, suffix_reg, target)
 //   n_keys        n
+//   density_rel   (1/n) sum_i 1(p_i > c/n)      (c = 1: the share of keys that get more than the
+//                 uniform share 1/n; a length-normalised density: a row spread evenly over m of
+//                 its n keys gives m/n at every n (for c < n/m), where density_eps gives m/n only
+//                 while 1/m > eps. 0 for a uniform row and for n = 1)
+//   keys_eps      sum_i 1(p_i > eps)            (= density_eps * n, the number of keys above eps)
 // Row sets: "decision" is the last prompt position (the last token whose kind
 // is not target; in an EARN model the last suffix register), which predicts
 // the first item token; "all" is the mean over every row layer l computed.
@@ -42,6 +47,8 @@ typedef enum {
     ATTN_METRIC_FIRST_MASS,
     ATTN_METRIC_MASS_KIND0, // mass_special; + TokenKind for the others
     ATTN_METRIC_N_KEYS = ATTN_METRIC_MASS_KIND0 + TOKEN_KIND_COUNT,
+    ATTN_METRIC_DENSITY_REL,
+    ATTN_METRIC_KEYS_EPS,
     ATTN_METRIC_COUNT,
 } AttnMetric;
 
@@ -68,9 +75,19 @@ typedef struct {
     int tail;   // sink_tail width
     int topk;   // topk_mass width, 1..ATTN_TOPK_MAX
     double sum_tol; // a read row's visible entries must sum to 1 within this (absolute)
+    double eps_rel; // density_rel threshold, in units of the uniform share 1/n (> 0)
 } AttnMetricOpts;
 
-void attn_metric_opts_default(AttnMetricOpts *o); // 0.05, 3, 3, 5, ATTN_SUM_TOL_DEFAULT
+void attn_metric_opts_default(AttnMetricOpts *o); // 0.05, 3, 3, 5, ATTN_SUM_TOL_DEFAULT, 1.0
+
+// density_rel of one row, the plain reference twin of the fused loop in
+// attn_row_metrics: (1/n) * #{i : p_i > c/n}, the threshold rounded to float
+// as the fused loop compares it (in the data's precision). n >= 1.
+double attn_density_rel_ref(const float *p, int n, double c);
+
+// Prompt length of a sample: the decision row + 1 (tokens up to the last
+// non-target token); 0 when every token is a target.
+int attn_prompt_len(const uint8_t *kinds, int T);
 
 // The metrics assume post-softmax attention. attn_head_check checks one
 // (layer, head) matrix A [T,T]: every row the layer computed (row_mask), over

@@ -24,7 +24,12 @@ static const char *ANALYZE_ABOUT =
     "  heads; layer -1 = mean over early layers (l < N/2), layer -2 = mean over late layers (l >= N/2).\n"
     "  Metrics: density_eps, sink_head, sink_tail, entropy (nats), entropy_norm (entropy / ln n),\n"
     "  topk_mass, first_mass, mass_<kind> for special, prefix_reg, instruction, history, suffix_reg,\n"
-    "  target, and n_keys (visible keys). A short summary goes to stdout.\n"
+    "  target, n_keys (visible keys), density_rel (share of visible keys with p > C/n, C = --eps-rel:\n"
+    "  a length-normalised density; C = 1 counts the keys above the uniform share) and keys_eps\n"
+    "  (keys with p > eps, = density_eps x n). A short summary goes to stdout.\n"
+    "  --len-range LO,HI analyses only the samples whose prompt (tokens up to the last non-target\n"
+    "  token) has LO <= length < HI tokens, for comparisons at equal length; when none is in range\n"
+    "  the CSV holds the header only.\n"
     "  The attention must be post-softmax: a computed row (row_mask) with a non-finite or negative entry\n"
     "  among the keys it sees (causal prefix, key_mask), or whose entries there sum to 1 +- more than\n"
     "  --sum-tol, is an error naming sample, layer, head and row, and nothing is written.\n";
@@ -38,11 +43,12 @@ static const char *trend(double a, double b) {
 }
 
 static void print_summary(const AttnMetricsAcc *acc, const AttnDumpReader *r, const char *in,
-                          const AttnMetricOpts *o) {
+                          const AttnMetricOpts *o, int n_used, int lo, int hi) {
     const AttnDumpInfo *info = &r->info;
     printf("%s: %d samples, %d layers x %d heads, method %s", in, r->n_samples, info->n_layers,
            info->n_heads, info->method);
     if (info->layer_split_k > 0) printf(" (k = %d)", info->layer_split_k);
+    if (hi > 0) printf(", %d with a prompt of %d..%d tokens", n_used, lo, hi - 1);
     printf("\n");
     for (int rows = 0; rows < ATTN_ROWS_COUNT; rows++) {
         double early, late;
@@ -51,6 +57,11 @@ static void print_summary(const AttnMetricsAcc *acc, const AttnDumpReader *r, co
         if (ok)
             printf("density_eps (eps %g, %s rows): early %.4f, late %.4f -> density %s with depth\n",
                    o->eps, attn_rows_name(rows), early, late, trend(early, late));
+        ok = attn_acc_value(acc, ATTN_LAYER_EARLY, ATTN_HEAD_MEAN, rows, ATTN_METRIC_DENSITY_REL, &early) &&
+             attn_acc_value(acc, ATTN_LAYER_LATE, ATTN_HEAD_MEAN, rows, ATTN_METRIC_DENSITY_REL, &late);
+        if (ok)
+            printf("density_rel (p > %g/n, %s rows): early %.4f, late %.4f -> density %s with depth\n",
+                   o->eps_rel, attn_rows_name(rows), early, late, trend(early, late));
     }
     for (int scope = ATTN_LAYER_EARLY; scope >= ATTN_LAYER_LATE; scope--) {
         double hd, tl;
@@ -116,7 +127,7 @@ int cmd_analyze(int argc, char **argv) {
     const char *in = NULL, *out = NULL;
     AttnMetricOpts o;
     attn_metric_opts_default(&o);
-    CliIntList heat = {0};
+    CliIntList heat = {0}, len_range = {0};
     int n_in = 0;
     CliFlag flags[] = {
         {"--out", CLI_STRING, &out, .meta = "M.csv", .required = 1, .help = "CSV to write (atomically)"},
@@ -127,6 +138,10 @@ int cmd_analyze(int argc, char **argv) {
         {"--topk", CLI_INT, &o.topk, .lo = 1, .hi = ATTN_TOPK_MAX, .help = "topk_mass = mass on the N largest entries"},
         {"--sum-tol", CLI_DOUBLE, &o.sum_tol, .lo = 0, .hi = 1,
          .help = "every computed row's visible entries must sum to 1 within X (loosen it for bf16 dumps)"},
+        {"--eps-rel", CLI_DOUBLE, &o.eps_rel, .lo = 0, .hi = 1e9,
+         .help = "density_rel = share of visible keys with p > X/n (X > 0; 1: above the uniform share)"},
+        {"--len-range", CLI_INT_LIST, &len_range, .lo = 0, .hi = 1 << 30, .meta = "LO,HI",
+         .help = "only samples whose prompt has LO <= length < HI tokens"},
         {"--heatmap", CLI_INT_LIST, &heat, .lo = 0, .hi = 1 << 30, .meta = "L,H,S",
          .help = "write attn[L,H] of sample S instead of the metrics"},
     };
@@ -143,6 +158,17 @@ int cmd_analyze(int argc, char **argv) {
     }
     if (!(o.eps < 1)) {
         fprintf(stderr, "earnest analyze: --eps: %g is not in [0, 1)\n", o.eps);
+        cli_free(&cli);
+        return 2;
+    }
+    if (!(o.eps_rel > 0)) {
+        fprintf(stderr, "earnest analyze: --eps-rel: %g is not > 0\n", o.eps_rel);
+        cli_free(&cli);
+        return 2;
+    }
+    if (len_range.n && (len_range.n != 2 || len_range.v[0] >= len_range.v[1])) {
+        fprintf(stderr, "earnest analyze: --len-range: expected LO,HI with 0 <= LO < HI\n");
+        cli_free(&cli);
         return 2;
     }
     if (heat.n && heat.n != 3) {
@@ -157,6 +183,7 @@ int cmd_analyze(int argc, char **argv) {
             return cli_fail("analyze", &le);
         }
     }
+    int len_lo = len_range.n ? len_range.v[0] : 0, len_hi = len_range.n ? len_range.v[1] : 0;
     int hl = heat.n ? heat.v[0] : 0, hh = heat.n ? heat.v[1] : 0, hs = heat.n ? heat.v[2] : 0, want_heat = heat.n;
     cli_free(&cli);
 
@@ -183,12 +210,16 @@ int cmd_analyze(int argc, char **argv) {
     }
     AttnMetricsAcc acc;
     attn_acc_init(&acc, r.info.n_layers, r.info.n_heads);
-    int rc = 0;
+    int rc = 0, n_used = 0;
     for (int i = 0; i < r.n_samples && rc == 0; i++) {
         AttnSample s;
         rc = attn_dump_read_sample(&s, &r, i, &e);
         if (rc == 0) {
-            rc = attn_acc_add_sample(&acc, &r, &s, &o, &e);
+            int len = attn_prompt_len(s.kinds, s.T);
+            if (!len_hi || (len >= len_lo && len < len_hi)) {
+                rc = attn_acc_add_sample(&acc, &r, &s, &o, &e);
+                n_used++;
+            }
             attn_sample_free(&s);
         }
     }
@@ -201,7 +232,9 @@ int cmd_analyze(int argc, char **argv) {
     if (rc) {
         fprintf(stderr, "earnest analyze: %s\n", e.msg);
     } else {
-        print_summary(&acc, &r, in, &o);
+        print_summary(&acc, &r, in, &o, n_used, len_lo, len_hi);
+        if (n_used == 0) printf("no sample has a prompt of %d..%d tokens: the CSV holds the header only\n", len_lo,
+                                len_hi - 1);
         printf("wrote %s\n", out);
     }
     attn_acc_free(&acc);

@@ -27,7 +27,9 @@
 
 static const char *DUMP_ABOUT =
     "  Prompts: --data (recommendation prompts of a split, spread evenly), --text / --text-file\n"
-    "  (text through the model's tokenizer.bin), or --tokens (one raw sequence).\n"
+    "  (text through the model's tokenizer.bin, or --tokenizer FILE: e.g. the original tokenizer of a\n"
+    "  model whose vocabulary earnest train --init grew, whose first ids keep their meaning), or\n"
+    "  --tokens (one raw sequence).\n"
     "  Writes /samples/NNNNNN {tokens, positions, kinds, attn [L,H,T,T], row_mask, key_mask} with\n"
     "  root attributes describing the model (format earnest-attn, version 1). --with-target\n"
     "  appends the first target's code tokens (kind 5) to each recommendation prompt.\n";
@@ -64,7 +66,8 @@ static int dump_one(AttnDumpWriter *w, Model *m, const Prompt *p, Error *e) {
 }
 
 typedef struct {
-    const char *model_dir, *out, *data_dir, *split, *tmpl, *text_file;
+    const char *model_dir, *out, *data_dir, *split, *tmpl, *text_file, *tokenizer;
+    int tokenizer_vocab;
     CliStrings texts;
     CliIntList tokens, kinds;
     int n_samples, with_target, threads, allow_nonfinite, allow_long;
@@ -129,11 +132,20 @@ no_vocab:
 }
 
 // --text / --text-file: each text through the model's tokenizer.bin (BOS + text).
-static int prompts_from_text(Prompts *ps, const char *const *texts, int n, const char *model_dir, int vocab_size,
+// --tokenizer FILE (with --tokenizer-vocab N, the tokens it holds) instead of MODEL_DIR/tokenizer.bin.
+static int prompts_from_text(Prompts *ps, const char *const *texts, int n, const DumpArgs *a, int vocab_size,
                              Error *e) {
     char path[4096];
     Tokenizer tk;
-    if (path_join(path, sizeof path, model_dir, "tokenizer.bin")) return err_set(e, "%s: path too long", model_dir);
+    if (a->tokenizer) {
+        snprintf(path, sizeof path, "%s", a->tokenizer);
+        if (a->tokenizer_vocab > vocab_size)
+            return err_set(e, "--tokenizer-vocab %d: larger than the model's vocab_size %d", a->tokenizer_vocab,
+                           vocab_size);
+        if (a->tokenizer_vocab > 0) vocab_size = a->tokenizer_vocab;
+    } else if (path_join(path, sizeof path, a->model_dir, "tokenizer.bin")) {
+        return err_set(e, "%s: path too long", a->model_dir);
+    }
     if (tokenizer_load(&tk, path, vocab_size, e)) return -1;
     int rc = 0;
     for (int i = 0; i < n && !rc; i++) {
@@ -220,6 +232,10 @@ int cmd_dump_attn(int argc, char **argv) {
         {"--with-target", CLI_FLAG, &a.with_target, .help = "append the first target's code tokens"},
         {"--text", CLI_STRINGS, &a.texts, .meta = "\"...\"", .hi = DUMP_MAX_TEXTS, .help = "a text prompt (repeatable)"},
         {"--text-file", CLI_STRING, &a.text_file, .meta = "FILE", .help = "text prompts, one per non-empty line"},
+        {"--tokenizer", CLI_STRING, &a.tokenizer, .meta = "FILE",
+         .help = "llama2.c tokenizer.bin for --text (default MODEL_DIR/tokenizer.bin)"},
+        {"--tokenizer-vocab", CLI_INT, &a.tokenizer_vocab, .lo = 4, .hi = 1 << 30,
+         .help = "tokens in --tokenizer (default: the model's vocab_size)"},
         {"--tokens", CLI_INT_LIST, &a.tokens, .lo = 0, .hi = 2147483647, .sep = ' ', .help = "one raw token sequence"},
         {"--kinds", CLI_INT_LIST, &a.kinds, .lo = 0, .hi = TOKEN_KIND_TARGET, .sep = ' ',
          .help = "each token's kind, with --tokens (needed by an EARN model)"},
@@ -253,7 +269,7 @@ int cmd_dump_attn(int argc, char **argv) {
         have_model = 1;
         model_allow_long(&m, a.allow_long, "dump-attn");
         rc = a.data_dir     ? prompts_from_data(&ps, &tmpl, &a, &m.config, &e)
-             : a.texts.n    ? prompts_from_text(&ps, a.texts.v, a.texts.n, a.model_dir, m.config.vocab_size, &e)
+             : a.texts.n    ? prompts_from_text(&ps, a.texts.v, a.texts.n, &a, m.config.vocab_size, &e)
                             : prompts_from_tokens(&ps, &a, &m.config, &e);
     }
     rc = rc || dump_write(&ps, &m, &a, tmpl, &e);

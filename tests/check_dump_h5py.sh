@@ -3,7 +3,7 @@
 # h5py writes a dump following DESIGN.md (an independent writer, EARN-style
 # masks, random post-softmax rows), `earnest analyze` reads it, and numpy
 # recomputes every metric of the CSV from the definitions; they must agree to
-# 1e-5. Also checks the CLI's errors, --help, the heatmap export and that
+# 1e-5 (density_rel and keys_eps included). Also checks the CLI's errors, --help, the heatmap export and that
 # nothing is left half-written.
 set -euo pipefail
 BIN=${EARNEST_BIN:?EARNEST_BIN must point to the earnest binary}
@@ -70,7 +70,8 @@ def row_metrics(p, kd):
     m = dict(density_eps=float((p > np.float32(eps)).sum()) / n, sink_head=p64[:hw].sum(),
              sink_tail=p64[max(n - tw, 0):].sum(), entropy=ent,
              entropy_norm=ent / math.log(n) if n > 1 else 0.0,
-             topk_mass=np.sort(p64)[::-1][:topk].sum(), first_mass=p64[0], n_keys=n)
+             topk_mass=np.sort(p64)[::-1][:topk].sum(), first_mass=p64[0], n_keys=n,
+             density_rel=float((p > np.float32(1.0 / n)).sum()) / n, keys_eps=float((p > np.float32(eps)).sum()))
     for i, name in enumerate(kinds_names):
         m['mass_' + name] = p64[kd == i].sum()
     return m

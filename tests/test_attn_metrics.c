@@ -26,7 +26,7 @@ static void assert_near(double got, double want, double tol, const char *what) {
 }
 
 static AttnMetricOpts opts(double eps, int head, int tail, int topk) {
-    AttnMetricOpts o = {eps, head, tail, topk, ATTN_SUM_TOL_DEFAULT};
+    AttnMetricOpts o = {eps, head, tail, topk, ATTN_SUM_TOL_DEFAULT, 1.0};
     return o;
 }
 
@@ -495,6 +495,61 @@ static void test_dump_rows_refused(void **state) {
     rmdir(dir);
 }
 
+// density_rel (p > c/n) and keys_eps (p > eps, = density_eps * n), by hand:
+//   row {0.5, 0.2, 0.1, 0.1, 0.05, 0.05}, n = 6, 1/n = 0.1667: keys above -> 0.5, 0.2 -> 2/6;
+//     c = 0.5 (> 0.0833): 0.5, 0.2, 0.1, 0.1 -> 4/6; keys_eps (eps 0.05): 4 (0.05f is not above);
+//   n = 600, 0.7 spread over 20 keys (0.035 each), 0.3 over the other 580: density_eps is 0
+//     (no key above 0.05) but density_rel = 20/600 (the 20 keys are 21x the uniform share);
+//   uniform row: 0 (no key is above its uniform share); n = 1: 0.
+// Then the fused loop equals the plain twin attn_density_rel_ref on random softmax rows.
+static void test_density_rel(void **state) {
+    (void)state;
+    double m[ATTN_METRIC_COUNT];
+    uint8_t k[600] = {0};
+    AttnMetricOpts o = opts(0.05, 3, 3, 5);
+    float r6[6] = {0.5f, 0.2f, 0.1f, 0.1f, 0.05f, 0.05f};
+    attn_row_metrics(m, r6, k, 6, &o);
+    assert_near(m[ATTN_METRIC_DENSITY_REL], 2.0 / 6, TOL, "density_rel c=1");
+    assert_near(m[ATTN_METRIC_KEYS_EPS], 4, 0, "keys_eps");
+    assert_near(m[ATTN_METRIC_KEYS_EPS], m[ATTN_METRIC_DENSITY] * 6, TOL, "keys_eps = density_eps * n");
+    o.eps_rel = 0.5;
+    attn_row_metrics(m, r6, k, 6, &o);
+    assert_near(m[ATTN_METRIC_DENSITY_REL], 4.0 / 6, TOL, "density_rel c=0.5");
+    assert_near(attn_density_rel_ref(r6, 6, 0.5), 4.0 / 6, TOL, "twin c=0.5");
+    o.eps_rel = 1.0;
+    float *p = malloc(600 * sizeof(float));
+    for (int i = 0; i < 600; i++) p[i] = i < 20 ? 0.035f : 0.3f / 580;
+    attn_row_metrics(m, p, k, 600, &o);
+    assert_near(m[ATTN_METRIC_DENSITY], 0.0, TOL, "density_eps misses a spread row at n = 600");
+    assert_near(m[ATTN_METRIC_DENSITY_REL], 20.0 / 600, TOL, "density_rel n=600");
+    for (int i = 0; i < 4; i++) p[i] = 0.25f;
+    attn_row_metrics(m, p, k, 4, &o);
+    assert_near(m[ATTN_METRIC_DENSITY_REL], 0.0, TOL, "uniform row");
+    p[0] = 1.0f;
+    attn_row_metrics(m, p, k, 1, &o);
+    assert_near(m[ATTN_METRIC_DENSITY_REL], 0.0, TOL, "n = 1");
+    // fused loop vs the twin on random rows, several c
+    uint64_t x = 88172645463325252ull;
+    const double cs[3] = {0.5, 1.0, 2.0};
+    for (int trial = 0; trial < 200; trial++) {
+        int n = 1 + trial * 3 % 599;
+        double z = 0;
+        for (int i = 0; i < n; i++) {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            double u = (double)(x >> 11) / 9007199254740992.0;
+            p[i] = (float)exp(6.0 * u * u);
+            z += p[i];
+        }
+        for (int i = 0; i < n; i++) p[i] = (float)(p[i] / z);
+        for (int c = 0; c < 3; c++) {
+            o.eps_rel = cs[c];
+            attn_row_metrics(m, p, k, n, &o);
+            assert_near(m[ATTN_METRIC_DENSITY_REL], attn_density_rel_ref(p, n, cs[c]), 0, "fused vs twin");
+        }
+    }
+    free(p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_uniform_row),
@@ -507,6 +562,7 @@ int main(void) {
         cmocka_unit_test(test_planted_sink_dump),
         cmocka_unit_test(test_head_check),
         cmocka_unit_test(test_dump_rows_refused),
+        cmocka_unit_test(test_density_rel),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
