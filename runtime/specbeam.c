@@ -406,7 +406,7 @@ static int draft_round(SWork *w, SpecBeam *sb, Error *e) {
                            .logits_mode = LOGITS_LAST};
         rc = model_forward(w->dlogits, sb->draft, &fb, &sb->dscratch, e);
         if (rc) { err_prefix(e, "draft step %d: ", j + 1); break; }
-        sb->draft_calls++;
+        sb->fig.draft_calls++;
         size_t r0 = 0;
         for (int u = 0; u < w->n_users; u++) {
             SUser *su = &w->u[u];
@@ -417,7 +417,7 @@ static int draft_round(SWork *w, SpecBeam *sb, Error *e) {
         }
     }
     free(n_new); free(tok); free(pos); free(caches);
-    sb->draft_s += time_now_s() - t0;
+    sb->fig.draft_s += time_now_s() - t0;
     return rc;
 }
 
@@ -483,7 +483,7 @@ static int verify_forward(SWork *w, SpecBeam *sb, Error *e) {
         T += (size_t)t;
         M += (size_t)t * (size_t)t;
         ns += su->n;
-        for (int j = 0; j < su->d; j++) sb->tree_nodes += (size_t)su->nn[j];
+        for (int j = 0; j < su->d; j++) sb->fig.tree_nodes += (size_t)su->nn[j];
     }
     int *n_new = xmalloc((size_t)ns * sizeof(int)), *tok = xmalloc(T * sizeof(int)), *pos = xmalloc(T * sizeof(int));
     uint8_t *mask = xmalloc(M);
@@ -551,8 +551,8 @@ static int verify_level(SWork *w, SpecBeam *sb, SUser *su, int lev, int ncur, co
     }
     for (int k = 0; drafted && k < su->nn[lev]; k++) w->slot[lv[k].node] = -1;
     if (drafted) {
-        sb->level_tried[su->g + lev + 1]++;
-        sb->level_accepted[su->g + lev + 1] += (size_t)ok;
+        sb->fig.level_tried[su->g + lev + 1]++;
+        sb->fig.level_accepted[su->g + lev + 1] += (size_t)ok;
     }
     return ok;
 }
@@ -577,8 +577,8 @@ static void verify_user(SWork *w, SpecBeam *sb, SUser *su) {
         ncur = need;
         if (!ok) break;
     }
-    sb->accepted_levels += (size_t)lev;
-    sb->user_rounds++;
+    sb->fig.accepted_levels += (size_t)lev;
+    sb->fig.user_rounds++;
     memcpy(su->beam, su->cur, (size_t)ncur * sizeof(VBeam));
     su->n = ncur;
     su->g_new = su->g + lev + 1;
@@ -640,30 +640,44 @@ static int spec_round(SWork *w, SpecBeam *sb, Error *e) {
         int left = sb->steps - su->g - 1;
         su->d = sb->gamma < left ? sb->gamma : left;
         active++;
-        sb->user_target_calls++;
+        sb->fig.user_target_calls++;
     }
     if (!active) return 0;
     if (draft_round(w, sb, e)) return -1;
     double t0 = time_now_s();
     if (verify_forward(w, sb, e)) return -1;
-    sb->target_calls++;
+    sb->fig.target_calls++;
     for (int u = 0; u < w->n_users; u++) {
         SUser *su = &w->u[u];
         if (su->done) continue;
         verify_user(w, sb, su);
         commit_user(w, sb, su);
     }
-    sb->verify_s += time_now_s() - t0;
+    sb->fig.verify_s += time_now_s() - t0;
     return 1;
 }
 
-static void reset_figures(SpecBeam *sb) {
-    sb->prefill_s = sb->decode_s = sb->draft_s = sb->verify_s = sb->prefill_flops = 0.0;
+static void reset_figures(SpecBeam *sb, int n_users) {
+    sb->prefill_s = sb->decode_s = sb->prefill_flops = 0.0;
     sb->kv_bytes = sb->kv_scratch_bytes = sb->prompt_tokens = sb->gen_tokens = 0;
-    sb->target_calls = sb->draft_calls = sb->user_target_calls = sb->user_rounds = 0;
-    sb->accepted_levels = sb->tree_nodes = 0;
-    memset(sb->level_tried, 0, sizeof sb->level_tried);
-    memset(sb->level_accepted, 0, sizeof sb->level_accepted);
+    memset(&sb->fig, 0, sizeof sb->fig);
+    sb->fig.users = (size_t)n_users;
+}
+
+void spec_figures_add(SpecFigures *acc, const SpecFigures *f) {
+    acc->draft_s += f->draft_s;
+    acc->verify_s += f->verify_s;
+    acc->target_calls += f->target_calls;
+    acc->draft_calls += f->draft_calls;
+    acc->user_target_calls += f->user_target_calls;
+    acc->users += f->users;
+    acc->user_rounds += f->user_rounds;
+    acc->accepted_levels += f->accepted_levels;
+    acc->tree_nodes += f->tree_nodes;
+    for (int l = 0; l <= SPEC_MAX_LEVELS; l++) {
+        acc->level_tried[l] += f->level_tried[l];
+        acc->level_accepted[l] += f->level_accepted[l];
+    }
 }
 
 static int check_run(const SpecBeam *sb, int n_users, const uint8_t *const *kinds, const int *prompt_len, Error *e) {
@@ -683,13 +697,13 @@ static int spec_start(SWork *w, SpecBeam *sb, int n_users, const int *const *pro
     if (prefill(w->tlogits, w->tp, sb->target, &sb->tscratch, n_users, prompts, kinds, prompt_len, e))
         return err_prefix(e, "speculative beam search, target prefill: ");
     sb->prefill_flops = sb->tscratch.last_flops;
-    sb->target_calls = 1;
-    sb->user_target_calls = (size_t)n_users;
+    sb->fig.target_calls = 1;
+    sb->fig.user_target_calls = (size_t)n_users;
     double t1 = time_now_s();
     if (prefill(w->dlogits, w->dp, sb->draft, &sb->dscratch, n_users, prompts, NULL, prompt_len, e))
         return err_prefix(e, "speculative beam search, draft prefill: ");
-    sb->draft_calls = 1;
-    sb->draft_s = time_now_s() - t1;
+    sb->fig.draft_calls = 1;
+    sb->fig.draft_s = time_now_s() - t1;
     sb->prefill_s = time_now_s() - t0;
     const int N = w->N, L = sb->steps, tree_cap = L + N * sb->gamma;
     for (int u = 0; u < n_users; u++) {
@@ -724,11 +738,10 @@ static void spec_output(BeamHyps *out, SWork *w, SpecBeam *sb) {
 int specbeam_run(BeamHyps *out, SpecBeam *sb, int n_users, const int *const *prompts, const uint8_t *const *kinds,
                  const int *prompt_len, Error *e) {
     if (check_run(sb, n_users, kinds, prompt_len, e)) return -1;
-    reset_figures(sb);
+    reset_figures(sb, n_users);
     for (int u = 0; u < n_users; u++) sb->prompt_tokens += (size_t)prompt_len[u];
     SWork w;
     work_alloc(&w, sb, n_users, prompt_len);
-    double t0 = time_now_s();
     int rc = spec_start(&w, sb, n_users, prompts, kinds, prompt_len, e);
     int caches_ready = rc == 0;
     double t1 = time_now_s();
@@ -738,7 +751,6 @@ int specbeam_run(BeamHyps *out, SpecBeam *sb, int n_users, const int *const *pro
     }
     if (rc == 0) spec_output(out, &w, sb);
     sb->decode_s = time_now_s() - t1;
-    (void)t0;
     work_free(&w, caches_ready);
     return rc;
 }

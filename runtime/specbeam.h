@@ -59,6 +59,22 @@ typedef enum { SPEC_VERIFY_STRICT = 0, SPEC_VERIFY_RELAXED = 1 } SpecVerify;
 int spec_verify_parse(SpecVerify *v, const char *name);
 const char *spec_verify_name(SpecVerify v);
 
+// What drafting and verification did (one call's, or summed over calls).
+typedef struct {
+    double draft_s;         // draft forwards (prefill included) and the draft's selection and cache copies
+    double verify_s;        // the target's tree forwards, the verification and the KV gathers
+    size_t target_calls;    // target model_forward calls (prefill included)
+    size_t draft_calls;     // draft model_forward calls (prefill included)
+    size_t user_target_calls; // sum over users of the target calls each took part in
+    size_t users;           // users searched
+    size_t user_rounds;     // sum over users of verification rounds
+    size_t accepted_levels; // sum over user-rounds of drafted levels accepted
+    size_t tree_nodes;      // drafted nodes the target fed (roots not counted)
+    size_t level_tried[SPEC_MAX_LEVELS + 1];    // by code level (1-based): drafted levels verified
+    size_t level_accepted[SPEC_MAX_LEVELS + 1]; //                        and accepted
+} SpecFigures;
+void spec_figures_add(SpecFigures *acc, const SpecFigures *f);
+
 typedef struct {
     Model *target, *draft;
     const Trie *trie;
@@ -73,20 +89,11 @@ typedef struct {
     // figures of the last specbeam_run call
     double prefill_s;       // both prefills
     double decode_s;        // everything after them
-    double draft_s;         // draft forwards (prefill included) and the draft's selection and cache copies
-    double verify_s;        // the target's tree forwards and the verification
     double prefill_flops;   // the target prefill's FLOPs
     size_t kv_bytes;        // target KV after the last generated token: prompt caches + beam caches
     size_t kv_scratch_bytes; // target tree caches + all draft caches (allocated for the call)
     size_t prompt_tokens, gen_tokens;
-    size_t target_calls;    // target model_forward calls (prefill included)
-    size_t draft_calls;     // draft model_forward calls (prefill included)
-    size_t user_target_calls; // sum over users of the target calls each took part in
-    size_t user_rounds;     // sum over users of verification rounds
-    size_t accepted_levels; // sum over user-rounds of drafted levels accepted
-    size_t tree_nodes;      // drafted nodes the target fed (roots not counted)
-    size_t level_tried[SPEC_MAX_LEVELS + 1];    // by code level (1-based): drafted levels verified
-    size_t level_accepted[SPEC_MAX_LEVELS + 1]; //                        and accepted
+    SpecFigures fig;        // drafting and verification
 } SpecBeam;
 
 // Bad input (-1, e names it): the draft's vocabulary size differs from the

@@ -116,14 +116,14 @@ static void check_lossless(Model *target, Model *draft, const Trie *t, const Pro
         beam_hyps_free(&hs[u]);
     }
     size_t tried = 0, acc = 0;
-    for (int l = 0; l <= SPEC_MAX_LEVELS; l++) { tried += sb.level_tried[l]; acc += sb.level_accepted[l]; }
+    for (int l = 0; l <= SPEC_MAX_LEVELS; l++) { tried += sb.fig.level_tried[l]; acc += sb.fig.level_accepted[l]; }
     print_message("  W=%2d gamma=%d N=%2d U=%d: target calls/user %.2f (ordinary %d), accepted %zu/%zu levels, "
-                  "%.2f per round\n", W, gamma, N, p->U, (double)sb.user_target_calls / p->U, t->levels, acc, tried,
-                  (double)sb.accepted_levels / (double)sb.user_rounds);
-    assert_true(sb.user_target_calls <= (size_t)p->U * (size_t)t->levels);
+                  "%.2f per round\n", W, gamma, N, p->U, (double)sb.fig.user_target_calls / p->U, t->levels, acc, tried,
+                  (double)sb.fig.accepted_levels / (double)sb.fig.user_rounds);
+    assert_true(sb.fig.user_target_calls <= (size_t)p->U * (size_t)t->levels);
     if (expect_all_accepted) {
         assert_int_equal(acc, tried);
-        assert_int_equal(sb.user_target_calls, (size_t)p->U * (size_t)(1 + (t->levels - 1 + gamma) / (gamma + 1)));
+        assert_int_equal(sb.fig.user_target_calls, (size_t)p->U * (size_t)(1 + (t->levels - 1 + gamma) / (gamma + 1)));
     }
     free(ho); free(hs);
     specbeam_free(&sb);
@@ -365,8 +365,8 @@ static void test_relaxed_search(void **st) {
             beam_hyps_free(&h[u]);
         }
         print_message("  relaxed, %s draft: target calls/user %.2f, accepted levels per round %.2f\n",
-                      k ? "unrelated" : "same", (double)sb.user_target_calls / p.U,
-                      (double)sb.accepted_levels / (double)sb.user_rounds);
+                      k ? "unrelated" : "same", (double)sb.fig.user_target_calls / p.U,
+                      (double)sb.fig.accepted_levels / (double)sb.fig.user_rounds);
         specbeam_free(&sb);
     }
     free_prompts(&p);
