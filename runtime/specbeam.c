@@ -201,9 +201,9 @@ static size_t max_children(const Trie *t) {
 // The caches of user u: target beam, spare and tree caches, draft beam and spare caches, draft search caches.
 static void user_caches(SUser *su, KVCache *kv, KVCache **kvp, KVCache *tp, KVCache *dp, int W, int N, int L,
                         int tree_cap) {
-    int tcap[64], dcap[64], big[64];
-    CHECK(tp->n_layers <= 64 && dp->n_layers <= 64, "specbeam: more than 64 layers");
-    for (int l = 0; l < 64; l++) { tcap[l] = L - 1 > 0 ? L - 1 : 1; dcap[l] = L; big[l] = tree_cap; }
+    const int nl = tp->n_layers > dp->n_layers ? tp->n_layers : dp->n_layers;
+    int *tcap = xmalloc(3 * (size_t)nl * sizeof(int)), *dcap = tcap + nl, *big = dcap + nl;
+    for (int l = 0; l < nl; l++) { tcap[l] = L - 1 > 0 ? L - 1 : 1; dcap[l] = L; big[l] = tree_cap; }
     KVCache ***sets[7] = {&su->tb, &su->tb2, &su->tt, &su->db, &su->db2, &su->dw, &su->dw2};
     int counts[7] = {W, W, W, W, W, N, N};
     for (int s = 0, at = 0; s < 7; s++) {
@@ -214,6 +214,7 @@ static void user_caches(SUser *su, KVCache *kv, KVCache **kvp, KVCache *tp, KVCa
             else kvcache_init_child(&kv[at], dp, dcap);
         }
     }
+    free(tcap);
 }
 
 static int caches_per_user(int W, int N) { return 5 * W + 2 * N; }
