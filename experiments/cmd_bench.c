@@ -41,7 +41,13 @@ static const char *BENCH_ABOUT =
     "  --reps after one untimed warm-up run; sgemm_gflops is the runtime's matrix product -- cblas_sgemm on\n"
     "  cpu, cuBLAS in --dtype on cuda -- at the model's MLP shape timed right before each repetition,\n"
     "  prefill_vs_sgemm the median of the per-repetition ratios, so a shared machine's load changes cancel out).\n"
-    "  --device cuda --preset draws the random weights on the GPU (llama2-7b, qwen2.5-7b never touch the host).\n";
+    "  --device cuda --preset draws the random weights on the GPU (llama2-7b, qwen2.5-7b never touch the host).\n"
+    "  --draft DRAFT_DIR adds, after each method's row, the same work by speculative beam search (CPU only;\n"
+    "  --verify, --gamma, --draft-beams as in eval) on the same prompts, trie, batch and threads: method\n"
+    "  'full+draft' / 'earn+draft', speedup over that method's ordinary row, and the columns verify, gamma,\n"
+    "  draft_beams, target_calls_per_user, accepted_levels_per_round, draft_share (ordinary rows: calls =\n"
+    "  --gen, the rest empty). The prompts and codes are random token ids: acceptance here is the two\n"
+    "  models' agreement on such input; eval --draft --baseline measures it on a dataset.\n";
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -60,6 +66,9 @@ typedef struct {
     double sgemm_gflops;     // median of the sgemm rates measured just before each repetition
     double prefill_vs_sgemm; // median over repetitions of (prefill GFLOP/s / that repetition's sgemm rate)
     size_t kv_bytes;
+    int base;                // the row its speedup is over
+    int spec;                // 1: speculative beam search
+    double calls_per_user, acc_per_round, draft_share; // (target calls: --gen for an ordinary row)
 } BenchRow;
 
 // A synthetic item set for the beam search: n_items random codes of G levels,
@@ -89,7 +98,7 @@ static void bench_trie(Trie *t, int vocab, int G, int n_items, uint64_t seed, in
 //            codes (G - 1 decode forwards over all B*W beams, which share their
 //            prompt's KV), timed from the prefill's end to the last selection.
 static int bench_one(BenchRow *row, DeviceModel *dm, ModelMethod method, int k, int P, int S, int L, int B, int W,
-                     int G, int reps, uint64_t seed, Error *e) {
+                     int G, int reps, uint64_t seed, const SpecOptions *so, Error *e) {
     ModelConfig *c = device_model_config(dm), saved = *c;
     c->method = method;
     c->layer_split_k = method == METHOD_EARN ? k : 0;
@@ -118,6 +127,7 @@ static int bench_one(BenchRow *row, DeviceModel *dm, ModelMethod method, int k, 
     double tp[33], td[33], sg[33];
     int sg_rows = B * T1 < 8192 ? B * T1 : 8192;
     int rc = device_search_init(&bs, dm, &trie, W, e);
+    if (!rc && so) rc = device_search_set_draft(&bs, dm, &trie, W, so, e);
     // One warm-up run first (not timed): module loads, cuBLAS plans, first-touch allocations.
     for (int r = -1; r < reps && !rc; r++) {
         // The ceiling, measured right before this repetition: on a shared machine
@@ -133,7 +143,15 @@ static int bench_one(BenchRow *row, DeviceModel *dm, ModelMethod method, int k, 
         for (int b = 0; b < B; b++) beam_hyps_free(&h[b]);
     }
     if (!rc) {
-        row->method = method == METHOD_EARN ? "earn" : "full";
+        row->method = method == METHOD_EARN ? (so ? "earn+draft" : "earn") : (so ? "full+draft" : "full");
+        row->spec = so != NULL;
+        row->calls_per_user = G;
+        if (so) { // the last repetition's figures
+            const SpecFigures *f = &bs.spec->fig;
+            row->calls_per_user = (double)f->user_target_calls / (double)(f->users ? f->users : 1);
+            row->acc_per_round = (double)f->accepted_levels / (double)(f->user_rounds ? f->user_rounds : 1);
+            row->draft_share = f->draft_s / (bs.prefill_s + bs.decode_s);
+        }
         row->k = c->layer_split_k;
         row->P = c->n_prefix_regs;
         row->S = c->n_suffix_regs;
@@ -202,6 +220,9 @@ typedef struct {
     const char *model_dir, *preset, *out, *methods_s, *device_s, *dtype;
     CliIntList lens, batches, beams;
     int vocab, k, P, S, G, reps, threads, seed, train;
+    const char *draft_dir, *verify_s;   // --draft, --verify
+    int gamma, draft_beams, draft_seed;
+    SpecOptions spec;                   // spec.draft: the loaded draft, or NULL
     Device device;
 } BenchArgs;
 
@@ -238,51 +259,68 @@ static void print_header(DeviceModel *dm, int n_threads) {
     printf("%s %d^3 %s (reference): %.1f GFLOP/s; the sgemm column is %s at [rows x %d x %d] (the model's\n"
            "MLP shape over the prefill's rows), timed just before each prefill; %%sgemm = median of per-repetition ratios\n",
            gemm, sq, dm->dtype, sg_square, gemm, c->hidden_dim, c->dim);
-    printf("%-5s %2s %2s %2s %6s %5s %5s %11s %10s %10s %12s %8s %8s %8s %7s %6s\n", "meth", "k", "P", "S", "L", "batch",
+    printf("%-10s %2s %2s %2s %6s %5s %5s %11s %10s %10s %12s %8s %8s %8s %7s %6s\n", "meth", "k", "P", "S", "L", "batch",
            "beam", "prefill_ms", "decode_ms", "total_ms", "kv_bytes", "speedup", "kv_red%", "GFLOP/s", "sgemm", "%sgemm");
 }
 
-// Every (prompt length, batch, beam) combination, each method in turn; rows [n_lens * n_batches * n_beams * n_methods].
+static void print_row(const BenchRow *w, const BenchRow *base) {
+    double speed = (base->prefill_ms + base->decode_ms) / (w->prefill_ms + w->decode_ms);
+    double red = 100.0 * (1.0 - (double)w->kv_bytes / (double)base->kv_bytes);
+    printf("%-10s %2d %2d %2d %6d %5d %5d %11.2f %10.2f %10.2f %12zu %8.2f %8.2f %8.1f %7.1f %5.0f%%", w->method, w->k,
+           w->P, w->S, w->L, w->B, w->W, w->prefill_ms, w->decode_ms, w->prefill_ms + w->decode_ms, w->kv_bytes, speed,
+           red, w->gflops, w->sgemm_gflops, 100.0 * w->prefill_vs_sgemm);
+    if (w->spec)
+        printf("  %.2f target calls/user, %.2f accepted levels/round, draft %.0f%%", w->calls_per_user,
+               w->acc_per_round, 100.0 * w->draft_share);
+    printf("\n");
+    fflush(stdout);
+}
+
+// Every (prompt length, batch, beam) combination, each method in turn (and,
+// with --draft, its speculative row after it); rows [combinations * n_methods * (1 + draft)].
 static int bench_rows(BenchRow *rows, DeviceModel *dm, const BenchArgs *a, const ModelMethod *methods, int n_methods,
                       Error *e) {
     size_t r = 0;
+    const SpecOptions *so = a->spec.draft ? &a->spec : NULL;
     for (int il = 0; il < a->lens.n; il++)
         for (int ib = 0; ib < a->batches.n; ib++)
             for (int iw = 0; iw < a->beams.n; iw++) {
                 size_t first = r;
-                for (int im = 0; im < n_methods; im++, r++) {
-                    if (bench_one(&rows[r], dm, methods[im], a->k, a->P, a->S, a->lens.v[il], a->batches.v[ib],
-                                  a->beams.v[iw], a->G, a->reps, (uint64_t)a->seed + 100, e))
-                        return -1;
-                    BenchRow *w = &rows[r], *base = &rows[first];
-                    double speed = (base->prefill_ms + base->decode_ms) / (w->prefill_ms + w->decode_ms);
-                    double red = 100.0 * (1.0 - (double)w->kv_bytes / (double)base->kv_bytes);
-                    printf("%-5s %2d %2d %2d %6d %5d %5d %11.2f %10.2f %10.2f %12zu %8.2f %8.2f %8.1f %7.1f %5.0f%%\n",
-                           w->method, w->k, w->P, w->S, w->L, w->B, w->W, w->prefill_ms, w->decode_ms,
-                           w->prefill_ms + w->decode_ms, w->kv_bytes, speed, red, w->gflops, w->sgemm_gflops,
-                           100.0 * w->prefill_vs_sgemm);
-                    fflush(stdout);
-                }
+                for (int im = 0; im < n_methods; im++)
+                    for (int sp = 0; sp <= (so != NULL); sp++, r++) {
+                        if (bench_one(&rows[r], dm, methods[im], a->k, a->P, a->S, a->lens.v[il], a->batches.v[ib],
+                                      a->beams.v[iw], a->G, a->reps, (uint64_t)a->seed + 100, sp ? so : NULL, e))
+                            return -1;
+                        rows[r].base = (int)(sp ? r - 1 : first);
+                        print_row(&rows[r], &rows[rows[r].base]);
+                    }
             }
     return 0;
 }
 
-static int write_csv(const char *out, const BenchRow *rows, size_t n_rows, int n_methods, int G, int n_threads,
-                     const DeviceModel *dm, int n_layers, int reps, Error *e) {
+static int write_csv(const char *out, const BenchRow *rows, size_t n_rows, const BenchArgs *a, int n_threads,
+                     const DeviceModel *dm, int n_layers, Error *e) {
+    const int G = a->G, reps = a->reps;
     const char *device = device_name(dm->device);
     AtomicFile af;
     if (atomic_open(&af, out, e)) return -1;
     fprintf(af.f, "method,k,prefix_regs,suffix_regs,prompt_len,batch,beam,device,prefill_ms,decode_ms,total_ms,"
                   "kv_bytes,speedup,kv_reduction,prefill_gflops,sgemm_gflops,decode_ms_per_token,threads,"
-                  "prefill_vs_sgemm,n_layers,reps,dtype,device_name\n");
+                  "prefill_vs_sgemm,n_layers,reps,dtype,device_name,verify,gamma,draft_beams,target_calls_per_user,"
+                  "accepted_levels_per_round,draft_share\n");
     for (size_t i = 0; i < n_rows; i++) {
-        const BenchRow *w = &rows[i], *base = &rows[i - i % (size_t)n_methods];
+        const BenchRow *w = &rows[i], *base = &rows[w->base];
         double tot = w->prefill_ms + w->decode_ms;
-        fprintf(af.f, "%s,%d,%d,%d,%d,%d,%d,%s,%.4f,%.4f,%.4f,%zu,%.4f,%.4f,%.3f,%.3f,%.4f,%d,%.4f,%d,%d,%s,\"%s\"\n",
+        fprintf(af.f, "%s,%d,%d,%d,%d,%d,%d,%s,%.4f,%.4f,%.4f,%zu,%.4f,%.4f,%.3f,%.3f,%.4f,%d,%.4f,%d,%d,%s,\"%s\",",
                 w->method, w->k, w->P, w->S, w->L, w->B, w->W, device, w->prefill_ms, w->decode_ms, tot, w->kv_bytes,
                 (base->prefill_ms + base->decode_ms) / tot, 1.0 - (double)w->kv_bytes / (double)base->kv_bytes,
                 w->gflops, w->sgemm_gflops, w->decode_ms / G, n_threads, w->prefill_vs_sgemm, n_layers, reps, dm->dtype,
                 dm->name);
+        if (w->spec)
+            fprintf(af.f, "%s,%d,%d,%.4f,%.4f,%.4f\n", spec_verify_name(a->spec.verify), a->spec.gamma,
+                    a->spec.draft_beams, w->calls_per_user, w->acc_per_round, w->draft_share);
+        else
+            fprintf(af.f, ",,,%d,,\n", G);
     }
     return atomic_commit(&af, e);
 }
@@ -310,12 +348,40 @@ static int bench_run(DeviceModel *dm, BenchArgs *a, const ModelMethod *methods, 
         return bench_train(dm, a->lens.v, a->lens.n, a->batches.v, a->batches.n, a->reps, (uint64_t)a->seed, a->out,
                            n_threads) ? -2 : 0;
     print_header(dm, n_threads);
-    size_t n_rows = (size_t)a->lens.n * a->batches.n * a->beams.n * n_methods;
+    size_t n_rows = (size_t)a->lens.n * a->batches.n * a->beams.n * n_methods * (a->spec.draft ? 2 : 1);
     BenchRow *rows = xcalloc(n_rows, sizeof(BenchRow));
     int rc = bench_rows(rows, dm, a, methods, n_methods, e) ||
-             (a->out && write_csv(a->out, rows, n_rows, n_methods, a->G, n_threads, dm, c->n_layers, a->reps, e));
+             (a->out && write_csv(a->out, rows, n_rows, a, n_threads, dm, c->n_layers, e));
     free(rows);
     return rc ? -1 : 0;
+}
+
+// --draft and its flags, before any work (-1 with e naming the flag).
+static int bench_draft_check(BenchArgs *a, Error *e) {
+    a->spec = (SpecOptions){NULL, SPEC_VERIFY_STRICT, a->gamma ? a->gamma : SPEC_DEFAULT_GAMMA,
+                            a->draft_beams ? a->draft_beams : SPEC_DEFAULT_DRAFT_BEAMS, (uint64_t)a->draft_seed};
+    if (!a->draft_dir) {
+        if (a->verify_s || a->gamma || a->draft_beams || a->draft_seed)
+            return err_set(e, "--verify, --gamma, --draft-beams and --draft-seed need --draft DRAFT_DIR");
+        return 0;
+    }
+    if (a->train) return err_set(e, "--draft times beam search; --train times training steps");
+    if (a->verify_s) CHECK(spec_verify_parse(&a->spec.verify, a->verify_s) == 0, "--verify passed the choices");
+    int vocab = a->vocab, max_beam = 0;
+    for (int i = 0; i < a->beams.n; i++) max_beam = a->beams.v[i] > max_beam ? a->beams.v[i] : max_beam;
+    if (a->model_dir) {
+        char path[4096];
+        ModelConfig c;
+        if (path_join(path, sizeof path, a->model_dir, "config.json")) return err_set(e, "--model: path too long");
+        if (config_load(&c, path, e)) return err_prefix(e, "--model: ");
+        vocab = c.vocab_size;
+    } else if (a->preset) {
+        ModelConfig c;
+        if (preset_config(&c, a->preset, a->vocab, e)) return -1;
+        vocab = c.vocab_size;
+    }
+    return spec_flags_check(a->draft_dir, a->model_dir, vocab, a->spec.gamma, a->spec.draft_beams, max_beam,
+                            a->device, e);
 }
 
 int cmd_bench(int argc, char **argv) {
@@ -341,6 +407,11 @@ int cmd_bench(int argc, char **argv) {
         {"--out", CLI_STRING, &a.out, .meta = "B.csv", .help = "CSV of the rows (atomic)"},
         {"--device", CLI_STRING, &a.device_s, .choices = DEVICE_CHOICES, .help = "runtime that runs the model"},
         {"--dtype", CLI_STRING, &a.dtype, .choices = DTYPE_CHOICES, .help = "compute dtype (bf16: --device cuda only)"},
+        {"--draft", CLI_STRING, &a.draft_dir, .meta = "DRAFT_DIR", .help = "also time speculative beam search with this draft"},
+        {"--verify", CLI_STRING, &a.verify_s, .choices = "strict|relaxed", .help = "verification (with --draft; default strict)"},
+        {"--gamma", CLI_INT, &a.gamma, .lo = 1, .hi = SPEC_MAX_LEVELS, .help = "levels drafted per round (with --draft; default 3)"},
+        {"--draft-beams", CLI_INT, &a.draft_beams, .lo = 1, .hi = 4096, .help = "draft beams (with --draft; default 40)"},
+        {"--draft-seed", CLI_INT, &a.draft_seed, .lo = 0, .hi = 1 << 30, .help = "seed of relaxed verification's draws"},
     };
     CliSpec cli = {.verb = "bench", .synopsis = "(--model DIR | --preset " PRESET_NAMES " [--vocab V]) [--method full,earn] "
                    "[--prompt-len 512,4096] [options]", .about = BENCH_ABOUT, .flags = flags, .n_flags = CLI_COUNT(flags)};
@@ -351,6 +422,11 @@ int cmd_bench(int argc, char **argv) {
         if (device_select(&a.device, a.device_s, &le) || device_dtype_check(a.device, a.dtype, &le) ||
             (a.train && a.device == DEVICE_CUDA &&
              err_set(&le, "--train times the CPU training step; the GPU runtime is inference only"))) { // before any work
+            cli_free(&cli);
+            cli_fail("bench", &le);
+            return 2;
+        }
+        if (bench_draft_check(&a, &le)) {
             cli_free(&cli);
             cli_fail("bench", &le);
             return 2;
@@ -372,10 +448,18 @@ int cmd_bench(int argc, char **argv) {
         DeviceModel dm;
         memset(&m, 0, sizeof m);
         memset(&dm, 0, sizeof dm);
+        Model draft;
+        memset(&draft, 0, sizeof draft);
         int rc = bench_model(&dm, &m, &a, &e);
+        if (!rc && a.draft_dir) {
+            rc = model_load(&draft, a.draft_dir, &e);
+            a.spec.draft = rc ? NULL : &draft;
+            if (!rc) draft.allow_long = m.allow_long;
+        }
         if (!rc) rc = bench_run(&dm, &a, methods, n_methods, n_threads, &e);
         device_model_close(&dm);
         if (m.params_memory) model_free(&m);
+        if (draft.params_memory) model_free(&draft);
         st = rc == -2 ? 1 : rc ? cli_fail("bench", &e) : 0;
     }
     cli_free(&cli);

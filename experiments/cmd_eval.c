@@ -30,6 +30,9 @@
 typedef struct {
     const char *model_dir, *method, *data, *split, *out, *rankings, *tmpl, *baseline, *device_s, *dtype, *kv_policy_s;
     int beam, batch, limit, max_history, threads, allow_nonfinite, allow_long;
+    const char *draft_dir, *verify_s;   // --draft, --verify
+    int gamma, draft_beams, draft_seed; // 0: not given (defaults 3, 40)
+    SpecOptions spec;                   // spec.draft set once the draft is loaded
     Device device;
     KVPolicy kv_policy;  // --kv-policy (kind KVP_NONE without it)
 } EvalArgs;
@@ -40,10 +43,11 @@ typedef struct {
     SampleSet ss;
     MostPop mp;
     Model m;
+    Model draft;     // --draft
     DeviceModel dm;  // m on the --device runtime
     Vocab v;
     Prompter p;
-    int have_data, have_samples, have_mostpop, have_model, have_dm, have_vocab, have_prompter;
+    int have_data, have_samples, have_mostpop, have_model, have_dm, have_vocab, have_prompter, have_draft;
     AtomicFile out_f, rank_f;
     int out_open, rank_open;
     OutputLock out_lock, rank_lock; // one writer per output
@@ -63,7 +67,13 @@ static const char *EVAL_ABOUT =
     "  --kv-policy NAME[:key=value,...] compresses each prompt's KV after the prefill (a full model only):\n"
     "  streaming (sink=4), h2o (recent=half the budget), snapkv (window=32,kernel=5,pool=avg|max),\n"
     "  pyramidkv (snapkv's keys + beta=20), tova, knorm, random (seed=0), none; each takes budget=R\n"
-    "  (fraction of the prompt kept per layer and KV head, (0, 1], default 0.5) or tokens=N.\n";
+    "  (fraction of the prompt kept per layer and KV head, (0, 1], default 0.5) or tokens=N.\n"
+    "  --draft DRAFT_DIR ranks with speculative beam search (AtSpeed; CPU only): the draft (a full model with\n"
+    "  the target's vocabulary, e.g. `earnest train --preset draft`) drafts --gamma levels with --draft-beams\n"
+    "  beams, the target verifies them in one forward; --verify strict returns exactly the ordinary beam\n"
+    "  search's rankings, relaxed accepts by min(1, p/q) sampling (seeded by --draft-seed). The JSON's\n"
+    "  \"draft\" object records target calls per user, accepted levels per round, per-level acceptance and\n"
+    "  the draft's share of the time.\n";
 
 static void metrics_json(json_t *o, const RecMetrics *m) {
     for (int i = 0; i < m->n_k; i++) {
@@ -133,6 +143,36 @@ static json_t *kv_policy_json(const KVPolicy *p) {
     return o;
 }
 
+static json_t *draft_json(const EvalArgs *a, const RecEvalResult *r) {
+    const SpecFigures *f = &r->spec;
+    json_t *o = json_object();
+    double users = f->users ? (double)f->users : 1.0, rounds = f->user_rounds ? (double)f->user_rounds : 1.0;
+    double total = r->prefill_s + r->decode_s;
+    json_object_set_new(o, "model", json_string(a->draft_dir));
+    json_object_set_new(o, "verify", json_string(spec_verify_name(a->spec.verify)));
+    json_object_set_new(o, "gamma", json_integer(a->spec.gamma));
+    json_object_set_new(o, "draft_beams", json_integer(a->spec.draft_beams));
+    json_object_set_new(o, "seed", json_integer((json_int_t)a->spec.seed));
+    json_object_set_new(o, "target_calls_per_user", json_real((double)f->user_target_calls / users));
+    json_object_set_new(o, "rounds_per_user", json_real((double)f->user_rounds / users));
+    json_object_set_new(o, "accepted_levels_per_round", json_real((double)f->accepted_levels / rounds));
+    json_object_set_new(o, "tree_nodes_per_round", json_real((double)f->tree_nodes / rounds));
+    json_object_set_new(o, "target_calls", json_integer((json_int_t)f->target_calls));
+    json_object_set_new(o, "draft_calls", json_integer((json_int_t)f->draft_calls));
+    json_object_set_new(o, "draft_ms", json_real(1e3 * f->draft_s));
+    json_object_set_new(o, "verify_ms", json_real(1e3 * f->verify_s));
+    json_object_set_new(o, "draft_share", json_real(total > 0 ? f->draft_s / total : 0.0));
+    json_t *lv = json_object();
+    for (int l = 0; l <= SPEC_MAX_LEVELS; l++) {
+        if (!f->level_tried[l]) continue;
+        char key[16];
+        snprintf(key, sizeof key, "%d", l);
+        json_object_set_new(lv, key, json_real((double)f->level_accepted[l] / (double)f->level_tried[l]));
+    }
+    json_object_set_new(o, "level_acceptance", lv);
+    return o;
+}
+
 static json_t *result_json(const EvalRun *run, const EvalArgs *a, const RecEvalResult *r, PromptTemplate tmpl,
                            double omega, int have_omega) {
     const ModelConfig *c = &run->m.config;
@@ -164,6 +204,7 @@ static json_t *result_json(const EvalRun *run, const EvalArgs *a, const RecEvalR
     metrics_json(mpo, &r->mostpop);
     json_object_set_new(root, "mostpop", mpo);
     if (a->model_dir) json_object_set_new(root, "efficiency", efficiency_json(r, a, omega, have_omega));
+    if (a->draft_dir) json_object_set_new(root, "draft", draft_json(a, r));
     return root;
 }
 
@@ -174,6 +215,12 @@ static int load_model(EvalRun *run, const EvalArgs *a, PromptTemplate *tmpl, Err
     model_allow_long(&run->m, a->allow_long, "eval");
     if (device_model_open(&run->dm, a->device, a->dtype, &run->m, e)) return -1;
     run->have_dm = 1;
+    if (a->draft_dir) {
+        if (model_load_flags(&run->draft, a->draft_dir, a->allow_nonfinite ? MODEL_LOAD_ALLOW_NONFINITE : 0, e))
+            return err_prefix(e, "--draft: ");
+        run->have_draft = 1;
+        model_allow_long(&run->draft, a->allow_long, "eval");
+    }
     if (prompt_template_for_model(tmpl, a->tmpl, run->m.config.prompt_template, a->model_dir, e)) return -1;
     if (model_vocab_load(&run->v, a->model_dir, &run->d, &run->m.config, e)) return -1;
     run->have_vocab = 1;
@@ -216,6 +263,7 @@ static void eval_free(EvalRun *run) {
     if (run->have_vocab) vocab_free(&run->v);
     if (run->have_dm) device_model_close(&run->dm);
     if (run->have_model) model_free(&run->m);
+    if (run->have_draft) model_free(&run->draft);
     if (run->have_mostpop) mostpop_free(&run->mp);
     if (run->have_samples) samples_free(&run->ss);
     if (run->have_data) dataset_free(&run->d);
@@ -244,6 +292,9 @@ static int eval_run(EvalRun *run, const EvalArgs *a, PromptTemplate tmpl, Error 
     o.rankings = run->rank_open ? run->rank_f.f : NULL;
     o.progress = 1;
     o.kv_policy = &a->kv_policy;
+    SpecOptions spec = a->spec;
+    spec.draft = run->have_draft ? &run->draft : NULL;
+    o.spec = &spec;
     RecEvalResult r;
     if (rec_eval_run(&r, &in, &o, e)) return -1;
     double total_ms = 1e3 * (r.prefill_s + r.decode_s);
@@ -263,6 +314,11 @@ static int eval_run(EvalRun *run, const EvalArgs *a, PromptTemplate tmpl, Error 
            a->split, m->n_users, recmetrics_recall_at(m, 10), recmetrics_ndcg_at(m, 10),
            recmetrics_recall_at(&r.mostpop, 10), recmetrics_ndcg_at(&r.mostpop, 10));
     if (a->model_dir) printf("  prefill %.1f ms  decode %.1f ms", 1e3 * r.prefill_s, 1e3 * r.decode_s);
+    if (a->draft_dir)
+        printf("  draft %s: %.2f target calls/user, %.2f accepted levels/round, draft %.0f%% of the time",
+               spec_verify_name(a->spec.verify), (double)r.spec.user_target_calls / (double)(r.spec.users ? r.spec.users : 1),
+               (double)r.spec.accepted_levels / (double)(r.spec.user_rounds ? r.spec.user_rounds : 1),
+               100.0 * r.spec.draft_s / (r.prefill_s + r.decode_s > 0 ? r.prefill_s + r.decode_s : 1.0));
     printf("\n");
     return 0;
 }
@@ -296,6 +352,43 @@ static int kv_policy_check(EvalArgs *a) {
     return 0;
 }
 
+// --draft and its flags, before any lock or output (exit status 2 after the message).
+static int draft_check(EvalArgs *a) {
+    int any = a->verify_s || a->gamma || a->draft_beams || a->draft_seed;
+    a->spec = (SpecOptions){NULL, SPEC_VERIFY_STRICT, a->gamma ? a->gamma : SPEC_DEFAULT_GAMMA,
+                            a->draft_beams ? a->draft_beams : SPEC_DEFAULT_DRAFT_BEAMS, (uint64_t)a->draft_seed};
+    if (!a->draft_dir) {
+        if (any) fprintf(stderr, "earnest eval: --verify, --gamma, --draft-beams and --draft-seed need --draft DRAFT_DIR\n");
+        return any ? -1 : 0;
+    }
+    if (!a->model_dir) {
+        fprintf(stderr, "earnest eval: --draft needs --model (the target it drafts for)\n");
+        return -1;
+    }
+    if (a->verify_s) CHECK(spec_verify_parse(&a->spec.verify, a->verify_s) == 0, "--verify passed the choices");
+    if (a->kv_policy.kind != KVP_NONE) {
+        fprintf(stderr, "earnest eval: --draft with --kv-policy: speculative beam search keeps the prompt KV whole\n");
+        return -1;
+    }
+    Error e;
+    char path[4096];
+    ModelConfig c;
+    if (path_join(path, sizeof path, a->model_dir, "config.json")) {
+        fprintf(stderr, "earnest eval: --model: path too long\n");
+        return -1;
+    }
+    if (config_load(&c, path, &e)) {
+        fprintf(stderr, "earnest eval: --model: %s\n", e.msg);
+        return -1;
+    }
+    if (spec_flags_check(a->draft_dir, a->model_dir, c.vocab_size, a->spec.gamma, a->spec.draft_beams, a->beam,
+                         a->device, &e)) {
+        fprintf(stderr, "earnest eval: %s\n", e.msg);
+        return -1;
+    }
+    return 0;
+}
+
 int cmd_eval(int argc, char **argv) {
     EvalArgs a = {.device_s = "cpu", .dtype = "f32", .split = "test", .beam = 20, .batch = 16, .max_history = SAMPLES_MAX_HISTORY};
     CliFlag flags[] = {
@@ -318,6 +411,11 @@ int cmd_eval(int argc, char **argv) {
         {"--dtype", CLI_STRING, &a.dtype, .choices = DTYPE_CHOICES, .help = "compute dtype (bf16: --device cuda only)"},
         {"--kv-policy", CLI_STRING, &a.kv_policy_s, .meta = "NAME[:k=v,...]",
          .help = "KV-cache policy applied after the prefill (full models; see above)"},
+        {"--draft", CLI_STRING, &a.draft_dir, .meta = "DRAFT_DIR", .help = "speculative beam search with this draft"},
+        {"--verify", CLI_STRING, &a.verify_s, .choices = "strict|relaxed", .help = "verification (with --draft; default strict)"},
+        {"--gamma", CLI_INT, &a.gamma, .lo = 1, .hi = SPEC_MAX_LEVELS, .help = "levels drafted per round (with --draft; default 3)"},
+        {"--draft-beams", CLI_INT, &a.draft_beams, .lo = 1, .hi = 4096, .help = "draft beams (with --draft; default 40)"},
+        {"--draft-seed", CLI_INT, &a.draft_seed, .lo = 0, .hi = 1 << 30, .help = "seed of relaxed verification's draws"},
     };
     CliSpec cli = {.verb = "eval", .synopsis = "(--model DIR | --method mostpop) --data DIR --out E.json [options]",
                    .about = EVAL_ABOUT, .flags = flags, .n_flags = CLI_COUNT(flags)};
@@ -340,6 +438,7 @@ int cmd_eval(int argc, char **argv) {
                         "use --device cpu\n");
         return 2;
     }
+    if (draft_check(&a)) return 2;
     if (a.baseline && !a.model_dir) {
         fprintf(stderr, "earnest eval: --baseline needs --model (MostPop has no timing)\n");
         return 2;

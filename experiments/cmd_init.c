@@ -22,7 +22,7 @@ int cmd_init(int argc, char **argv) {
     int vocab = 0, seed = 1, k = 0, P = 0, S = 0, untie = 0;
     float stdev = 0.02f;
     CliFlag flags[] = {
-        {"--preset", CLI_STRING, &preset, .meta = "tiny|small", .required = 1, .help = "model shape"},
+        {"--preset", CLI_STRING, &preset, .meta = "tiny|small|draft", .required = 1, .help = "model shape"},
         {"--out", CLI_STRING, &out, .meta = "MODEL_DIR", .required = 1, .help = "checkpoint directory to write"},
         {"--vocab-size", CLI_INT, &vocab, .lo = 2, .hi = 1 << 22, .help = "vocabulary size (or --data)"},
         {"--data", CLI_STRING, &data, .meta = "DATA_DIR", .help = "build the vocabulary from this dataset"},

@@ -32,7 +32,7 @@ int cmd_train(int argc, char **argv) {
         {"--data", CLI_STRING, &o.data_dir, .meta = "DIR", .required = 1, .help = "prepared dataset directory"},
         {"--out", CLI_STRING, &o.out_dir, .meta = "MODEL_DIR", .required = 1, .help = "model directory to write"},
         {"--init", CLI_STRING, &o.init_dir, .meta = "DIR", .help = "start from this checkpoint"},
-        {"--preset", CLI_STRING, &o.preset, .choices = "tiny|small|base", .help = "shape of a model trained from scratch"},
+        {"--preset", CLI_STRING, &o.preset, .choices = "tiny|small|draft|base", .help = "shape of a model trained from scratch (draft: an AtSpeed draft)"},
         {"--method", CLI_STRING, &method_s, .choices = "finetune|earn", .help = "training method"},
         {"--k", CLI_INT, &o.k, .lo = 1, .hi = 4096, .help = "EARN layer split (default N/4)"},
         {"--prefix-regs", CLI_INT, &o.prefix_regs, .lo = 0, .hi = 1024, .help = "prefix registers (default: finetune 0, earn 1)"},
@@ -67,7 +67,7 @@ int cmd_train(int argc, char **argv) {
          .help = "tests: SIGKILL the process right after update N"},
     };
     CliSpec cli = {.verb = "train",
-                   .synopsis = "--data DATA_DIR (--preset tiny|small | --init DIR) --method finetune|earn --out MODEL_DIR\n"
+                   .synopsis = "--data DATA_DIR (--preset tiny|small|draft | --init DIR) --method finetune|earn --out MODEL_DIR\n"
                                "                     [--k K --prefix-regs P --suffix-regs S] [options]",
                    .about = TRAIN_ABOUT, .flags = flags, .n_flags = CLI_COUNT(flags)};
     int st = cli_parse(&cli, argc, argv);

@@ -2,12 +2,16 @@
 #include "experiments/device.h"
 
 #include <cblas.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
 #ifdef EARNEST_HAVE_CUDA
 #include "runtime/cuda/beam_cuda.h"
 #endif
+
+#include "runtime/config.h"
+#include "runtime/sha256.h"
 
 int device_select(Device *d, const char *name, Error *e) {
     if (!strcmp(name, "cpu")) {
@@ -218,6 +222,17 @@ int device_search_run(DeviceSearch *ds, BeamHyps *out, int n_users, const int *c
         return 0;
     }
 #endif
+    if (ds->spec) {
+        SpecBeam *sb = ds->spec;
+        if (specbeam_run(out, sb, n_users, prompts, kinds, prompt_len, e)) return -1;
+        ds->prefill_s = sb->prefill_s;
+        ds->decode_s = sb->decode_s;
+        ds->prefill_flops = sb->prefill_flops;
+        ds->kv_bytes = sb->kv_bytes;
+        ds->prompt_tokens = sb->prompt_tokens;
+        ds->gen_tokens = sb->gen_tokens;
+        return 0;
+    }
     BeamSearch *bs = &ds->cpu;
     if (beam_search_run(out, bs, n_users, prompts, kinds, prompt_len, e)) return -1;
     ds->prefill_s = bs->prefill_s;
@@ -237,5 +252,56 @@ void device_search_free(DeviceSearch *ds) {
     }
 #endif
     if (ds->device == DEVICE_CPU) beam_search_free(&ds->cpu);
+    if (ds->spec) {
+        specbeam_free(ds->spec);
+        free(ds->spec);
+    }
     memset(ds, 0, sizeof *ds);
+}
+
+int device_search_set_draft(DeviceSearch *ds, DeviceModel *target, const Trie *trie, int width, const SpecOptions *o,
+                            Error *e) {
+    if (ds->device != DEVICE_CPU || target->device != DEVICE_CPU)
+        return err_set(e, "--draft: speculative beam search runs on the CPU runtime only; use --device cpu");
+    SpecBeam *sb = xcalloc(1, sizeof *sb);
+    if (specbeam_init(sb, target->host, o->draft, trie, width, o->gamma, o->draft_beams, o->verify, o->seed, e)) {
+        free(sb);
+        return -1;
+    }
+    ds->spec = sb;
+    return 0;
+}
+
+// Both vocab.txt files, when both exist, must be the same file content.
+static int same_vocab_file(const char *draft_dir, const char *target_dir, Error *e) {
+    char pd[4096], pt[4096], hd[65], ht[65];
+    if (path_join(pd, sizeof pd, draft_dir, "vocab.txt") || path_join(pt, sizeof pt, target_dir, "vocab.txt"))
+        return err_set(e, "--draft: path too long");
+    if (access(pd, R_OK) || access(pt, R_OK)) return 0;
+    if (sha256_file_hex(hd, pd, e) || sha256_file_hex(ht, pt, e)) return -1;
+    if (strcmp(hd, ht))
+        return err_set(e, "--draft %s: its vocabulary (%s) differs from the target's (%s); a draft must share the "
+                       "target's vocabulary", draft_dir, pd, pt);
+    return 0;
+}
+
+int spec_flags_check(const char *draft_dir, const char *target_dir, int target_vocab, int gamma, int draft_beams,
+                     int max_beam, Device device, Error *e) {
+    if (device != DEVICE_CPU)
+        return err_set(e, "--draft: speculative beam search runs on the CPU runtime only; use --device cpu");
+    if (gamma < 1) return err_set(e, "--gamma %d: must be >= 1 (levels drafted per round)", gamma);
+    if (draft_beams < max_beam)
+        return err_set(e, "--draft-beams %d: must be >= --beam %d (strict verification needs the target's top beams "
+                       "among the drafted ones)", draft_beams, max_beam);
+    char path[4096];
+    ModelConfig c;
+    if (path_join(path, sizeof path, draft_dir, "config.json")) return err_set(e, "--draft: path too long");
+    if (config_load(&c, path, e)) return err_prefix(e, "--draft: ");
+    if (c.vocab_size != target_vocab)
+        return err_set(e, "--draft %s: vocab_size %d differs from the target's %d; a draft must share the target's "
+                       "vocabulary", draft_dir, c.vocab_size, target_vocab);
+    if (c.method != METHOD_FINETUNE)
+        return err_set(e, "--draft %s: a %s model; a draft must be a full (finetune) model", draft_dir,
+                       config_method_name(c.method));
+    return target_dir ? same_vocab_file(draft_dir, target_dir, e) : 0;
 }

@@ -12,6 +12,7 @@
 
 #include "runtime/beam.h"
 #include "runtime/model.h"
+#include "runtime/specbeam.h"
 #include "runtime/trie.h"
 #include "runtime/util.h"
 
@@ -60,14 +61,36 @@ typedef struct {
     Device device;
     BeamSearch cpu;
     void *cuda;            // CudaBeamSearch *
+    SpecBeam *spec;        // speculative beam search instead (CPU only; device_search_set_draft)
     // figures of the last run (BeamSearch's)
     double prefill_s, decode_s, prefill_flops;
     size_t kv_bytes, prompt_tokens, gen_tokens;
 } DeviceSearch;
 
+// What `--draft` asks for: speculative beam search with this draft model.
+typedef struct {
+    Model *draft;          // NULL: ordinary beam search
+    SpecVerify verify;
+    int gamma, draft_beams;
+    uint64_t seed;         // relaxed verification's draws
+} SpecOptions;
+
 int device_search_init(DeviceSearch *ds, DeviceModel *dm, const Trie *trie, int width, Error *e);
 int device_search_run(DeviceSearch *ds, BeamHyps *out, int n_users, const int *const *prompts,
                       const uint8_t *const *kinds, const int *prompt_len, Error *e);
 void device_search_free(DeviceSearch *ds);
+// The --draft flags of eval and bench, checked before any work: the draft's
+// config.json against the target's vocabulary size (target_vocab; and, when
+// both directories hold a vocab.txt, the same vocabulary file), a full
+// (finetune) draft, gamma >= 1, draft_beams >= max_beam, the CPU device. -1
+// with e naming the flag.
+int spec_flags_check(const char *draft_dir, const char *target_dir, int target_vocab, int gamma, int draft_beams,
+                     int max_beam, Device device, Error *e);
+
+// Makes ds run speculative beam search (runtime/specbeam.h) with o's draft
+// from then on; the CPU runtime only (-1 with e set on CUDA or bad input:
+// vocabulary, gamma, draft beams). Its figures are then ds->spec->fig.
+int device_search_set_draft(DeviceSearch *ds, DeviceModel *target, const Trie *trie, int width, const SpecOptions *o,
+                            Error *e);
 
 #endif

@@ -107,6 +107,7 @@ static int rank_batch(RecEvalResult *r, EvalBufs *b, DeviceSearch *bs, const Rec
     r->prompt_tokens += bs->prompt_tokens;
     r->sigma_sum += (double)bs->kv_bytes;
     r->kv_peak = bs->kv_bytes > r->kv_peak ? bs->kv_bytes : r->kv_peak;
+    if (bs->spec) spec_figures_add(&r->spec, &bs->spec->fig);
     ModelConfig full = in->model->config;
     full.method = METHOD_FINETUNE;
     int regs = full.n_prefix_regs + full.n_suffix_regs;
@@ -171,6 +172,17 @@ int rec_eval_run(RecEvalResult *r, const RecEvalInputs *in, const RecEvalOptions
             return err_set(e, "KV policies run on the CPU runtime only (the GPU cache keeps whole layers)");
         }
         bs.cpu.kv_policy = o->kv_policy;
+        int with_draft = o->spec && o->spec->draft;
+        if (with_draft && o->kv_policy && o->kv_policy->kind != KVP_NONE) {
+            device_search_free(&bs);
+            trie_free(&trie);
+            return err_set(e, "--draft with --kv-policy: speculative beam search keeps the prompt KV whole");
+        }
+        if (with_draft && device_search_set_draft(&bs, rt ? rt : &cpu, &trie, o->beam, o->spec, e)) {
+            device_search_free(&bs);
+            trie_free(&trie);
+            return -1;
+        }
     }
     EvalBufs b;
     bufs_init(&b, in, o, max_t);

@@ -53,6 +53,7 @@ typedef struct {
     FILE *rankings;      // NULL, or a stream for "user<TAB>rank<TAB>code<TAB>score" lines
     int progress;        // 1: progress display on stderr
     const KVPolicy *kv_policy; // NULL: the prompt KV is kept whole (runtime/kvpolicy.h)
+    const SpecOptions *spec;   // NULL or spec->draft NULL: ordinary beam search; else speculative (CPU)
 } RecEvalOptions;
 
 typedef struct {
@@ -63,6 +64,7 @@ typedef struct {
     size_t prompt_tokens, gen_tokens;
     double sigma_sum, sigma_full_sum;
     size_t kv_peak;      // KV bytes of the largest beam-search call
+    SpecFigures spec;    // with a draft: drafting and verification, summed over the calls
 } RecEvalResult;
 
 void rec_eval_options_default(RecEvalOptions *o);

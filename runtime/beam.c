@@ -47,8 +47,7 @@ size_t beam_kv_bytes_closed_form(const ModelConfig *c, int L, int r, int beams, 
     return bptl * N * ((size_t)L + (size_t)r + tail);
 }
 
-// log of the softmax denominator of one logits row (double: V terms).
-static double log_sum_exp(const float *x, size_t V) {
+double beam_row_logz(const float *x, size_t V) {
     float mx = -INFINITY;
     for (size_t i = 0; i < V; i++) mx = x[i] > mx ? x[i] : mx;
     double s = 0.0;
@@ -56,16 +55,8 @@ static double log_sum_exp(const float *x, size_t V) {
     return (double)mx + log(s);
 }
 
-// A (beam, token) candidate of one user's step.
-typedef struct {
-    double score;
-    int beam;   // the beam it extends (index within the user's beams)
-    int edge;   // trie edge: token edge_token[edge], leads to node edge + 1
-} Cand;
-
-// Best first; ties: earlier beam, then earlier edge (edges are sorted by token).
-static int cand_cmp(const void *a, const void *b) {
-    const Cand *x = a, *y = b;
+int beam_cand_cmp(const void *a, const void *b) {
+    const BeamCand *x = a, *y = b;
     if (x->score != y->score) return x->score > y->score ? -1 : 1;
     if (x->beam != y->beam) return x->beam < y->beam ? -1 : 1;
     return (x->edge > y->edge) - (x->edge < y->edge);
@@ -82,17 +73,17 @@ typedef struct {
 
 // One step of one user: candidates from `rows` (one logits row per beam, or the
 // prompt's row for step 0 with one virtual beam at the root), top-W, reorder.
-static void user_step(UserBeams *ub, Cand *cand, int *used, KVCache **tmp, int *tmp_tok, double *tmp_score,
+static void user_step(UserBeams *ub, BeamCand *cand, int *used, KVCache **tmp, int *tmp_tok, double *tmp_score,
                       int *tmp_node, const Trie *t, const float *rows, size_t V, int W, int steps, int step) {
     int n_beams = step == 0 ? 1 : ub->n, nc = 0;
     for (int j = 0; j < n_beams; j++) {
         const float *row = rows + (size_t)j * V;
-        double lz = log_sum_exp(row, V), base = step == 0 ? 0.0 : ub->score[j];
+        double lz = beam_row_logz(row, V), base = step == 0 ? 0.0 : ub->score[j];
         int node = step == 0 ? 0 : ub->node[j];
         for (int ed = t->first_edge[node]; ed < t->first_edge[node + 1]; ed++)
-            cand[nc++] = (Cand){base + ((double)row[t->edge_token[ed]] - lz), j, ed};
+            cand[nc++] = (BeamCand){base + ((double)row[t->edge_token[ed]] - lz), j, ed};
     }
-    qsort(cand, (size_t)nc, sizeof(Cand), cand_cmp);
+    qsort(cand, (size_t)nc, sizeof(BeamCand), beam_cand_cmp);
     int n_new = nc < W ? nc : W;
 
     // New beam i continues old beam cand[i].beam. The first new beam to take an
@@ -135,7 +126,7 @@ static void user_step(UserBeams *ub, Cand *cand, int *used, KVCache **tmp, int *
 // The scratch of the decode steps: one user's candidates and reorder buffers,
 // and the batch of a decode step (one row per beam of every user).
 typedef struct {
-    Cand *cand;           // [max children of a trie node * W]
+    BeamCand *cand;           // [max children of a trie node * W]
     int *used;            // [W]
     int *tmp_tok;         // [W * steps]
     int *tmp_node;        // [W]
@@ -155,7 +146,7 @@ static void step_work_alloc(StepWork *w, const Trie *t, int W, int steps, size_t
         max_cand = d > max_cand ? d : max_cand;
     }
     max_cand *= (size_t)W;
-    w->cand = xmalloc(max_cand * sizeof(Cand));
+    w->cand = xmalloc(max_cand * sizeof(BeamCand));
     w->used = xmalloc((size_t)W * sizeof(int));
     w->tmp_tok = xmalloc((size_t)W * steps * sizeof(int));
     w->tmp_node = xmalloc((size_t)W * sizeof(int));

@@ -82,6 +82,18 @@ int beam_search_run(BeamHyps *out, BeamSearch *bs, int n_users, const int *const
                     const uint8_t *const *kinds, const int *prompt_len, Error *e);
 void beam_hyps_free(BeamHyps *h);
 
+// The selection both searches share (runtime/specbeam.c uses it too): a
+// (beam, token) candidate of one user's step, ordered best first; ties: the
+// earlier beam, then the earlier trie edge (edges are sorted by token).
+typedef struct {
+    double score;
+    int beam;   // the beam it extends (index within the user's beams)
+    int edge;   // trie edge: token edge_token[edge], leads to node edge + 1
+} BeamCand;
+int beam_cand_cmp(const void *a, const void *b);
+// log of the softmax denominator of one logits row x [V] (double: V terms).
+double beam_row_logz(const float *x, size_t V);
+
 // The closed-form KV bytes of one user's search (DESIGN.md accounting): prompt
 // once, shared; `beams` beams of `gen` stored tokens each; bytes per token and
 // layer = 2 (k, v) * n_kv_heads * head_dim * sizeof(float).

@@ -66,3 +66,25 @@ void kvcache_copy(KVCache *dst, const KVCache *src) {
     }
     dst->n_seen = src->n_seen;
 }
+
+void kvcache_gather(KVCache *dst, const KVCache *src, const int *idx, int n) {
+    CHECK(dst != src && dst->n_layers == src->n_layers && dst->n_kv_heads == src->n_kv_heads &&
+              dst->head_dim == src->head_dim && dst->parent == src->parent,
+          "kvcache_gather: caches of different shape");
+    const size_t E = (size_t)src->head_dim;
+    const int base = src->parent ? src->parent->n_seen : 0;
+    for (int l = 0; l < src->n_layers; l++) {
+        CHECK(n <= dst->cap[l], "kvcache_gather: destination too small");
+        for (int g = 0; g < src->n_kv_heads; g++) {
+            int have = src->len[l * src->n_kv_heads + g];
+            for (int i = 0; i < n; i++) {
+                CHECK(idx[i] >= 0 && idx[i] < have, "kvcache_gather: entry %d of %d", idx[i], have);
+                memcpy(kvcache_k(dst, l, g) + (size_t)i * E, kvcache_k(src, l, g) + (size_t)idx[i] * E, E * sizeof(float));
+                memcpy(kvcache_v(dst, l, g) + (size_t)i * E, kvcache_v(src, l, g) + (size_t)idx[i] * E, E * sizeof(float));
+                kvcache_tok(dst, l, g)[i] = base + i;
+            }
+            dst->len[l * dst->n_kv_heads + g] = n;
+        }
+    }
+    dst->n_seen = base + n;
+}

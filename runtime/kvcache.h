@@ -37,6 +37,14 @@ void kvcache_reset(KVCache *c); // empty, keeps the allocation and the parent
 // Copies the entries (and n_seen) of src into dst (same shape, same parent); for beam reordering.
 void kvcache_copy(KVCache *dst, const KVCache *src);
 
+// Speculative beam search keeps the accepted part of a drafted tree: dst's own
+// entries become src's own entries idx[0..n) (indices into src's own entries,
+// which must be the same tokens in every layer and KV head, as the caches of
+// generated tokens are), in that order; their sequence indices are renumbered
+// base, base + 1, ... with base = the parent's n_seen (0 without one), and
+// dst->n_seen = base + n. dst and src: same shape, same parent, not the same cache.
+void kvcache_gather(KVCache *dst, const KVCache *src, const int *idx, int n);
+
 static inline float *kvcache_k(const KVCache *c, int l, int g) {
     return c->k + (c->offset[l] + (size_t)g * (size_t)c->cap[l]) * (size_t)c->head_dim;
 }

@@ -1,6 +1,8 @@
 // preset.h: named model shapes for training and benchmarks.
 //   tiny : 4 layers, d=64,  4 heads / 2 KV heads, SwiGLU 176   (tests, the quick-start job)
 //   small: 8 layers, d=256, 8 heads / 4 KV heads, SwiGLU 688   (real runs, benchmarks)
+//   draft: 2 layers, d=128, 4 heads / 2 KV heads, SwiGLU 352   (AtSpeed draft model: half the small
+//          preset's width; speculative beam search needs the target's vocabulary, checked at use)
 //   base : 12 layers, d=768, 12 heads / 4 KV heads, SwiGLU 2048 (CPU speed curves closer to real models)
 //   llama2-7b : Llama-2-7B's shape: 32 layers, d=4096, 32 heads (MHA), SwiGLU 11008, vocab 32000,
 //               4096 positions, RoPE theta 1e4, eps 1e-5, untied (GPU speed runs)
@@ -11,7 +13,7 @@
 
 #include "runtime/config.h"
 
-#define PRESET_NAMES "tiny|small|base|llama2-7b|qwen2.5-7b"
+#define PRESET_NAMES "tiny|small|draft|base|llama2-7b|qwen2.5-7b"
 
 // Fills c for preset `name` with the given vocabulary size (<= 0: the
 // preset's own: 1024 for tiny/small/base, the real model's for the 7B shapes);
