@@ -142,6 +142,8 @@ ModelConfig *device_model_config(DeviceModel *dm) {
 double device_gemm_rate(DeviceModel *dm, int M, int N, int K, int reps) {
 #ifdef EARNEST_HAVE_CUDA
     if (dm->cuda) return cuda_gemm_rate(dm->cuda, M, N, K, reps);
+#else
+    (void)dm;
 #endif
     return sgemm_rate(M, N, K, reps);
 }
