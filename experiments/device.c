@@ -11,6 +11,7 @@
 #endif
 
 #include "runtime/config.h"
+#include "runtime/plan.h"
 #include "runtime/sha256.h"
 
 int device_select(Device *d, const char *name, Error *e) {
@@ -152,10 +153,7 @@ int device_forward_prefill(DeviceModel *dm, float *logits, const int *tokens, in
                            void *hook_ctx, Error *e) {
     const ModelConfig *c = device_model_config(dm);
     int *cap = xmalloc((size_t)c->n_layers * sizeof(int)), rc;
-    for (int l = 0; l < c->n_layers; l++) {
-        cap[l] = 0;
-        for (int i = 0; i < T; i++) cap[l] += depth[i] > l;
-    }
+    plan_kv_capacity_of(cap, depth, T, c->n_layers);
 #ifdef EARNEST_HAVE_CUDA
     if (dm->cuda) {
         CudaModel *cm = dm->cuda;

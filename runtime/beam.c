@@ -17,6 +17,20 @@ int beam_search_check(const Trie *trie, int vocab_size, int width, Error *e) {
     return 0;
 }
 
+int beam_run_check(size_t *T, const ModelConfig *c, int W, int n_users, const uint8_t *const *kinds,
+                   const int *prompt_len, Error *e) {
+    if (n_users < 1) return err_set(e, "beam search: no users");
+    if (W < 1) return err_set(e, "beam search: the trie holds no item code");
+    if (c->method == METHOD_EARN && !kinds)
+        return err_set(e, "beam search: an EARN model needs the token kinds of the prompt (its layer plan)");
+    *T = 0;
+    for (int u = 0; u < n_users; u++) {
+        if (prompt_len[u] < 1) return err_set(e, "beam search: user %d has an empty prompt", u);
+        *T += (size_t)prompt_len[u];
+    }
+    return 0;
+}
+
 int beam_search_init(BeamSearch *bs, Model *model, const Trie *trie, int width, Error *e) {
     memset(bs, 0, sizeof *bs);
     if (beam_search_check(trie, model->config.vocab_size, width, e)) return -1;
@@ -195,19 +209,11 @@ static int beam_prefill(float *logits, KVCache *prompt, BeamSearch *bs, int n_us
     int *tokens = xmalloc(T * sizeof(int)), *depth = xmalloc(T * sizeof(int));
     int *cap = xmalloc((size_t)N * sizeof(int));
     KVCache **pk = xmalloc((size_t)n_users * sizeof(KVCache *));
-    size_t at = 0;
-    for (int u = 0; u < n_users; u++) {
-        int n = prompt_len[u];
-        memcpy(tokens + at, prompts[u], (size_t)n * sizeof(int));
-        if (kinds) plan_depth_for(depth + at, kinds[u], n, c);
-        else plan_depth_full(depth + at, n, N);
-        for (int l = 0; l < N; l++) {
-            cap[l] = 0;
-            for (int i = 0; i < n; i++) cap[l] += depth[at + (size_t)i] > l;
-        }
+    plan_pack_prompts(tokens, depth, c, n_users, prompts, kinds, prompt_len);
+    for (int u = 0, at = 0; u < n_users; at += prompt_len[u], u++) {
+        plan_kv_capacity_of(cap, depth + at, prompt_len[u], N);
         kvcache_init(&prompt[u], N, c->n_kv_heads, c->head_dim, cap);
         pk[u] = &prompt[u];
-        at += (size_t)n;
     }
     ForwardBatch fb = {.n_seqs = n_users, .n_new = prompt_len, .tokens = tokens, .depth = depth, .caches = pk,
                        .logits_mode = LOGITS_LAST};
@@ -273,18 +279,11 @@ int beam_search_run(BeamHyps *out, BeamSearch *bs, int n_users, const int *const
     const int N = c->n_layers, steps = bs->steps;
     const int W = bs->width < bs->n_leaves ? bs->width : bs->n_leaves; // beams never exceed the codes
     const size_t V = (size_t)c->vocab_size;
-    if (n_users < 1) return err_set(e, "beam search: no users");
-    if (W < 1) return err_set(e, "beam search: the trie holds no item code");
-    if (c->method == METHOD_EARN && !kinds)
-        return err_set(e, "beam search: an EARN model needs the token kinds of the prompt (its layer plan)");
+    size_t T = 0;
+    if (beam_run_check(&T, c, W, n_users, kinds, prompt_len, e)) return -1;
     if (c->method != METHOD_FINETUNE && bs->kv_policy && bs->kv_policy->kind != KVP_NONE)
         return err_set(e, "beam search: KV policy %s applies to a full (finetune) model, not to a %s model",
                        kvpolicy_name(bs->kv_policy->kind), config_method_name(c->method));
-    size_t T = 0;
-    for (int u = 0; u < n_users; u++) {
-        if (prompt_len[u] < 1) return err_set(e, "beam search: user %d has an empty prompt", u);
-        T += (size_t)prompt_len[u];
-    }
     bs->prefill_s = bs->decode_s = 0.0;
     bs->kv_bytes = 0;
     bs->prompt_tokens = T;

@@ -71,6 +71,10 @@ typedef struct {
 
 // Fails if a trie token is outside the model's vocabulary or width < 1.
 int beam_search_check(const Trie *trie, int vocab_size, int width, Error *e);
+// The checks of a run (users, beams W, an EARN model's token kinds, empty
+// prompts); *T = the prompt tokens of all users. Shared by the GPU search.
+int beam_run_check(size_t *T, const ModelConfig *c, int W, int n_users, const uint8_t *const *kinds,
+                   const int *prompt_len, Error *e);
 int beam_search_init(BeamSearch *bs, Model *model, const Trie *trie, int width, Error *e);
 void beam_search_free(BeamSearch *bs);
 

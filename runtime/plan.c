@@ -1,6 +1,8 @@
 // plan.c: see plan.h.
 #include "runtime/plan.h"
 
+#include <string.h>
+
 void plan_depth_full(int *depth, int T, int n_layers) {
     for (int i = 0; i < T; i++) depth[i] = n_layers;
 }
@@ -14,6 +16,22 @@ void plan_depth_for(int *depth, const uint8_t *kinds, int T, const ModelConfig *
         int reg_or_gen = kinds[i] == TOKEN_KIND_PREFIX_REG || kinds[i] == TOKEN_KIND_SUFFIX_REG ||
                          kinds[i] == TOKEN_KIND_TARGET;
         depth[i] = reg_or_gen ? c->n_layers : c->layer_split_k;
+    }
+}
+
+void plan_pack_prompts(int *tokens, int *depth, const ModelConfig *c, int n_users, const int *const *prompts,
+                       const uint8_t *const *kinds, const int *len) {
+    for (int u = 0, at = 0; u < n_users; at += len[u], u++) {
+        memcpy(tokens + at, prompts[u], (size_t)len[u] * sizeof(int));
+        if (kinds) plan_depth_for(depth + at, kinds[u], len[u], c);
+        else plan_depth_full(depth + at, len[u], c->n_layers);
+    }
+}
+
+void plan_kv_capacity_of(int *cap, const int *depth, int n, int n_layers) {
+    for (int l = 0; l < n_layers; l++) {
+        cap[l] = 0;
+        for (int i = 0; i < n; i++) cap[l] += depth[i] > l;
     }
 }
 

@@ -25,6 +25,13 @@ void plan_depth_full(int *depth, int T, int n_layers);
 // depth [T] for the model's method: finetune = full; EARN = registers and
 // targets through all N layers, every other token (the prompt) through the first k.
 void plan_depth_for(int *depth, const uint8_t *kinds, int T, const ModelConfig *c);
+// A batch of prompts packed for one forward: tokens [T] and depth [T], prompt u
+// at the sum of the earlier lengths; kinds NULL: every token through every layer.
+void plan_pack_prompts(int *tokens, int *depth, const ModelConfig *c, int n_users, const int *const *prompts,
+                       const uint8_t *const *kinds, const int *len);
+// KV capacity per layer [N] of a sequence whose n tokens have depths depth [n]:
+// layer l holds the tokens whose depth exceeds l (exactly what the plan stores).
+void plan_kv_capacity_of(int *cap, const int *depth, int n, int n_layers);
 // KV capacity per layer [N] for a sequence with `n_prompt` prompt tokens
 // (registers not counted), `n_regs` registers and `n_gen` generated tokens.
 void plan_kv_capacity(int *cap, const ModelConfig *c, int n_prompt, int n_regs, int n_gen);

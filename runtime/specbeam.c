@@ -283,19 +283,11 @@ static int prefill(float *logits, KVCache *prompt, Model *m, ForwardScratch *s, 
     for (int u = 0; u < n_users; u++) T += (size_t)prompt_len[u];
     int *tokens = xmalloc(T * sizeof(int)), *depth = xmalloc(T * sizeof(int)), *cap = xmalloc((size_t)N * sizeof(int));
     KVCache **pk = xmalloc((size_t)n_users * sizeof(KVCache *));
-    size_t at = 0;
-    for (int u = 0; u < n_users; u++) {
-        int n = prompt_len[u];
-        memcpy(tokens + at, prompts[u], (size_t)n * sizeof(int));
-        if (kinds) plan_depth_for(depth + at, kinds[u], n, c);
-        else plan_depth_full(depth + at, n, N);
-        for (int l = 0; l < N; l++) {
-            cap[l] = 0;
-            for (int i = 0; i < n; i++) cap[l] += depth[at + (size_t)i] > l;
-        }
+    plan_pack_prompts(tokens, depth, c, n_users, prompts, kinds, prompt_len);
+    for (int u = 0, at = 0; u < n_users; at += prompt_len[u], u++) {
+        plan_kv_capacity_of(cap, depth + at, prompt_len[u], N);
         kvcache_init(&prompt[u], N, c->n_kv_heads, c->head_dim, cap);
         pk[u] = &prompt[u];
-        at += (size_t)n;
     }
     ForwardBatch fb = {.n_seqs = n_users, .n_new = prompt_len, .tokens = tokens, .depth = depth, .caches = pk,
                        .logits_mode = LOGITS_LAST};

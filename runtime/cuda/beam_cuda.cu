@@ -145,19 +145,11 @@ static int prefill(Search *s, CudaKVCache *prompt, CudaBeamSearch *bs, const int
     int *tokens = (int *)xmalloc(T * sizeof(int)), *depth = (int *)xmalloc(T * sizeof(int));
     int *cap = (int *)xmalloc((size_t)N * sizeof(int));
     CudaKVCache **pk = (CudaKVCache **)xmalloc((size_t)U * sizeof(CudaKVCache *));
-    size_t at = 0;
-    for (int u = 0; u < U; u++) {
-        int n = prompt_len[u];
-        memcpy(tokens + at, prompts[u], (size_t)n * sizeof(int));
-        if (kinds) plan_depth_for(depth + at, kinds[u], n, c);
-        else plan_depth_full(depth + at, n, N);
-        for (int l = 0; l < N; l++) {
-            cap[l] = 0;
-            for (int i = 0; i < n; i++) cap[l] += depth[at + (size_t)i] > l;
-        }
+    plan_pack_prompts(tokens, depth, c, U, prompts, kinds, prompt_len);
+    for (int u = 0, at = 0; u < U; at += prompt_len[u], u++) {
+        plan_kv_capacity_of(cap, depth + at, prompt_len[u], N);
         cuda_kvcache_init(&prompt[u], N, c->n_kv_heads, c->head_dim, cap, m->dtype);
         pk[u] = &prompt[u];
-        at += (size_t)n;
     }
     CudaForwardBatch fb = {U, prompt_len, tokens, NULL, depth, pk, LOGITS_LAST};
     double t0 = time_now_s();
@@ -241,15 +233,8 @@ extern "C" int cuda_beam_search_run(BeamHyps *out, CudaBeamSearch *bs, int n_use
     const ModelConfig *c = &m->config;
     const int N = c->n_layers, steps = bs->steps;
     const int W = bs->width < bs->n_leaves ? bs->width : bs->n_leaves; // beams never exceed the codes
-    if (n_users < 1) return err_set(e, "beam search: no users");
-    if (W < 1) return err_set(e, "beam search: the trie holds no item code");
-    if (c->method == METHOD_EARN && !kinds)
-        return err_set(e, "beam search: an EARN model needs the token kinds of the prompt (its layer plan)");
     size_t T = 0;
-    for (int u = 0; u < n_users; u++) {
-        if (prompt_len[u] < 1) return err_set(e, "beam search: user %d has an empty prompt", u);
-        T += (size_t)prompt_len[u];
-    }
+    if (beam_run_check(&T, c, W, n_users, kinds, prompt_len, e)) return -1;
     bs->prefill_s = bs->decode_s = 0.0;
     bs->kv_bytes = 0;
     bs->prompt_tokens = T;
