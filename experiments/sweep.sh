@@ -31,7 +31,7 @@
 # sets no data=), EARNEST_CORES.
 set -euo pipefail
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-PY=/usr/bin/python3
+PY="${EARNEST_PYTHON:-/usr/bin/python3}"
 HELPER=$SRC/experiments/sweep.py
 EARNEST=${EARNEST:-$SRC/build/earnest}
 die() { echo "sweep: $*" >&2; exit 2; }

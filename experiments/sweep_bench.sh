@@ -18,6 +18,6 @@ args=(--preset "$SWEEP_PRESET" --method "$methods" --prompt-len "$SWEEP_PROMPT_L
     args+=(--k "$SWEEP_K" --prefix-regs "$SWEEP_PREFIX_REGS" --suffix-regs "$SWEEP_SUFFIX_REGS")
 say "bench-only point: earnest bench ${args[*]}"
 "$SWEEP_EARNEST" bench "${args[@]}" > bench.txt
-/usr/bin/python3 "$SWEEP_SRC/experiments/sweep_metrics.py" bench --bench bench.csv --method "$SWEEP_METHOD" \
+"${EARNEST_PYTHON:-/usr/bin/python3}" "$SWEEP_SRC/experiments/sweep_metrics.py" bench --bench bench.csv --method "$SWEEP_METHOD" \
     --k "$SWEEP_K" --n-layers "$SWEEP_N_LAYERS" --out metrics.json
 say "metrics.json written"

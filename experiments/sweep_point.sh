@@ -19,7 +19,7 @@
 # A worker killed at any moment leaves no point.json; the next run redoes the point.
 set -euo pipefail
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-PY=/usr/bin/python3
+PY="${EARNEST_PYTHON:-/usr/bin/python3}"
 [ $# -eq 2 ] || { echo "usage: sweep_point.sh RESULTS ID" >&2; exit 2; }
 R=$(cd "$1" && pwd) ID=$2
 D=$R/points/$ID

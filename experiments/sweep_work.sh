@@ -24,7 +24,7 @@
 # reaches the layers above k to predict the first code token): such a point is
 # recorded with status "unsupported" and no metrics.
 set -euo pipefail
-PY=/usr/bin/python3
+PY="${EARNEST_PYTHON:-/usr/bin/python3}"
 E=$SWEEP_EARNEST
 T=$SWEEP_THREADS
 METRICS=$SWEEP_SRC/experiments/sweep_metrics.py
@@ -63,7 +63,7 @@ train_model() {
     "$E" train "${args[@]}" >> "$R/models/$SWEEP_MODEL_ID.train.log" 2>&1 \
         || { tail -n 5 "$R/models/$SWEEP_MODEL_ID.train.log"; return 1; }
 }
-stopped() { /usr/bin/python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["stopped"])' "$M/summary.json" 2>/dev/null || echo none; }
+stopped() { "$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["stopped"])' "$M/summary.json" 2>/dev/null || echo none; }
 case "$(stopped)" in
     completed|early_stop) say "model $SWEEP_MODEL_ID: trained already, reused" ;;
     *) train_model ;;

@@ -96,7 +96,8 @@ void attention_cached_forward_cuda(void *out, const float *q, const AttnTileCuda
                                    size_t H, size_t G, size_t E, size_t sq, CudaDtype dt, cudaStream_t st);
 // Prefill on the tensor cores (bf16 only): tiles of up to ATTN_CUDA_BQ_TC rows
 // of one sequence without a parent (n_chunks = 0) against its own keys,
-// causal, flash-style (wmma bf16 products, f32 softmax and accumulation);
+// causal, FlashAttention-2 style (mma.sync bf16 products in registers, f32
+// softmax and accumulation; attn_prefill_cuda.cu);
 // out [rows, H*E] bf16. The forward sends a sequence's rows here when it has
 // at least ATTN_CUDA_BQ_TC of them, the rest to attention_cached_forward_cuda.
 #define ATTN_CUDA_BQ_TC 64
