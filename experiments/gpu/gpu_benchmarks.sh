@@ -12,8 +12,9 @@
 #                k = 4, 8, 16 x 1K, 4K, 16K; bench-only points)
 #   hf.csv       (HF=1 only) HF generate (20 beams, trie constraint) on the saved checkpoint
 #   earnest_hf.csv  (HF=1 only) earnest bench --model on that same checkpoint
-# Measured so far (one H200, 2026-11-27) in experiments/results/gpu/: that run had
-# batch 1 only, no short.csv, and the k sweep as plain bench runs (ksweep.csv).
+# Measured (one H200, 2026-11-27) in experiments/results/gpu/: benchmarks.log is the
+# second run (FlashAttention-2-style prefill, HF skipped); hf.csv and earnest_hf.csv
+# come from the first run (benchmarks_run1.log, wmma prefill kernel).
 set -uo pipefail
 OUT="${OUT:-$PWD/gpu-out}"
 mkdir -p "$OUT"
