@@ -163,6 +163,19 @@ int pack_build(PackedSeq *s, const Pack *pk, const Dataset *d, const Prompter *p
     return n;
 }
 
+void pack_mask_materialise(PackedSeq *s) {
+    if (s->mask) return;
+    size_t n = (size_t)s->n, nn = n * n;
+    if (nn > s->cap_mask) {
+        free(s->mask_buf);
+        s->mask_buf = xmalloc(nn);
+        s->cap_mask = nn;
+    }
+    memset(s->mask_buf, 0, nn);
+    for (size_t r = 0; r < n; r++) memset(s->mask_buf + r * n, 1, r + 1);
+    s->mask = s->mask_buf;
+}
+
 void packed_seq_free(PackedSeq *s) {
     free(s->tokens);
     free(s->kinds);

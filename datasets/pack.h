@@ -83,6 +83,9 @@ typedef struct {
 // Builds pack pk of dataset d's train split. Returns the token count.
 int pack_build(PackedSeq *s, const Pack *pk, const Dataset *d, const Prompter *p);
 void packed_seq_free(PackedSeq *s);
+// Makes s->mask explicit: a plainly causal sequence (mask NULL) gets its
+// lower-triangular mask in mask_buf, so that a method can narrow it further.
+void pack_mask_materialise(PackedSeq *s);
 
 // Seeded shuffle of the pack order (Fisher-Yates): order [n] receives a
 // permutation of 0..n-1 that depends only on (n, seed).

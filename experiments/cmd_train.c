@@ -33,10 +33,12 @@ int cmd_train(int argc, char **argv) {
         {"--out", CLI_STRING, &o.out_dir, .meta = "MODEL_DIR", .required = 1, .help = "model directory to write"},
         {"--init", CLI_STRING, &o.init_dir, .meta = "DIR", .help = "start from this checkpoint"},
         {"--preset", CLI_STRING, &o.preset, .choices = "tiny|small|draft|base", .help = "shape of a model trained from scratch (draft: an AtSpeed draft)"},
-        {"--method", CLI_STRING, &method_s, .choices = "finetune|earn", .help = "training method"},
+        {"--method", CLI_STRING, &method_s, .choices = "finetune|earn|skiplayers|gist", .help = "training method"},
         {"--k", CLI_INT, &o.k, .lo = 1, .hi = 4096, .help = "EARN layer split (default N/4)"},
+        {"--keep-layers", CLI_INT, &o.keep_layers, .lo = 1, .hi = 4096,
+         .help = "skiplayers: the first M layers of the starting model are kept and trained"},
         {"--prefix-regs", CLI_INT, &o.prefix_regs, .lo = 0, .hi = 1024, .help = "prefix registers (default: finetune 0, earn 1)"},
-        {"--suffix-regs", CLI_INT, &o.suffix_regs, .lo = 0, .hi = 1024, .help = "suffix registers (default: finetune 0, earn 1)"},
+        {"--suffix-regs", CLI_INT, &o.suffix_regs, .lo = 0, .hi = 1024, .help = "suffix registers (default: finetune 0, earn 1); gist: its gist tokens (1)"},
         {"--template", CLI_STRING, &tmpl_s, .choices = "lcrec|tiger", .help = "prompt template"},
         {"--max-history", CLI_INT, &o.max_history, .lo = 0, .hi = 100000, .help = "history items kept per prompt"},
         {"--epochs", CLI_INT, &o.epochs, .lo = 1, .hi = 100000, .help = "epochs"},
@@ -67,7 +69,7 @@ int cmd_train(int argc, char **argv) {
          .help = "tests: SIGKILL the process right after update N"},
     };
     CliSpec cli = {.verb = "train",
-                   .synopsis = "--data DATA_DIR (--preset tiny|small|draft | --init DIR) --method finetune|earn --out MODEL_DIR\n"
+                   .synopsis = "--data DATA_DIR (--preset tiny|small|draft | --init DIR) --method finetune|earn|skiplayers|gist --out MODEL_DIR\n"
                                "                     [--k K --prefix-regs P --suffix-regs S] [options]",
                    .about = TRAIN_ABOUT, .flags = flags, .n_flags = CLI_COUNT(flags)};
     int st = cli_parse(&cli, argc, argv);

@@ -130,6 +130,7 @@ static json_t *args_json(const TrainOptions *o, const ModelConfig *c, const Data
     json_object_set_new(a, "init", o->init_dir ? json_string(o->init_dir) : json_null());
     json_object_set_new(a, "method", json_string(config_method_name(c->method)));
     json_object_set_new(a, "k", json_integer(c->layer_split_k));
+    if (o->method == METHOD_SKIPLAYERS) json_object_set_new(a, "keep_layers", json_integer(o->keep_layers));
     json_object_set_new(a, "prefix_regs", json_integer(c->n_prefix_regs));
     json_object_set_new(a, "suffix_regs", json_integer(c->n_suffix_regs));
     json_object_set_new(a, "template", json_string(prompt_template_name(o->tmpl)));
@@ -168,8 +169,27 @@ static int shape_equal(const ModelConfig *a, const ModelConfig *b) {
            a->n_heads == b->n_heads && a->n_kv_heads == b->n_kv_heads && a->head_dim == b->head_dim;
 }
 
+// SkipLayers: the starting model cut to its first --keep-layers layers.
+static int keep_layers(Trainer *t, Error *e) {
+    const int m = t->o.keep_layers, N = t->m.config.n_layers;
+    if (m < 1 || m > N)
+        return err_set(e, "--keep-layers %d: the starting model has %d layers (skiplayers keeps 1..%d of them)", m, N,
+                       N);
+    Model kept;
+    model_keep_layers(&kept, &t->m, m);
+    model_free(&t->m);
+    t->m = kept;
+    return 0;
+}
+
 // The starting model and its vocabulary, for a fresh run. Loads nothing into OUT.
+static int model_setup_init(Trainer *t, Error *e);
 static int model_setup(Trainer *t, Error *e) {
+    if (model_setup_init(t, e)) return -1;
+    return t->o.method == METHOD_SKIPLAYERS ? keep_layers(t, e) : 0;
+}
+
+static int model_setup_init(Trainer *t, Error *e) {
     const TrainOptions *o = &t->o;
     int P = o->prefix_regs, S = o->suffix_regs;
     if (!o->init_dir) {
@@ -245,8 +265,19 @@ static int config_apply(Trainer *t, Error *e) {
         if (c->n_suffix_regs < 1)
             return err_set(e, "--suffix-regs 0: EARN needs at least one suffix register (the token that predicts the "
                            "first code token must reach the last layer)");
+    } else if (o->method == METHOD_GIST) {
+        if (o->k || o->prefix_regs > 0)
+            return err_set(e, "--method gist: its gist tokens are the suffix registers (--suffix-regs G); --k and "
+                           "--prefix-regs do not apply");
+        c->layer_split_k = c->n_prefix_regs = 0;
+        c->n_suffix_regs = o->suffix_regs >= 0 ? o->suffix_regs : 1;
+        if (c->n_suffix_regs < 1) return err_set(e, "--method gist needs at least one gist token (--suffix-regs >= 1)");
     } else {
-        if (o->k) return err_set(e, "--k is an EARN setting; --method finetune runs every token through every layer");
+        if (o->k)
+            return err_set(e, "--k is an EARN setting; --method %s runs every token through every layer",
+                           config_method_name(o->method));
+        if (o->method == METHOD_SKIPLAYERS && (o->prefix_regs > 0 || o->suffix_regs > 0))
+            return err_set(e, "--method skiplayers takes no registers");
         c->layer_split_k = 0;
         c->n_prefix_regs = o->prefix_regs >= 0 ? o->prefix_regs : 0;
         c->n_suffix_regs = o->suffix_regs >= 0 ? o->suffix_regs : 0;
@@ -294,6 +325,10 @@ static void batch_build(TrainBatch *b, Trainer *t, const size_t *order, size_t i
         memcpy(t->b_pos + at, s->positions, (size_t)len * sizeof(int));
         memcpy(t->b_labels + at, s->labels, (size_t)len * sizeof(int));
         plan_depth_for(t->b_depth + at, s->kinds, len, &t->m.config);
+        if (t->m.config.method == METHOD_GIST) { // targets see only the gist tokens and each other
+            pack_mask_materialise(s);
+            plan_mask_gist(s->mask_buf, s->kinds, len);
+        }
         t->b_ntok[j] = len;
         t->b_masks[j] = s->mask;
         at += (size_t)len;
@@ -424,6 +459,9 @@ static int check_options(const TrainOptions *o, Error *e) {
         return err_set(e, "--lr must be > 0, --warmup in [0, 1], --weight-decay >= 0");
     if (o->beam < 1) return err_set(e, "--beam must be at least 1");
     if (o->method == METHOD_EARN && o->k < 0) return err_set(e, "--k must be positive");
+    if ((o->method == METHOD_SKIPLAYERS) != (o->keep_layers > 0))
+        return err_set(e, o->keep_layers > 0 ? "--keep-layers is a skiplayers setting (--method skiplayers)"
+                                             : "--method skiplayers needs --keep-layers M (the layers it keeps)");
     return 0;
 }
 

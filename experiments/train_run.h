@@ -39,7 +39,8 @@ typedef struct {
     const char *preset;       // "tiny", "small" (NULL with --init: the checkpoint's shape)
     ModelMethod method;
     int k;                    // EARN layer split (0: N/4, at least 1)
-    int prefix_regs, suffix_regs; // -1: method default (finetune 0/0, EARN 1/1)
+    int keep_layers;          // skiplayers: the first m layers kept (0: not set)
+    int prefix_regs, suffix_regs; // -1: method default (finetune 0/0, EARN 1/1, gist 0/1)
     PromptTemplate tmpl;
     int max_history;          // 20
     int epochs;

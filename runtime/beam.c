@@ -58,6 +58,7 @@ size_t beam_kv_bytes_closed_form(const ModelConfig *c, int L, int r, int beams, 
     size_t N = (size_t)c->n_layers, tail = (size_t)beams * (size_t)gen;
     if (c->method == METHOD_EARN)
         return bptl * ((size_t)c->layer_split_k * (size_t)L + N * ((size_t)r + tail));
+    if (c->method == METHOD_GIST) return bptl * N * ((size_t)r + tail);
     return bptl * N * ((size_t)L + (size_t)r + tail);
 }
 
@@ -198,6 +199,21 @@ static int prefill_policy(float *logits, KVCache *prompt, BeamSearch *bs, Forwar
     return rc;
 }
 
+// Gist: once the prompt is prefilled (its gist tokens saw all of it), each
+// cache keeps only the gist tokens, the last S entries of every layer and
+// head: StreamingLLM's selection with no sinks and a window of S.
+static void gist_keep(KVCache *prompt, const ModelConfig *c, int n_users, const int *prompt_len) {
+    KVPolicy g;
+    kvpolicy_default(&g, KVP_STREAMING);
+    g.sink = 0;
+    g.tokens = c->n_suffix_regs;
+    for (int u = 0; u < n_users; u++) {
+        CHECK(prompt_len[u] >= c->n_suffix_regs, "gist: prompt %d of %d tokens has no room for %d gist tokens", u,
+              prompt_len[u], c->n_suffix_regs);
+        kvpolicy_compress(&prompt[u], &g, NULL, prompt_len[u], c->n_heads);
+    }
+}
+
 // Prefill: every user's prompt in one call; caches prompt[u] sized by the plan
 // (layer l holds the tokens whose depth exceeds l: exactly what is stored).
 // logits [n_users, V] receives each prompt's last row. On failure the caches
@@ -221,6 +237,7 @@ static int beam_prefill(float *logits, KVCache *prompt, BeamSearch *bs, int n_us
     int rc = bs->kv_policy && bs->kv_policy->kind != KVP_NONE
                  ? prefill_policy(logits, prompt, bs, &fb, e)
                  : model_forward(logits, bs->model, &fb, &bs->scratch, e);
+    if (!rc && c->method == METHOD_GIST) gist_keep(prompt, c, n_users, prompt_len);
     bs->prefill_s = time_now_s() - t0;
     bs->prefill_flops = bs->scratch.last_flops;
     free(tokens); free(depth); free(cap); free(pk);

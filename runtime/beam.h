@@ -103,7 +103,8 @@ double beam_row_logz(const float *x, size_t V);
 // layer = 2 (k, v) * n_kv_heads * head_dim * sizeof(float).
 //   full: bptl * N * (L + beams * gen)        (registers, if any, counted in L)
 //   EARN: bptl * (k * L + N * (r + beams * gen))
-// L = prompt tokens that are not registers, r = registers.
+//   Gist: bptl * N * (r + beams * gen)          (the prompt's own KV is dropped)
+// L = prompt tokens that are not registers, r = registers (Gist: gist tokens).
 size_t beam_kv_bytes_closed_form(const ModelConfig *c, int L, int r, int beams, int gen);
 
 #endif

@@ -21,6 +21,8 @@ const char *config_method_name(ModelMethod m) {
     switch (m) {
     case METHOD_FINETUNE: return "finetune";
     case METHOD_EARN: return "earn";
+    case METHOD_SKIPLAYERS: return "skiplayers";
+    case METHOD_GIST: return "gist";
     }
     return "?";
 }
@@ -28,6 +30,8 @@ const char *config_method_name(ModelMethod m) {
 int config_method_parse(const char *s, ModelMethod *m) {
     if (!strcmp(s, "finetune")) *m = METHOD_FINETUNE;
     else if (!strcmp(s, "earn")) *m = METHOD_EARN;
+    else if (!strcmp(s, "skiplayers")) *m = METHOD_SKIPLAYERS;
+    else if (!strcmp(s, "gist")) *m = METHOD_GIST;
     else return -1;
     return 0;
 }
@@ -87,6 +91,17 @@ int config_validate(const ModelConfig *c, const char *where, Error *e) {
                            where, c->layer_split_k, c->n_layers - 1);
         if ((long)c->n_prefix_regs + c->n_suffix_regs < 1) // the late layers would see nothing of the prompt
             return err_set(e, "%s: earnest.prefix_regs + earnest.suffix_regs must be at least 1 for EARN", where);
+        break;
+    case METHOD_SKIPLAYERS: // a plain model of its kept layers: nothing of EARN's
+        if (c->layer_split_k != 0 || c->n_prefix_regs != 0 || c->n_suffix_regs != 0)
+            return err_set(e, "%s: a skiplayers model has no layer split or registers (earnest.layer_split_k, "
+                           "prefix_regs and suffix_regs must be 0)", where);
+        break;
+    case METHOD_GIST:
+        if (c->layer_split_k != 0 || c->n_prefix_regs != 0 || c->n_suffix_regs < 1)
+            return err_set(e, "%s: a gist model needs earnest.suffix_regs >= 1 (its gist tokens), "
+                           "earnest.prefix_regs = 0 and earnest.layer_split_k = 0; found %d, %d, %d", where,
+                           c->n_suffix_regs, c->n_prefix_regs, c->layer_split_k);
         break;
     default:
         return err_set(e, "%s: earnest.method: unknown method id %d", where, (int)c->method);
@@ -200,7 +215,7 @@ static int parse_earnest(ModelConfig *c, json_t *root, const char *path, Error *
         if (!json_is_string(m))
             return err_set(e, "%s: field \"earnest.method\" must be a string, found %s", path, json_kind(m));
         if (config_method_parse(json_string_value(m), &c->method) != 0)
-            return err_set(e, "%s: earnest.method: unknown method \"%s\" (finetune or earn)", path,
+            return err_set(e, "%s: earnest.method: unknown method \"%s\" (finetune, earn, skiplayers or gist)", path,
                            json_string_value(m));
     }
     if (get_int(&c->layer_split_k, ea, "earnest.", "layer_split_k", 0, 0, path, e) != 0) return -1;

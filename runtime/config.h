@@ -14,6 +14,9 @@ typedef enum {
 typedef enum {
     METHOD_FINETUNE = 0, // every layer sees every token ("full" in bench)
     METHOD_EARN = 1,     // layers >= k see only registers and generated tokens
+    METHOD_SKIPLAYERS = 2, // the first m layers of a deeper model, fine-tuned alone (n_layers = m)
+    METHOD_GIST = 3,     // S gist tokens (the suffix registers) after the prompt; generated
+                         // tokens see only them (and each other) in every layer
 } ModelMethod;
 
 typedef struct {
@@ -34,7 +37,7 @@ typedef struct {
     ModelMethod method;
     int layer_split_k;  // EARN: layers 0..k-1 see the whole prompt
     int n_prefix_regs;  // EARN: register tokens before the prompt
-    int n_suffix_regs;  // EARN: register tokens after the prompt
+    int n_suffix_regs;  // EARN: register tokens after the prompt; Gist: the gist tokens
     char prompt_template[16]; // the prompt template the model was trained with ("lcrec", "tiger"),
                               // "" when unknown; eval and dump-attn default to it
 } ModelConfig;
@@ -47,7 +50,7 @@ int config_validate(const ModelConfig *c, const char *where, Error *e);
 int config_load(ModelConfig *c, const char *path, Error *e);
 int config_save(const ModelConfig *c, const char *path, Error *e); // atomic
 const char *config_arch_name(ModelArch a);   // "LlamaForCausalLM", ...
-const char *config_method_name(ModelMethod m); // "finetune", "earn"
+const char *config_method_name(ModelMethod m); // "finetune", "earn", "skiplayers", "gist"
 int config_method_parse(const char *s, ModelMethod *m);
 
 #endif

@@ -572,3 +572,17 @@ void model_grow_vocab(Model *out, const Model *in, int new_vocab, uint64_t seed)
         }
     }
 }
+
+void model_keep_layers(Model *out, const Model *in, int m) {
+    CHECK(m >= 1 && m <= in->config.n_layers, "model_keep_layers: %d layers of %d", m, in->config.n_layers);
+    ModelConfig c = in->config;
+    c.n_layers = m;
+    model_alloc(out, &c);
+    for (int t = 0; t < MODEL_N_PARAM_TENSORS; t++) {
+        ParamTensorInfo b;
+        model_param_info(&c, t, &b); // per-layer tensors: m slices, the first m of in's N
+        if (b.numel == 0) continue;
+        memcpy(*model_param_slot(&out->params, t), *model_param_slot((ModelParams *)&in->params, t),
+               b.numel * sizeof(float));
+    }
+}

@@ -71,6 +71,10 @@ void model_free(Model *m);
 // untied lm_head) rows are N(0, s), s the RMS of the existing rows, so new
 // tokens start at the scale of the old ones. `out` is allocated here.
 void model_grow_vocab(Model *out, const Model *in, int new_vocab, uint64_t seed);
+// SkipLayers: out gets in's first m layers (1 <= m <= N), its embeddings, final
+// norm and head, exactly; out->config is in's with n_layers = m. Per-layer
+// tensors are [N, ...] blocks, so the kept part is each one's first m slices.
+void model_keep_layers(Model *out, const Model *in, int m);
 
 // ---------------------------------------------------------------------------
 // Forward pass over a batch of sequences.

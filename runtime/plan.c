@@ -19,6 +19,14 @@ void plan_depth_for(int *depth, const uint8_t *kinds, int T, const ModelConfig *
     }
 }
 
+void plan_mask_gist(uint8_t *mask, const uint8_t *kinds, int T) {
+    for (int i = 0; i < T; i++) {
+        if (kinds[i] != TOKEN_KIND_TARGET) continue;
+        for (int j = 0; j < i; j++)
+            if (kinds[j] != TOKEN_KIND_SUFFIX_REG && kinds[j] != TOKEN_KIND_TARGET) mask[(size_t)i * T + j] = 0;
+    }
+}
+
 void plan_pack_prompts(int *tokens, int *depth, const ModelConfig *c, int n_users, const int *const *prompts,
                        const uint8_t *const *kinds, const int *len) {
     for (int u = 0, at = 0; u < n_users; at += len[u], u++) {

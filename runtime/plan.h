@@ -22,9 +22,16 @@ typedef enum {
 
 // depth [T]: every token through every layer.
 void plan_depth_full(int *depth, int T, int n_layers);
-// depth [T] for the model's method: finetune = full; EARN = registers and
-// targets through all N layers, every other token (the prompt) through the first k.
+// depth [T] for the model's method: EARN = registers and targets through all
+// N layers, every other token (the prompt) through the first k; every other
+// method (finetune, skiplayers, gist) = full.
 void plan_depth_for(int *depth, const uint8_t *kinds, int T, const ModelConfig *c);
+// Gist's training mask: mask [T, T] (mask[i*T+j] = 1: token i may see token j <= i)
+// is narrowed so that a target token sees only suffix registers (the gist
+// tokens) and target tokens, in every layer; other rows are left as they are.
+// At inference the same rule is a cache that keeps only the gist tokens after
+// the prefill (beam.c).
+void plan_mask_gist(uint8_t *mask, const uint8_t *kinds, int T);
 // A batch of prompts packed for one forward: tokens [T] and depth [T], prompt u
 // at the sum of the earlier lengths; kinds NULL: every token through every layer.
 void plan_pack_prompts(int *tokens, int *depth, const ModelConfig *c, int n_users, const int *const *prompts,

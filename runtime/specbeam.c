@@ -26,6 +26,9 @@ int specbeam_init(SpecBeam *sb, Model *target, Model *draft, const Trie *trie, i
     if (dc->method != METHOD_FINETUNE)
         return err_set(e, "speculative beam search: the draft is a %s model; a draft must be a full (finetune) model",
                        config_method_name(dc->method));
+    if (tc->method != METHOD_FINETUNE && tc->method != METHOD_EARN)
+        return err_set(e, "speculative beam search: the target is a %s model; speculative search takes a full "
+                       "(finetune) or EARN target", config_method_name(tc->method));
     if (width < 1) return err_set(e, "speculative beam search: beam width %d < 1", width);
     if (gamma < 1) return err_set(e, "speculative beam search: gamma %d < 1 (levels drafted per round)", gamma);
     if (draft_beams < width)

@@ -31,6 +31,7 @@
 #include "runtime/kvcache.h"
 #include "runtime/model.h"
 #include "runtime/ops.h"
+#include "runtime/plan.h"
 #include "runtime/train.h"
 
 #define OP_FD_TOL 1e-4
@@ -452,6 +453,7 @@ typedef struct {
     int n_tgt;       // target tokens at the end (depth N; registers + targets carry the labels)
     int with_mask;   // a random mask among the prompt (every token still sees itself and registers)
     int with_positions; // custom RoPE positions (gaps and repeats, as packed multi-target)
+    int gist;        // Gist's mask (plan_mask_gist): the suffix registers are the gist tokens
 } BatchSpec;
 
 // Builds a batch: per sequence [prefix regs][prompt][suffix regs][targets].
@@ -489,10 +491,18 @@ static void batch_make(Batch *b, const BatchSpec *sp, const ModelConfig *c, uint
                            (i >= prompt_end || (sp->k == 0 && rng_uniform(&r) < 0.5f));
             b->labels[t] = labelled ? b->tokens[t + 1] : -1;
         }
-        if (sp->with_mask) {
+        if (sp->with_mask || sp->gist) {
             b->mask[s] = malloc((size_t)n * n);
             for (int i = 0; i < n; i++)
-                for (int j = 0; j < n; j++) b->mask[s][i * n + j] = rng_uniform(&r) < 0.75f;
+                for (int j = 0; j < n; j++) b->mask[s][i * n + j] = !sp->with_mask || rng_uniform(&r) < 0.75f;
+        }
+        if (sp->gist) {
+            uint8_t kinds[64];
+            assert_true(n <= 64);
+            for (int i = 0; i < n; i++)
+                kinds[i] = i >= n - sp->n_tgt ? TOKEN_KIND_TARGET : i >= prompt_end ? TOKEN_KIND_SUFFIX_REG
+                                                                                   : TOKEN_KIND_HISTORY;
+            plan_mask_gist(b->mask[s], kinds, n);
         }
         at += n;
     }
@@ -618,6 +628,16 @@ static void test_model_grads_earn(void **st) {
     check_model_grads("EARN k=3 of 4, 0+2 registers, mask + positions", &c4, &k3, 220);
     BatchSpec k1b = {.S = 1, .n = {10}, .k = 1, .n_pre = 3, .n_suf = 0, .n_tgt = 3};
     check_model_grads("EARN k=1 of 4, 3+0 registers", &c4, &k1b, 230);
+}
+
+// Gist: the full plan under Gist's mask (targets see only the gist tokens and each other).
+static void test_model_grads_gist(void **st) {
+    (void)st;
+    ModelConfig c = ref_config(MODEL_ARCH_LLAMA, 16, 24, 3, 4, 2, 19, 0);
+    BatchSpec g2 = {.S = 2, .n = {12, 9}, .n_suf = 2, .n_tgt = 3, .gist = 1};
+    check_model_grads("Gist, 2 gist tokens, 2 sequences", &c, &g2, 240);
+    BatchSpec g1 = {.S = 1, .n = {13}, .n_suf = 1, .n_tgt = 3, .gist = 1, .with_mask = 1, .with_positions = 1};
+    check_model_grads("Gist, 1 gist token, pack mask + positions", &c, &g1, 250);
 }
 
 // The training forward's logits are model_forward's for the same batch.
@@ -778,6 +798,7 @@ int main(void) {
         cmocka_unit_test(test_crossentropy_backward),
         cmocka_unit_test(test_model_grads_full),
         cmocka_unit_test(test_model_grads_earn),
+        cmocka_unit_test(test_model_grads_gist),
         cmocka_unit_test(test_train_logits_match_inference),
         cmocka_unit_test(test_accumulation_and_determinism),
         cmocka_unit_test(test_bad_batches),

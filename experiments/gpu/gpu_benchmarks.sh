@@ -10,6 +10,7 @@
 #                llama2-7b: tokens/s beside EARN's published 505 / 1,845
 #   sweep.csv    the k sweep through the sweep driver (experiments/sweeps/gpu_llama2_k.sh:
 #                k = 4, 8, 16 x 1K, 4K, 16K; bench-only points)
+# HF=1 adds the HF peer below; ONLY_HF=1 runs the kernel tests and the HF peer alone.
 #   hf.csv       (HF=1 only) HF generate (20 beams, trie constraint) on the saved checkpoint
 #   earnest_hf.csv  (HF=1 only) earnest bench --model on that same checkpoint
 # Measured (one H200, 2026-11-27) in experiments/results/gpu/: benchmarks.log is the
@@ -34,6 +35,7 @@ for t in test_cuda_ops test_cuda_forward test_cuda_beam; do
     run timeout 90 "$EG/$t" || { echo "$t failed: no benchmarks" | tee -a "$LOG"; exit 1; }
 done
 B="--device cuda --dtype bf16 --beam 20 --reps 3"
+if [ "${ONLY_HF:-0}" != 1 ]; then # ONLY_HF=1: the kernel tests and the HF comparison alone
 # EARN vs full, batch 1 and the larger batches that fit (65,536 prompt rows at most per call).
 run timeout 200 "$E" bench $B --batch 1,16,64 --preset llama2-7b --method full,earn --k 8 --prompt-len 1024 --out "$OUT/l1.csv"
 run timeout 200 "$E" bench $B --batch 1,16 --preset llama2-7b --method full,earn --k 8 --prompt-len 4096 --out "$OUT/l2.csv"
@@ -47,7 +49,8 @@ export PATH="$EG:$PATH" EARNEST="$E"
 run timeout 240 experiments/sweep.sh experiments/sweeps/gpu_llama2_k.sh --jobs 1 --results /tmp/gpu_llama2_k
 cp /tmp/gpu_llama2_k/sweep.csv "$OUT/sweep.csv"
 echo "benchmarks so far: $((SECONDS - t0)) s" | tee -a "$LOG"
-[ "${HF:-0}" = 1 ] || { echo "HF peer skipped (HF=1 runs it)" | tee -a "$LOG"; exit 0; }
+fi
+[ "${HF:-0}" = 1 ] || [ "${ONLY_HF:-0}" = 1 ] || { echo "HF peer skipped (HF=1 runs it)" | tee -a "$LOG"; exit 0; }
 CK=/tmp/llama2-7b-random
 PYTHONUNBUFFERED=1 run timeout 120 python3 experiments/gpu/hf_beam_bench.py write "$CK"
 run timeout 150 "$E" bench --model "$CK" --device cuda --dtype bf16 --method full --prompt-len 150,1024 \

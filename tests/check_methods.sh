@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# check_methods.sh: the learned baselines SkipLayers and Gist through
+# `earnest train` and `earnest eval` on a small synthetic dataset:
+#  - skiplayers from a trained 4-layer tiny model keeps --keep-layers 2 of its
+#    layers: the saved model has 2 layers, method "skiplayers", its first two
+#    layers' weights as the starting point (a run at learning rate 1e-30
+#    saves them unchanged: its safetensors equal the parent's tensors without
+#    layers 2 and 3, checked in numpy, < 1e-6), and eval runs on it;
+#  - gist with 2 gist tokens trains (loss falls), evaluates, and its KV bytes
+#    are sigma = 2 * 2 KV heads * 16 * 4 B * 4 layers * (2 gist + 20 beams * 3)
+#    per user, the closed form of a cache that holds only the gist tokens;
+#  - bad input: skiplayers without --keep-layers, --keep-layers beyond the
+#    model's layers or with another method, gist with 0 gist tokens or with
+#    --k: exit 1 or 2 (never a crash), a message naming the flag, nothing written.
+set -euo pipefail
+B="${EARNEST_BIN:?}"
+PY=/usr/bin/python3
+W=$(mktemp -d)
+trap 'rm -rf "$W"' EXIT
+cd "$W"
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+"$B" prepare synthetic --out syn --users 80 --items 90 --codes 6 --levels 3 > /dev/null
+T="--data syn --template tiger --eval-users 20 --threads 2 --quiet"
+"$B" train $T --preset tiny --method finetune --epochs 1 --out full > /dev/null 2> full.log || { cat full.log; fail "finetune"; }
+
+# SkipLayers: the first 2 of 4 layers. With a learning rate of 1e-30 the run's updates move
+# nothing, so skip0's weights are the cut itself (checked against the parent in numpy).
+"$B" train $T --init full --method skiplayers --keep-layers 2 --epochs 1 --lr 1e-30 --warmup 0 --weight-decay 0 \
+    --out skip0 > /dev/null 2> skip0.log || { cat skip0.log; fail "skiplayers lr 0"; }
+"$B" eval --model skip0 --data syn --out skip.json > /dev/null 2> skip_eval.log || { cat skip_eval.log; fail "eval skip"; }
+
+# Gist: 2 gist tokens.
+"$B" train $T --preset tiny --method gist --suffix-regs 2 --epochs 1 --out gist > /dev/null 2> gist.log \
+    || { cat gist.log; fail "gist"; }
+"$B" eval --model gist --data syn --out gist.json > /dev/null 2> gist_eval.log || { cat gist_eval.log; fail "eval gist"; }
+
+$PY - <<'PYEOF' || fail "python checks"
+import json, struct, numpy as np
+def tensors(path):
+    raw = open(path, "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    head = json.loads(raw[8:8 + n])
+    out = {}
+    for k, v in head.items():
+        if k == "__metadata__": continue
+        a, b = v["data_offsets"]
+        dt = {"F32": np.float32, "BF16": None}[v["dtype"]]
+        out[k] = np.frombuffer(raw[8 + n + a: 8 + n + b], dtype=dt).reshape(v["shape"])
+    return out
+cfg = json.load(open("skip0/config.json"))
+assert cfg["num_hidden_layers"] == 2 and cfg["earnest"]["method"] == "skiplayers", cfg
+parent, cut = tensors("full/model.safetensors"), tensors("skip0/model.safetensors")
+assert not any(".layers.2." in k or ".layers.3." in k for k in cut), sorted(cut)
+assert set(cut) == {k for k in parent if not (".layers.2." in k or ".layers.3." in k)}
+worst = max(float(np.max(np.abs(cut[k] - parent[k]))) for k in cut)
+assert worst < 1e-6, worst  # lr 1e-30: one epoch of updates moves nothing measurable
+s = json.load(open("skip.json"))
+assert s["n_users"] > 0 and 0 <= s["recall@10"] <= 1 and s["n_layers"] == 2, s
+g = json.load(open("gist.json"))
+gc = json.load(open("gist/config.json"))["earnest"]
+assert gc["method"] == "gist" and gc["suffix_regs"] == 2 and gc["prefix_regs"] == 0, gc
+eff = g["efficiency"]
+per_user = 2 * 2 * 16 * 4 * 4 * (2 + 20 * 3)
+assert abs(eff["sigma"] - per_user) < 1e-6, (eff["sigma"], per_user)
+log = [l.split(",") for l in open("gist/train_log.csv").read().split("\n")[1:] if l]
+assert float(log[-1][4]) < float(log[0][4]), (log[0], log[-1])  # step,epoch,batch,lr,loss,...
+print("skiplayers: 2 of 4 layers, cut max |diff| %.1e; gist sigma %d B/user, loss %s -> %s"
+      % (worst, per_user, log[0][4], log[-1][4]))
+PYEOF
+
+bad() { # NAME EXPECTED_TEXT train flags...
+    local name=$1 want=$2; shift 2
+    set +e
+    "$B" train $T "$@" --out "bad_$name" > /dev/null 2> "bad_$name.log"
+    local rc=$?
+    set -e
+    [ $rc -eq 1 ] || [ $rc -eq 2 ] || { cat "bad_$name.log"; fail "$name: exit $rc, want 1 or 2"; }
+    grep -q -- "$want" "bad_$name.log" || { cat "bad_$name.log"; fail "$name: no '$want' in the message"; }
+    [ ! -e "bad_$name" ] || fail "$name: wrote bad_$name"
+}
+bad nokeep "--keep-layers" --init full --method skiplayers --epochs 1
+bad deep "--keep-layers 9" --init full --method skiplayers --keep-layers 9 --epochs 1
+bad keepother "--keep-layers is a skiplayers setting" --init full --method finetune --keep-layers 2 --epochs 1
+bad gist0 "gist token" --preset tiny --method gist --suffix-regs 0 --epochs 1
+bad gistk "--method gist" --preset tiny --method gist --k 1 --epochs 1
+echo "check_methods: ok"
