@@ -108,9 +108,13 @@ static int rank_batch(RecEvalResult *r, EvalBufs *b, DeviceSearch *bs, const Rec
     double t0 = time_now_s();
     if (compress) {
         for (int i = 0; i < nb; i++) b->kept[i] = xrealloc(b->kept[i], (size_t)(n_hist[i] + 1) * sizeof(int));
-        if (promptpolicy_apply(b->kept, n_hist, o->prompt_policy, o->scorer, nb, hist, n_hist, e))
+        int n_kept[nb];
+        if (promptpolicy_apply(b->kept, n_kept, o->prompt_policy, o->scorer, nb, hist, n_hist, e))
             return err_prefix(e, "--prompt-policy %s: ", promptpolicy_name(o->prompt_policy->kind));
-        for (int i = 0; i < nb; i++) hist[i] = b->kept[i];
+        for (int i = 0; i < nb; i++) {
+            hist[i] = b->kept[i];
+            n_hist[i] = n_kept[i];
+        }
     }
     for (int i = 0; i < nb; i++) {
         int n = prompter_length(p, n_hist[i], 0);

@@ -22,7 +22,7 @@ trap 'rm -rf "$W"' EXIT
 cd "$W"
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-"$B" prepare synthetic --out syn --users 120 --items 90 --codes 6 --levels 3 > /dev/null
+"$B" prepare synthetic --out syn --users 60 --items 90 --codes 6 --levels 3 > /dev/null
 "$B" init --preset tiny --data syn --out m_full > /dev/null
 "$B" init --preset tiny --data syn --method earn --k 1 --prefix-regs 1 --suffix-regs 2 --out m_earn > /dev/null
 "$B" train --data syn --preset tiny --method finetune --template tiger --epochs 2 --eval-users 20 --quiet \
