@@ -20,7 +20,8 @@
 // the template's separators go with their item), so a compressed prompt is
 // always a valid prompt of fewer items.
 //
-// Spec: NAME[:key=value,...], e.g. "truncate:items=5", "selective:ratio=0.5,lm=models/lm".
+// Spec: NAME[:key=value,...], e.g. "truncate:items=5", "selective:ratio=0.5,lm=models/lm"
+// (an lm path cannot hold a ',').
 //
 // The LM for selective (train it once per dataset; seconds on the synthetic data):
 //   earnest train --data DATA --preset tiny --method finetune --template tiger --out models/lm

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# check_promptpolicy.sh: `earnest eval --prompt-policy` end to end on a small
-# synthetic dataset, with a random tiny full model and a tiny LM trained here
-# (`earnest train --template tiger`, 2 epochs, about a second):
+# check_promptpolicy.sh: `earnest eval --prompt-policy` end to end on the
+# synthetic default dataset (its first 50 test users), with a random tiny full
+# model and a tiny LM trained here (`earnest train --template tiger`, capped at
+# 3 seconds):
 #  - none, truncate with more items than any history, selective:ratio=0 rank
 #    exactly as no policy (byte-identical rankings);
 #  - truncate:items=3 ranks exactly as `--max-history 3` (the prompt is rebuilt
@@ -22,15 +23,15 @@ trap 'rm -rf "$W"' EXIT
 cd "$W"
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-"$B" prepare synthetic --out syn --users 60 --items 90 --codes 6 --levels 3 > /dev/null
+"$B" prepare synthetic --out syn > /dev/null
 "$B" init --preset tiny --data syn --out m_full > /dev/null
 "$B" init --preset tiny --data syn --method earn --k 1 --prefix-regs 1 --suffix-regs 2 --out m_earn > /dev/null
-"$B" train --data syn --preset tiny --method finetune --template tiger --epochs 2 --eval-users 20 --quiet \
-    --out lm > /dev/null 2>&1 || fail "training the scoring LM"
+"$B" train --data syn --preset tiny --method finetune --template tiger --epochs 1 --max-minutes 0.05 \
+    --eval-users 10 --quiet --out lm > /dev/null 2>&1 || fail "training the scoring LM"
 
 ev() { # OUT_STEM [eval flags...]
     local o=$1; shift
-    "$B" eval --model m_full --data syn --out "$o.json" --rankings "$o.tsv" --batch 7 "$@" > /dev/null 2> "$o.log" \
+    "$B" eval --model m_full --data syn --out "$o.json" --rankings "$o.tsv" --batch 7 --limit-users 50 "$@" > /dev/null 2> "$o.log" \
         || { cat "$o.log"; fail "eval $*"; }
 }
 ev e0
@@ -64,7 +65,7 @@ def seqs(f):
         d[v[0]] = v[1:]
     return d
 tr, va, te = seqs("train.txt"), seqs("valid.txt"), seqs("test.txt")
-lens = [len((tr.get(u, []) + va.get(u, []))[-20:]) for u in sorted(te) if te[u]]
+lens = [len((tr.get(u, []) + va.get(u, []))[-20:]) for u in sorted(te) if te[u]][:50]
 assert len(lens) == n, (len(lens), n)
 assert abs(e0["prompt_policy"]["history_items"] - sum(lens) / n) < 1e-6
 want = sum(k - math.floor(0.35 * k + 1e-9) for k in lens) / n
