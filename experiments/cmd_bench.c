@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "experiments/bench_policy.h"
 #include "experiments/cli.h"
 #include "experiments/commands.h"
 #include "experiments/device.h"
@@ -41,6 +42,13 @@ static const char *BENCH_ABOUT =
     "  --reps after one untimed warm-up run; sgemm_gflops is the runtime's matrix product -- cblas_sgemm on\n"
     "  cpu, cuBLAS in --dtype on cuda -- at the model's MLP shape timed right before each repetition,\n"
     "  prefill_vs_sgemm the median of the per-repetition ratios, so a shared machine's load changes cancel out).\n"
+    "  --method also takes KV policies (streaming, h2o, snapkv, pyramidkv, tova, knorm, random) and prompt\n"
+    "  policies (truncate, selective) with eval's specs, each on the full model (CPU runtime), e.g.\n"
+    "  --method full,earn,snapkv:budget=0.3,window=16,truncate:items=5 (a field with '=' and no ':' continues\n"
+    "  the policy before it). Random prompts are items of --gen tokens from the end; a prompt policy's\n"
+    "  selection (median of --reps) is added to prefill_ms. Its row: method = the policy's name, policy = its\n"
+    "  full spec (last columns: policy, tau generated tokens/s, sigma KV bytes per prompt; speedup and\n"
+    "  kv_reduction are over the first method of the list, so put full first).\n"
     "  --device cuda --preset draws the random weights on the GPU (llama2-7b, qwen2.5-7b never touch the host).\n"
     "  --draft DRAFT_DIR adds, after each method's row, the same work by speculative beam search (CPU only;\n"
     "  --verify, --gamma, --draft-beams as in eval) on the same prompts, trie, batch and threads: method\n"
@@ -61,6 +69,8 @@ static double median(double *v, int n) {
 
 typedef struct {
     const char *method;
+    const char *policy;      // the KV or prompt policy's full spec ("" for full and earn)
+    size_t gen_tokens;       // beams x code tokens of one run (tau = gen_tokens / total time)
     int k, P, S, L, B, W;
     double prefill_ms, decode_ms, gflops;
     double sgemm_gflops;     // median of the sgemm rates measured just before each repetition
@@ -97,8 +107,9 @@ static void bench_trie(Trie *t, int vocab, int G, int n_items, uint64_t seed, in
 //   decode : constrained beam search of width W over a synthetic trie of G-token
 //            codes (G - 1 decode forwards over all B*W beams, which share their
 //            prompt's KV), timed from the prefill's end to the last selection.
-static int bench_one(BenchRow *row, DeviceModel *dm, ModelMethod method, int k, int P, int S, int L, int B, int W,
+static int bench_one(BenchRow *row, DeviceModel *dm, const BenchMethod *bm, int k, int P, int S, int L, int B, int W,
                      int G, int reps, uint64_t seed, const SpecOptions *so, Error *e) {
+    const ModelMethod method = bm->method;
     ModelConfig *c = device_model_config(dm), saved = *c;
     c->method = method;
     c->layer_split_k = method == METHOD_EARN ? k : 0;
@@ -124,9 +135,12 @@ static int bench_one(BenchRow *row, DeviceModel *dm, ModelMethod method, int k, 
     }
     DeviceSearch bs;
     BeamHyps *h = xcalloc((size_t)B, sizeof(BeamHyps));
-    double tp[33], td[33], sg[33];
+    double tp[33], td[33], sg[33], compress_ms = 0.0; // a prompt policy's selection (bench_policy.h)
     int sg_rows = B * T1 < 8192 ? B * T1 : 8192;
-    int rc = device_search_init(&bs, dm, &trie, W, e);
+    int rc = bm->has_prompt ? bench_prompt_policy(prompts, lens, B, T1, G, bm, dm->host, reps, &compress_ms, e) : 0;
+    int bs_open = 0;
+    if (!rc) bs_open = !(rc = device_search_init(&bs, dm, &trie, W, e));
+    if (!rc && bm->has_kv) bs.cpu.kv_policy = &bm->kv;
     if (!rc && so) rc = device_search_set_draft(&bs, dm, &trie, W, so, e);
     // One warm-up run first (not timed): module loads, cuBLAS plans, first-touch allocations.
     for (int r = -1; r < reps && !rc; r++) {
@@ -144,6 +158,9 @@ static int bench_one(BenchRow *row, DeviceModel *dm, ModelMethod method, int k, 
     }
     if (!rc) {
         row->method = method == METHOD_EARN ? (so ? "earn+draft" : "earn") : (so ? "full+draft" : "full");
+        if (bm->has_kv || bm->has_prompt) row->method = bm->name;
+        row->policy = bm->spec;
+        row->gen_tokens = bs.gen_tokens;
         row->spec = so != NULL;
         row->calls_per_user = G;
         if (so) { // the last repetition's figures
@@ -156,7 +173,7 @@ static int bench_one(BenchRow *row, DeviceModel *dm, ModelMethod method, int k, 
         row->P = c->n_prefix_regs;
         row->S = c->n_suffix_regs;
         row->L = L; row->B = B; row->W = W;
-        row->prefill_ms = 1e3 * median(tp, reps);
+        row->prefill_ms = 1e3 * median(tp, reps) + compress_ms;
         row->decode_ms = 1e3 * median(td, reps);
         row->gflops = bs.prefill_flops / (row->prefill_ms * 1e-3) * 1e-9;
         row->kv_bytes = bs.kv_bytes;
@@ -165,7 +182,7 @@ static int bench_one(BenchRow *row, DeviceModel *dm, ModelMethod method, int k, 
         row->prefill_vs_sgemm = median(ratio, reps);
         row->sgemm_gflops = median(sg, reps);
     }
-    device_search_free(&bs);
+    if (bs_open) device_search_free(&bs);
     trie_free(&trie);
     for (int b = 0; b < B; b++) free(prompts[b]);
     free(prompts); free(lens); free(kinds); free(kp); free(h);
@@ -226,24 +243,25 @@ typedef struct {
     Device device;
 } BenchArgs;
 
-// "full,earn" -> methods [<= 2]; returns the count, or -1 after a message.
-static int parse_methods(ModelMethod *methods, const char *s) {
-    char buf[256];
-    snprintf(buf, sizeof buf, "%s", s);
-    int n = 0;
-    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
-        ModelMethod mm;
-        if (!strcmp(tok, "full")) mm = METHOD_FINETUNE;
-        else if (!strcmp(tok, "earn")) mm = METHOD_EARN;
-        else {
-            fprintf(stderr, "earnest bench: --method: unknown method '%s' (known: full, earn)\n", tok);
+// --method: full, earn and the policies (experiments/bench_policy.h); returns the count, or -1 after a message.
+static int parse_methods(BenchMethod *methods, const char *s, Device device, int draft) {
+    Error e;
+    int n = bench_methods_parse(methods, s, &e);
+    if (n < 0) {
+        fprintf(stderr, "earnest bench: --method: %s\n", e.msg);
+        return -1;
+    }
+    for (int i = 0; i < n; i++)
+        if ((methods[i].has_kv || methods[i].has_prompt) && device != DEVICE_CPU) {
+            fprintf(stderr, "earnest bench: --method: %s runs on --device cpu only (the GPU KV cache keeps whole "
+                    "layers)\n", methods[i].name);
+            return -1;
+        } else if ((methods[i].has_kv || methods[i].has_prompt) && draft) {
+            fprintf(stderr, "earnest bench: --method: %s with --draft: speculative beam search keeps the prompt "
+                    "whole; bench policies without --draft\n", methods[i].name);
             return -1;
         }
-        if (n == 2) { fprintf(stderr, "earnest bench: --method: at most full,earn\n"); return -1; }
-        methods[n++] = mm;
-    }
-    if (!n) fprintf(stderr, "earnest bench: --method: empty\n");
-    return n ? n : -1;
+    return n;
 }
 
 static void print_header(DeviceModel *dm, int n_threads) {
@@ -278,7 +296,7 @@ static void print_row(const BenchRow *w, const BenchRow *base) {
 
 // Every (prompt length, batch, beam) combination, each method in turn (and,
 // with --draft, its speculative row after it); rows [combinations * n_methods * (1 + draft)].
-static int bench_rows(BenchRow *rows, DeviceModel *dm, const BenchArgs *a, const ModelMethod *methods, int n_methods,
+static int bench_rows(BenchRow *rows, DeviceModel *dm, const BenchArgs *a, const BenchMethod *methods, int n_methods,
                       Error *e) {
     size_t r = 0;
     const SpecOptions *so = a->spec.draft ? &a->spec : NULL;
@@ -288,7 +306,7 @@ static int bench_rows(BenchRow *rows, DeviceModel *dm, const BenchArgs *a, const
                 size_t first = r;
                 for (int im = 0; im < n_methods; im++)
                     for (int sp = 0; sp <= (so != NULL); sp++, r++) {
-                        if (bench_one(&rows[r], dm, methods[im], a->k, a->P, a->S, a->lens.v[il], a->batches.v[ib],
+                        if (bench_one(&rows[r], dm, &methods[im], a->k, a->P, a->S, a->lens.v[il], a->batches.v[ib],
                                       a->beams.v[iw], a->G, a->reps, (uint64_t)a->seed + 100, sp ? so : NULL, e))
                             return -1;
                         rows[r].base = (int)(sp ? r - 1 : first);
@@ -307,7 +325,7 @@ static int write_csv(const char *out, const BenchRow *rows, size_t n_rows, const
     fprintf(af.f, "method,k,prefix_regs,suffix_regs,prompt_len,batch,beam,device,prefill_ms,decode_ms,total_ms,"
                   "kv_bytes,speedup,kv_reduction,prefill_gflops,sgemm_gflops,decode_ms_per_token,threads,"
                   "prefill_vs_sgemm,n_layers,reps,dtype,device_name,verify,gamma,draft_beams,target_calls_per_user,"
-                  "accepted_levels_per_round,draft_share\n");
+                  "accepted_levels_per_round,draft_share,policy,tau,sigma\n");
     for (size_t i = 0; i < n_rows; i++) {
         const BenchRow *w = &rows[i], *base = &rows[w->base];
         double tot = w->prefill_ms + w->decode_ms;
@@ -317,10 +335,13 @@ static int write_csv(const char *out, const BenchRow *rows, size_t n_rows, const
                 w->gflops, w->sgemm_gflops, w->decode_ms / G, n_threads, w->prefill_vs_sgemm, n_layers, reps, dm->dtype,
                 dm->name);
         if (w->spec)
-            fprintf(af.f, "%s,%d,%d,%.4f,%.4f,%.4f\n", spec_verify_name(a->spec.verify), a->spec.gamma,
+            fprintf(af.f, "%s,%d,%d,%.4f,%.4f,%.4f,", spec_verify_name(a->spec.verify), a->spec.gamma,
                     a->spec.draft_beams, w->calls_per_user, w->acc_per_round, w->draft_share);
         else
-            fprintf(af.f, ",,,%d,,\n", G);
+            fprintf(af.f, ",,,%d,,,", G);
+        // policy (quoted: a spec holds commas), tau (generated tokens/s), sigma (KV bytes per prompt)
+        fprintf(af.f, "\"%s\",%.3f,%.1f\n", w->policy, tot > 0 ? (double)w->gen_tokens / (tot * 1e-3) : 0.0,
+                (double)w->kv_bytes / (double)w->B);
     }
     return atomic_commit(&af, e);
 }
@@ -336,12 +357,12 @@ static int bench_model(DeviceModel *dm, Model *m, const BenchArgs *a, Error *e) 
     return 0;
 }
 
-static int bench_run(DeviceModel *dm, BenchArgs *a, const ModelMethod *methods, int n_methods, int n_threads,
+static int bench_run(DeviceModel *dm, BenchArgs *a, const BenchMethod *methods, int n_methods, int n_threads,
                      Error *e) {
     const ModelConfig *c = device_model_config(dm);
     if (!a->k) a->k = c->n_layers / 4 > 0 ? c->n_layers / 4 : 1;
     for (int i = 0; i < n_methods; i++)
-        if (methods[i] == METHOD_EARN && (a->k >= c->n_layers || a->S < 1))
+        if (methods[i].method == METHOD_EARN && (a->k >= c->n_layers || a->S < 1))
             return err_set(e, "earn needs 1 <= --k < %d layers and --suffix-regs >= 1 (the decision token is the "
                            "last suffix register)", c->n_layers);
     if (a->train)
@@ -392,7 +413,8 @@ int cmd_bench(int argc, char **argv) {
         {"--model", CLI_STRING, &a.model_dir, .meta = "DIR", .help = "a checkpoint (or --preset)"},
         {"--preset", CLI_STRING, &a.preset, .meta = PRESET_NAMES, .help = "random weights of a preset shape"},
         {"--vocab", CLI_INT, &a.vocab, .lo = 2, .hi = 1 << 20, .help = "vocabulary size of --preset (default: the preset's)"},
-        {"--method", CLI_STRING, &a.methods_s, .meta = "full,earn", .help = "methods compared on the same weights"},
+        {"--method", CLI_STRING, &a.methods_s, .meta = "full,earn,POLICY[:k=v,..]",
+         .help = "methods compared on the same weights: full, earn, KV and prompt policies (see above)"},
         {"--k", CLI_INT, &a.k, .lo = 1, .hi = 1024, .help = "EARN layer split (default N/4)"},
         {"--prefix-regs", CLI_INT, &a.P, .lo = 0, .hi = 64, .help = "EARN prefix registers"},
         {"--suffix-regs", CLI_INT, &a.S, .lo = 0, .hi = 64, .help = "EARN suffix registers"},
@@ -436,8 +458,8 @@ int cmd_bench(int argc, char **argv) {
             return cli_fail("bench", &le);
         }
     }
-    ModelMethod methods[2];
-    int n_methods = parse_methods(methods, a.methods_s);
+    BenchMethod *methods = xcalloc(BENCH_MAX_METHODS, sizeof(BenchMethod));
+    int n_methods = parse_methods(methods, a.methods_s, a.device, a.draft_dir != NULL);
     if (!!a.model_dir == !!a.preset || n_methods < 0) {
         if (n_methods >= 0) fprintf(stderr, "earnest bench: give exactly one of --model and --preset\n");
         st = 2;
@@ -450,7 +472,7 @@ int cmd_bench(int argc, char **argv) {
         memset(&dm, 0, sizeof dm);
         Model draft;
         memset(&draft, 0, sizeof draft);
-        int rc = bench_model(&dm, &m, &a, &e);
+        int rc = bench_model(&dm, &m, &a, &e) || bench_methods_load(methods, n_methods, &e);
         if (!rc && a.draft_dir) {
             rc = model_load(&draft, a.draft_dir, &e);
             a.spec.draft = rc ? NULL : &draft;
@@ -460,8 +482,10 @@ int cmd_bench(int argc, char **argv) {
         device_model_close(&dm);
         if (m.params_memory) model_free(&m);
         if (draft.params_memory) model_free(&draft);
+        bench_methods_free(methods, n_methods);
         st = rc == -2 ? 1 : rc ? cli_fail("bench", &e) : 0;
     }
+    free(methods);
     cli_free(&cli);
     return st;
 }

@@ -9,7 +9,9 @@
 // (KV bytes per user), sigma_full, gamma (KV reduction %), kv_bytes_batch_peak,
 // batch, omega (speedup over --baseline, from the same split and users), device;
 // "kv_policy" (a model only): name, spec and every parameter of --kv-policy
-// ({"name": "none"} without one); run_id, and with --rankings {path, sha256} of the rankings file it wrote
+// ({"name": "none"} without one); "prompt_policy" (a model only): name, spec,
+// items / ratio and lm, history_items and history_items_kept (means per user);
+// efficiency.omega is null without --baseline; run_id, and with --rankings {path, sha256} of the rankings file it wrote
 // (`sha256sum R.tsv` tells whether a rankings file belongs to this JSON).
 #include <errno.h>
 #include <jansson.h>
@@ -22,6 +24,7 @@
 #include "experiments/cli.h"
 #include "experiments/commands.h"
 #include "experiments/device.h"
+#include "experiments/promptpolicy.h"
 #include "experiments/rec_eval.h"
 #include "runtime/checkpoint.h"
 #include "runtime/kvpolicy.h"
@@ -35,6 +38,8 @@ typedef struct {
     SpecOptions spec;                   // spec.draft set once the draft is loaded
     Device device;
     KVPolicy kv_policy;  // --kv-policy (kind KVP_NONE without it)
+    const char *prompt_policy_s;
+    PromptPolicy prompt_policy; // --prompt-policy (kind PP_NONE without it)
 } EvalArgs;
 
 // Everything the run holds, released in one place.
@@ -47,6 +52,11 @@ typedef struct {
     DeviceModel dm;  // m on the --device runtime
     Vocab v;
     Prompter p;
+    Model lm;          // selective's lm=DIR
+    Vocab lm_v;
+    Prompter lm_p;
+    PromptScorer scorer;
+    int have_lm, have_lm_vocab, have_lm_prompter;
     int have_data, have_samples, have_mostpop, have_model, have_dm, have_vocab, have_prompter, have_draft;
     AtomicFile out_f, rank_f;
     int out_open, rank_open;
@@ -65,9 +75,15 @@ static const char *EVAL_ABOUT =
     "  the rankings TSV user<TAB>rank<TAB>code<TAB>score. The model's vocabulary is MODEL_DIR/vocab.txt,\n"
     "  or else built from the dataset (it must then have the model's vocab_size).\n"
     "  --kv-policy NAME[:key=value,...] compresses each prompt's KV after the prefill (a full model only):\n"
-    "  streaming (sink=4), h2o (recent=half the budget), snapkv (window=32,kernel=5,pool=avg|max),\n"
-    "  pyramidkv (snapkv's keys + beta=20), tova, knorm, random (seed=0), none; each takes budget=R\n"
-    "  (fraction of the prompt kept per layer and KV head, (0, 1], default 0.5) or tokens=N.\n"
+    "  streaming (sink=4, rerotate=0|1: kept keys moved to positions 0..C-1, decoding from C), h2o\n"
+    "  (recent=half the budget), snapkv (window=32,kernel=5,pool=avg|max), pyramidkv (snapkv's keys +\n"
+    "  beta=20), tova, knorm, random (seed=0), none; each takes budget=R (fraction of the prompt kept per\n"
+    "  layer and KV head, (0, 1], default 0.5), ratio=R (kvpress's compression ratio: budget=1-R) or tokens=N.\n"
+    "  --prompt-policy NAME[:key=value,...] compresses each history before its prompt is built (a model only):\n"
+    "  truncate (items=10: the last N items), selective (ratio=0.35: the history items of lowest\n"
+    "  self-information removed, whole items; lm=DIR the scoring LM, default the evaluated model; train one\n"
+    "  with `earnest train --preset tiny --method finetune --template tiger`), none. Its time counts as\n"
+    "  prefill time (efficiency.prompt_policy_ms apart); gamma and sigma_full compare with whole histories.\n"
     "  --draft DRAFT_DIR ranks with speculative beam search (AtSpeed; CPU only): the draft (a full model with\n"
     "  the target's vocabulary, e.g. `earnest train --preset draft`) drafts --gamma levels with --draft-beams\n"
     "  beams, the target verifies them in one forward; --verify strict returns exactly the ordinary beam\n"
@@ -122,7 +138,8 @@ static json_t *efficiency_json(const RecEvalResult *r, const EvalArgs *a, double
                         json_real(r->sigma_full_sum > 0 ? 100.0 * (1.0 - r->sigma_sum / r->sigma_full_sum) : 0.0));
     json_object_set_new(eff, "kv_bytes_batch_peak", json_integer((json_int_t)r->kv_peak));
     json_object_set_new(eff, "batch", json_integer(a->batch));
-    if (have_omega) json_object_set_new(eff, "omega", json_real(omega));
+    json_object_set_new(eff, "omega", have_omega ? json_real(omega) : json_null()); // null without --baseline
+    json_object_set_new(eff, "prompt_policy_ms", json_real(1e3 * r->compress_s));
     json_object_set_new(eff, "device", json_string(device_name(a->device)));
     json_object_set_new(eff, "dtype", json_string(a->dtype));
     return eff;
@@ -140,6 +157,23 @@ static json_t *kv_policy_json(const KVPolicy *p) {
         json_object_set_new(o, prm[i].key, prm[i].str ? json_string(prm[i].str)
                                            : strcmp(prm[i].key, "budget") && strcmp(prm[i].key, "beta")
                                                  ? json_integer((json_int_t)prm[i].num) : json_real(prm[i].num));
+    return o;
+}
+
+static json_t *prompt_policy_json(const PromptPolicy *p, const RecEvalResult *r) {
+    json_t *o = json_object();
+    char spec[2048];
+    promptpolicy_format(spec, sizeof spec, p);
+    json_object_set_new(o, "name", json_string(promptpolicy_name(p->kind)));
+    json_object_set_new(o, "spec", json_string(spec));
+    if (p->kind == PP_TRUNCATE) json_object_set_new(o, "items", json_integer(p->items));
+    if (p->kind == PP_SELECTIVE) {
+        json_object_set_new(o, "ratio", json_real(p->ratio));
+        json_object_set_new(o, "lm", *p->lm ? json_string(p->lm) : json_null()); // null: the evaluated model
+    }
+    double nu = r->n_users ? (double)r->n_users : 1.0;
+    json_object_set_new(o, "history_items", json_real((double)r->hist_items / nu));   // per user, before
+    json_object_set_new(o, "history_items_kept", json_real((double)r->hist_kept / nu)); // per user, after
     return o;
 }
 
@@ -198,6 +232,7 @@ static json_t *result_json(const EvalRun *run, const EvalArgs *a, const RecEvalR
         json_object_set_new(root, "suffix_regs", json_integer(c->n_suffix_regs));
         json_object_set_new(root, "n_layers", json_integer(c->n_layers));
         json_object_set_new(root, "kv_policy", kv_policy_json(&a->kv_policy));
+        json_object_set_new(root, "prompt_policy", prompt_policy_json(&a->prompt_policy, r));
     }
     metrics_json(root, a->model_dir ? &r->model : &r->mostpop);
     json_t *mpo = json_object();
@@ -206,6 +241,27 @@ static json_t *result_json(const EvalRun *run, const EvalArgs *a, const RecEvalR
     if (a->model_dir) json_object_set_new(root, "efficiency", efficiency_json(r, a, omega, have_omega));
     if (a->draft_dir) json_object_set_new(root, "draft", draft_json(a, r));
     return root;
+}
+
+// Selective's scoring LM: lm=DIR with its own vocabulary and template, or the evaluated model.
+static int load_scorer(EvalRun *run, const EvalArgs *a, Error *e) {
+    const PromptPolicy *pp = &a->prompt_policy;
+    run->scorer = (PromptScorer){&run->m, &run->p, {0}};
+    if (pp->kind != PP_SELECTIVE || !*pp->lm) return 0;
+    if (model_load_flags(&run->lm, pp->lm, a->allow_nonfinite ? MODEL_LOAD_ALLOW_NONFINITE : 0, e))
+        return err_prefix(e, "--prompt-policy lm: ");
+    run->have_lm = 1;
+    model_allow_long(&run->lm, a->allow_long, "eval");
+    PromptTemplate t;
+    if (prompt_template_for_model(&t, NULL, run->lm.config.prompt_template, pp->lm, e) ||
+        model_vocab_load(&run->lm_v, pp->lm, &run->d, &run->lm.config, e))
+        return err_prefix(e, "--prompt-policy lm: ");
+    run->have_lm_vocab = 1;
+    if (prompter_init(&run->lm_p, &run->lm_v, &run->d, t, run->lm.config.n_prefix_regs, run->lm.config.n_suffix_regs, e))
+        return err_prefix(e, "--prompt-policy lm: %s with dataset %s: ", pp->lm, a->data);
+    run->have_lm_prompter = 1;
+    run->scorer = (PromptScorer){&run->lm, &run->lm_p, {0}};
+    return 0;
 }
 
 // The model, its vocabulary and its prompts.
@@ -227,7 +283,7 @@ static int load_model(EvalRun *run, const EvalArgs *a, PromptTemplate *tmpl, Err
     if (prompter_init(&run->p, &run->v, &run->d, *tmpl, run->m.config.n_prefix_regs, run->m.config.n_suffix_regs, e))
         return err_prefix(e, "%s with dataset %s: ", a->model_dir, a->data);
     run->have_prompter = 1;
-    return 0;
+    return load_scorer(run, a, e);
 }
 
 // Loads everything and opens the outputs (so that a bad path fails before the work).
@@ -260,6 +316,10 @@ static void eval_free(EvalRun *run) {
     if (run->rank_open) atomic_abort(&run->rank_f);
     if (run->out_open) atomic_abort(&run->out_f);
     if (run->have_prompter) prompter_free(&run->p);
+    forward_scratch_free(&run->scorer.scratch);
+    if (run->have_lm_prompter) prompter_free(&run->lm_p);
+    if (run->have_lm_vocab) vocab_free(&run->lm_v);
+    if (run->have_lm) model_free(&run->lm);
     if (run->have_vocab) vocab_free(&run->v);
     if (run->have_dm) device_model_close(&run->dm);
     if (run->have_model) model_free(&run->m);
@@ -292,6 +352,8 @@ static int eval_run(EvalRun *run, const EvalArgs *a, PromptTemplate tmpl, Error 
     o.rankings = run->rank_open ? run->rank_f.f : NULL;
     o.progress = 1;
     o.kv_policy = &a->kv_policy;
+    o.prompt_policy = &a->prompt_policy;
+    o.scorer = &run->scorer;
     SpecOptions spec = a->spec;
     spec.draft = run->have_draft ? &run->draft : NULL;
     o.spec = &spec;
@@ -347,6 +409,47 @@ static int kv_policy_check(EvalArgs *a) {
         fprintf(stderr, "earnest eval: --kv-policy: %s applies to a full (finetune) model; the method of %s is %s "
                 "(its layers above k hold no prompt KV to compress)\n", kvpolicy_name(a->kv_policy.kind),
                 a->model_dir, config_method_name(c.method));
+        return -1;
+    }
+    return 0;
+}
+
+// The method recorded in DIR/config.json; -1 when it cannot be read (left to the loading, which names the problem).
+static int method_of(const char *dir) {
+    char path[4096];
+    ModelConfig c;
+    Error e;
+    if (path_join(path, sizeof path, dir, "config.json") || config_load(&c, path, &e)) return -1;
+    return (int)c.method;
+}
+
+// --prompt-policy: parsed and refused where it makes no sense, before any lock
+// or output. Returns 0 or -1 after the message (exit status 2).
+static int prompt_policy_check(EvalArgs *a) {
+    Error e;
+    PromptPolicy *p = &a->prompt_policy;
+    promptpolicy_default(p, PP_NONE);
+    if (!a->prompt_policy_s) return 0;
+    if (promptpolicy_parse(p, a->prompt_policy_s, &e)) {
+        fprintf(stderr, "earnest eval: --prompt-policy: %s\n", e.msg);
+        return -1;
+    }
+    if (p->kind == PP_NONE) return 0;
+    if (!a->model_dir) {
+        fprintf(stderr, "earnest eval: --prompt-policy needs --model (MostPop reads no prompt)\n");
+        return -1;
+    }
+    if (p->kind != PP_SELECTIVE) return 0;
+    const char *lm = *p->lm ? p->lm : a->model_dir;
+    int method = method_of(lm);
+    if (*p->lm && method < 0) {
+        fprintf(stderr, "earnest eval: --prompt-policy: selective: lm '%s' has no readable config.json\n", p->lm);
+        return -1;
+    }
+    if (method >= 0 && method != METHOD_FINETUNE) {
+        fprintf(stderr, "earnest eval: --prompt-policy: selective scores with %s%s, whose method is %s: the scoring "
+                "LM must be a full (finetune) model%s\n", *p->lm ? "lm " : "the evaluated model ", lm,
+                config_method_name((ModelMethod)method), *p->lm ? "" : " (give lm=DIR)");
         return -1;
     }
     return 0;
@@ -411,6 +514,8 @@ int cmd_eval(int argc, char **argv) {
         {"--dtype", CLI_STRING, &a.dtype, .choices = DTYPE_CHOICES, .help = "compute dtype (bf16: --device cuda only)"},
         {"--kv-policy", CLI_STRING, &a.kv_policy_s, .meta = "NAME[:k=v,...]",
          .help = "KV-cache policy applied after the prefill (full models; see above)"},
+        {"--prompt-policy", CLI_STRING, &a.prompt_policy_s, .meta = "NAME[:k=v,...]",
+         .help = "prompt compression before the prefill (truncate, selective; see above)"},
         {"--draft", CLI_STRING, &a.draft_dir, .meta = "DRAFT_DIR", .help = "speculative beam search with this draft"},
         {"--verify", CLI_STRING, &a.verify_s, .choices = "strict|relaxed", .help = "verification (with --draft; default strict)"},
         {"--gamma", CLI_INT, &a.gamma, .lo = 1, .hi = SPEC_MAX_LEVELS, .help = "levels drafted per round (with --draft; default 3)"},
@@ -432,7 +537,7 @@ int cmd_eval(int argc, char **argv) {
             return 2;
         }
     }
-    if (kv_policy_check(&a)) return 2;
+    if (kv_policy_check(&a) || prompt_policy_check(&a)) return 2;
     if (a.kv_policy.kind != KVP_NONE && a.device == DEVICE_CUDA) {
         fprintf(stderr, "earnest eval: --kv-policy runs on the CPU runtime only (the GPU KV cache keeps whole layers); "
                         "use --device cpu\n");

@@ -22,6 +22,7 @@ typedef char CodeStr[DATASET_CODE_STR_MAX];
 typedef struct {
     int batch, beam;
     int **prompts, *lens;
+    int **kept;          // [batch] a prompt policy's kept history items
     uint8_t **kinds;
     BeamHyps *hyps;
     CodeStr *targets, *ranked, *mostpop;
@@ -34,6 +35,7 @@ static void bufs_init(EvalBufs *b, const RecEvalInputs *in, const RecEvalOptions
     b->batch = o->batch;
     b->beam = o->beam;
     b->prompts = xcalloc((size_t)o->batch, sizeof(int *));
+    b->kept = xcalloc((size_t)o->batch, sizeof(int *));
     b->kinds = xcalloc((size_t)o->batch, sizeof(uint8_t *));
     b->lens = xcalloc((size_t)o->batch, sizeof(int));
     b->hyps = xcalloc((size_t)o->batch, sizeof(BeamHyps));
@@ -54,10 +56,12 @@ static void bufs_init(EvalBufs *b, const RecEvalInputs *in, const RecEvalOptions
 static void bufs_free(EvalBufs *b) {
     for (int i = 0; i < b->batch; i++) {
         free(b->prompts[i]);
+        free(b->kept[i]);
         free(b->kinds[i]);
         beam_hyps_free(&b->hyps[i]);
     }
     free(b->prompts);
+    free(b->kept);
     free(b->kinds);
     free(b->lens);
     free(b->hyps);
@@ -91,13 +95,37 @@ static const Sample *pick_sample(const RecEvalInputs *in, const RecEvalOptions *
 static int rank_batch(RecEvalResult *r, EvalBufs *b, DeviceSearch *bs, const RecEvalInputs *in,
                       const RecEvalOptions *o, size_t u0, int nb, Error *e) {
     const Prompter *p = in->prompter;
+    const int *hist[nb];
+    int n_hist[nb];
     for (int i = 0; i < nb; i++) {
         const Sample *s = pick_sample(in, o, u0 + (size_t)i);
-        int n = prompter_length(p, s->n_history, 0);
+        hist[i] = s->history;
+        n_hist[i] = s->n_history;
+        r->hist_items += (size_t)s->n_history;
+    }
+    // With a prompt policy, its selection and the prompts' rebuild count as prefill time.
+    const int compress = o->prompt_policy && o->prompt_policy->kind != PP_NONE;
+    double t0 = time_now_s();
+    if (compress) {
+        for (int i = 0; i < nb; i++) b->kept[i] = xrealloc(b->kept[i], (size_t)(n_hist[i] + 1) * sizeof(int));
+        int n_kept[nb];
+        if (promptpolicy_apply(b->kept, n_kept, o->prompt_policy, o->scorer, nb, hist, n_hist, e))
+            return err_prefix(e, "--prompt-policy %s: ", promptpolicy_name(o->prompt_policy->kind));
+        for (int i = 0; i < nb; i++) {
+            hist[i] = b->kept[i];
+            n_hist[i] = n_kept[i];
+        }
+    }
+    for (int i = 0; i < nb; i++) {
+        int n = prompter_length(p, n_hist[i], 0);
         b->prompts[i] = xrealloc(b->prompts[i], (size_t)n * sizeof(int));
         b->kinds[i] = xrealloc(b->kinds[i], (size_t)n);
-        b->lens[i] = prompter_build(b->prompts[i], b->kinds[i], p, s->history, s->n_history, 0);
+        b->lens[i] = prompter_build(b->prompts[i], b->kinds[i], p, hist[i], n_hist[i], 0);
+        r->hist_kept += (size_t)n_hist[i];
     }
+    double compress_s = compress ? time_now_s() - t0 : 0.0;
+    r->compress_s += compress_s;
+    r->prefill_s += compress_s;
     if (device_search_run(bs, b->hyps, nb, (const int *const *)b->prompts, (const uint8_t *const *)b->kinds, b->lens,
                           e))
         return -1;
@@ -111,9 +139,11 @@ static int rank_batch(RecEvalResult *r, EvalBufs *b, DeviceSearch *bs, const Rec
     ModelConfig full = in->model->config;
     full.method = METHOD_FINETUNE;
     int regs = full.n_prefix_regs + full.n_suffix_regs;
-    for (int i = 0; i < nb; i++)
-        r->sigma_full_sum += (double)beam_kv_bytes_closed_form(&full, b->lens[i] - regs, 0, b->hyps[i].n,
+    for (int i = 0; i < nb; i++) { // the whole history's prompt, as if no prompt policy cut it
+        int whole = prompter_length(p, pick_sample(in, o, u0 + (size_t)i)->n_history, 0);
+        r->sigma_full_sum += (double)beam_kv_bytes_closed_form(&full, whole - regs, 0, b->hyps[i].n,
                                                                in->data->code_levels - 1);
+    }
     return 0;
 }
 

@@ -6,14 +6,16 @@
 // the validation inside `earnest train` both call rec_eval_run.
 //
 // Efficiency (EARN's names, DESIGN.md "Metrics"), summed over the call:
-//   prefill_s / decode_s   wall time of the prefill forwards / of everything
+//   prefill_s / decode_s   wall time of the prefill forwards (with a prompt
+//                          policy, its selection too: compress_s) / of everything
 //                          after them (beam selection and decode forwards)
 //   gen_tokens             beams x code tokens, all users (tau = gen / time)
 //   sigma_sum              KV bytes after each user's last generated token:
 //                          prompt KV once (with a KV policy: the entries it
 //                          kept) + each beam's own generated tokens
 //   sigma_full_sum         the same in closed form for a full model of the same
-//                          shape on the same prompts without registers
+//                          shape on the same prompts without registers (whole
+//                          histories: before any prompt policy)
 #ifndef EARNEST_REC_EVAL_H
 #define EARNEST_REC_EVAL_H
 
@@ -27,6 +29,7 @@
 #include "datasets/samples.h"
 #include "datasets/vocab.h"
 #include "experiments/device.h"
+#include "experiments/promptpolicy.h"
 #include "runtime/kvpolicy.h"
 #include "runtime/model.h"
 
@@ -54,6 +57,9 @@ typedef struct {
     int progress;        // 1: progress display on stderr
     const KVPolicy *kv_policy; // NULL: the prompt KV is kept whole (runtime/kvpolicy.h)
     const SpecOptions *spec;   // NULL or spec->draft NULL: ordinary beam search; else speculative (CPU)
+    const PromptPolicy *prompt_policy; // NULL: whole histories; else each history is compressed before
+                                       // its prompt is built (experiments/promptpolicy.h)
+    PromptScorer *scorer;      // selective's LM and its prompts
 } RecEvalOptions;
 
 typedef struct {
@@ -65,6 +71,8 @@ typedef struct {
     double sigma_sum, sigma_full_sum;
     size_t kv_peak;      // KV bytes of the largest beam-search call
     SpecFigures spec;    // with a draft: drafting and verification, summed over the calls
+    double compress_s;   // prompt policy: selecting the kept items (scoring included); part of prefill_s
+    size_t hist_items, hist_kept; // history items before and after the prompt policy, all users
 } RecEvalResult;
 
 void rec_eval_options_default(RecEvalOptions *o);

@@ -193,8 +193,10 @@ static int prefill_policy(float *logits, KVCache *prompt, BeamSearch *bs, Forwar
         fb->attn_hook_concurrent = 1;
     }
     int rc = model_forward(logits, bs->model, fb, &bs->scratch, e);
-    for (int u = 0; !rc && u < fb->n_seqs; u++)
+    for (int u = 0; !rc && u < fb->n_seqs; u++) {
         kvpolicy_compress(&prompt[u], bs->kv_policy, observe ? obs.acc + obs.at[u] : NULL, fb->n_new[u], c->n_heads);
+        if (bs->kv_policy->rerotate) kvpolicy_rerotate(&prompt[u], bs->model->rope_inv_freq);
+    }
     if (observe) kvobs_free(&obs);
     return rc;
 }

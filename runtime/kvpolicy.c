@@ -1,5 +1,6 @@
 // kvpolicy.c: see kvpolicy.h.
 #include "runtime/kvpolicy.h"
+#include "runtime/ops.h"
 
 #include <errno.h>
 #include <math.h>
@@ -13,7 +14,7 @@ static const char *const KVP_NAMES[KVP_COUNT] = {"none", "streaming", "h2o", "sn
                                                  "pyramidkv", "tova", "knorm", "random"};
 
 // Keys each policy accepts, beyond budget and tokens.
-static const char *const KVP_KEYS[KVP_COUNT] = {"", "sink", "recent", "window, kernel, pool",
+static const char *const KVP_KEYS[KVP_COUNT] = {"", "sink, rerotate", "recent", "window, kernel, pool",
                                                 "window, kernel, pool, beta", "", "", "seed"};
 
 const char *kvpolicy_name(KVPolicyKind kind) {
@@ -71,7 +72,16 @@ static int set_key(KVPolicy *p, const char *key, const char *val, int *have_budg
     const char *name = KVP_NAMES[p->kind];
     long long i;
     double x;
-    if (!strcmp(key, "budget")) {
+    if (p->kind == KVP_NONE) return err_set(e, "none: takes no keys (got '%s')", key);
+    if (!strcmp(key, "ratio")) {
+        if (parse_num(&x, val) || !(x >= 0.0 && x < 1.0))
+            return err_set(e, "%s: ratio '%s' is not a number in [0, 1) (the fraction removed; budget=R keeps R)",
+                           name, val);
+        if (*have_budget) return err_set(e, "%s: give budget or ratio, once", name);
+        p->budget = 1.0 - x;
+        *have_budget = 1;
+    } else if (!strcmp(key, "budget")) {
+        if (*have_budget) return err_set(e, "%s: give budget or ratio, once", name);
         if (parse_num(&x, val) || !(x > 0.0 && x <= 1.0))
             return err_set(e, "%s: budget '%s' is not a number in (0, 1] (a fraction of the prompt; tokens=N "
                            "keeps N entries)", name, val);
@@ -82,7 +92,7 @@ static int set_key(KVPolicy *p, const char *key, const char *val, int *have_budg
         p->tokens = (int)i;
         *have_tokens = 1;
     } else if (!key_in(key, KVP_KEYS[p->kind])) {
-        return err_set(e, "%s: unknown key '%s' (keys: budget, tokens%s%s)", name, key, *KVP_KEYS[p->kind] ? ", " : "",
+        return err_set(e, "%s: unknown key '%s' (keys: budget, ratio, tokens%s%s)", name, key, *KVP_KEYS[p->kind] ? ", " : "",
                        KVP_KEYS[p->kind]);
     } else if (!strcmp(key, "sink") || !strcmp(key, "recent") || !strcmp(key, "window")) {
         long long lo = strcmp(key, "window") ? 0 : 1;
@@ -92,6 +102,9 @@ static int set_key(KVPolicy *p, const char *key, const char *val, int *have_budg
         if (parse_int(&i, val, 1, 255) || i % 2 == 0)
             return err_set(e, "%s: kernel '%s' is not an odd integer in [1, 255]", name, val);
         p->kernel = (int)i;
+    } else if (!strcmp(key, "rerotate")) {
+        if (strcmp(val, "0") && strcmp(val, "1")) return err_set(e, "%s: rerotate '%s' is not 0 or 1", name, val);
+        p->rerotate = val[0] == '1';
     } else if (!strcmp(key, "pool")) {
         if (strcmp(val, "avg") && strcmp(val, "max")) return err_set(e, "%s: pool '%s' is not avg or max", name, val);
         p->pool = strcmp(val, "max") ? KVP_POOL_AVG : KVP_POOL_MAX;
@@ -131,7 +144,7 @@ int kvpolicy_parse(KVPolicy *p, const char *spec, Error *e) {
         *eq = '\0';
         if (set_key(p, kv, eq + 1, &have_budget, &have_tokens, e)) return -1;
     }
-    if (have_budget && have_tokens) return err_set(e, "%s: give budget or tokens, not both", buf);
+    if (have_budget && have_tokens) return err_set(e, "%s: give budget (or ratio) or tokens, not both", buf);
     if (have_tokens) p->budget = 0.0;
     return 0;
 }
@@ -142,7 +155,10 @@ int kvpolicy_params(KVPolicyParam *out, const KVPolicy *p) {
     if (p->tokens > 0) out[n++] = (KVPolicyParam){"tokens", p->tokens, NULL};
     else out[n++] = (KVPolicyParam){"budget", p->budget, NULL};
     switch (p->kind) {
-    case KVP_STREAMING: out[n++] = (KVPolicyParam){"sink", p->sink, NULL}; break;
+    case KVP_STREAMING:
+        out[n++] = (KVPolicyParam){"sink", p->sink, NULL};
+        out[n++] = (KVPolicyParam){"rerotate", p->rerotate, NULL};
+        break;
     case KVP_H2O:
         if (p->recent >= 0) out[n++] = (KVPolicyParam){"recent", p->recent, NULL};
         else out[n++] = (KVPolicyParam){"recent", 0, "half"};
@@ -553,4 +569,53 @@ void kvpolicy_compress(KVCache *c, const KVPolicy *p, const double *acc, int n, 
     *c = kept;
     free(cap);
     free(keep);
+}
+
+// ---------------------------------------------------------------------------
+// StreamingLLM re-rotation
+
+// The common length of every layer and head (streaming keeps C everywhere).
+static int rerotate_len(const KVCache *c) {
+    CHECK(c->parent == NULL && c->head_dim % 2 == 0, "kvpolicy_rerotate: a prompt cache without parent");
+    const int C = c->len[0];
+    for (int i = 0; i < c->n_layers * c->n_kv_heads; i++)
+        CHECK(c->len[i] == C, "kvpolicy_rerotate: entry lists of %d and %d (re-rotation needs one kept count)",
+              c->len[i], C);
+    return C;
+}
+
+void kvpolicy_rerotate(KVCache *c, const float *inv_freq) {
+    const int C = rerotate_len(c), half = c->head_dim / 2;
+    for (int l = 0; l < c->n_layers; l++)
+        for (int g = 0; g < c->n_kv_heads; g++) {
+            float *k = kvcache_k(c, l, g);
+            int32_t *tok = kvcache_tok(c, l, g);
+            for (int j = 0; j < C; j++) {
+                float *v = k + (size_t)j * (size_t)c->head_dim;
+                const float p_old = (float)tok[j], p_new = (float)j;
+                for (int i = 0; tok[j] != j && i < half; i++) {
+                    const float a_old = p_old * inv_freq[i], a_new = p_new * inv_freq[i]; // as rope_forward
+                    const double d = (double)a_new - (double)a_old, cs = cos(d), sn = sin(d);
+                    const double x = v[i], y = v[i + half];
+                    v[i] = (float)(x * cs - y * sn);
+                    v[i + half] = (float)(y * cs + x * sn);
+                }
+                tok[j] = j;
+            }
+        }
+    c->n_seen = C;
+}
+
+void kvpolicy_rerotate_ref(KVCache *c, const float *inv_freq) {
+    const int C = rerotate_len(c), E = c->head_dim;
+    for (int l = 0; l < c->n_layers; l++)
+        for (int g = 0; g < c->n_kv_heads; g++)
+            for (int j = 0; j < C; j++) {
+                float *v = kvcache_k(c, l, g) + (size_t)j * (size_t)E;
+                int old = kvcache_tok(c, l, g)[j], now = j;
+                rope_backward(v, &old, inv_freq, 1, 1, (size_t)E, (size_t)E); // undo at the original position
+                rope_forward(v, &now, inv_freq, 1, 1, (size_t)E, (size_t)E);  // apply at the new one
+                kvcache_tok(c, l, g)[j] = j;
+            }
+    c->n_seen = C;
 }

@@ -1,7 +1,11 @@
 // kvpolicy.h: training-free KV-cache policies ("presses" in kvpress terms),
 // applied once, at prefill, to the prompt KV of a full (finetune) model.
 //
-//   streaming  StreamingLLM: the first `sink` (4) tokens + the most recent ones
+//   streaming  StreamingLLM: the first `sink` (4) tokens + the most recent ones;
+//              `rerotate=1` re-rotates the kept keys to the contiguous positions
+//              0..C-1 (RoPE undone at the original position, applied at the new
+//              one) and decoding continues at positions C, C+1, ... (the
+//              paper's "positions within the cache"); default 0: original positions
 //   h2o        H2O: heavy hitters by accumulated attention of the prompt's
 //              queries, each key's sum divided by the number of queries that
 //              see it (n - j under causal attention), + the `recent` last
@@ -22,8 +26,9 @@
 // Spec: NAME[:key=value,...], e.g. "snapkv:budget=0.1,window=32,pool=max".
 // The budget is per layer and per KV head, counted in prompt entries (sinks,
 // windows and recent tokens included): `budget=R` a fraction of the prompt,
-// R in (0, 1], C = ceil(R * n) (default 0.5); or `tokens=N`, C = N. A budget
-// of the whole prompt or more keeps all (C = min(C, n)).
+// R in (0, 1], C = ceil(R * n) (default 0.5); or `tokens=N`, C = N; or
+// `ratio=R`, kvpress's compression_ratio (the fraction removed, [0, 1)), the
+// same as budget=1-R. A budget of the whole prompt or more keeps all (C = min(C, n)).
 //
 // How and when (see beam.c): the prompt is prefilled as without a policy (its
 // own queries attend to the whole prompt; kvpress's presses, which compress a
@@ -78,6 +83,7 @@ typedef struct {
     KVPool pool;     // snapkv, pyramidkv: avg (default) or max
     double beta;     // pyramidkv: >= 1 (20)
     uint64_t seed;   // random (0)
+    int rerotate;    // streaming: 1 re-rotates the kept keys to positions 0..C-1 (0)
 } KVPolicy;
 
 // The defaults of `kind`.
@@ -183,5 +189,18 @@ void kvobs_hook(void *ctx, int layer, int seq, int head, int n_q, const int32_t 
 // acc: this sequence's observer block [L, H, n] (NULL when the policy reads no
 // attention); n_heads: query heads of the model.
 void kvpolicy_compress(KVCache *c, const KVPolicy *p, const double *acc, int n, int n_heads);
+
+
+// StreamingLLM's re-rotation (rerotate=1), after kvpolicy_compress: every
+// layer and KV head must hold the same C entries (streaming keeps the same set
+// everywhere). Entry j, whose key was rotated at its original position tok[j],
+// is rotated by the angle difference to position j (per frequency i:
+// j*inv_freq[i] - tok[j]*inv_freq[i], each product in float as rope_forward
+// forms it, so the result is rope_forward of the raw key at j up to rounding);
+// tok[j] becomes j and n_seen becomes C, so decoding continues at position C.
+// Values are not rotated. inv_freq [head_dim/2]: Model.rope_inv_freq.
+void kvpolicy_rerotate(KVCache *c, const float *inv_freq);
+// The plain twin: per entry, rope_backward at tok[j] (undo) then rope_forward at j.
+void kvpolicy_rerotate_ref(KVCache *c, const float *inv_freq);
 
 #endif

@@ -6,7 +6,7 @@
 #    every code an item's code; Recall/NDCG recomputed here in Python from the
 #    TSV, test.txt and codes.tsv equal the JSON (1e-9), MostPop's too;
 #  - EARN's gamma equals the closed form computed here from the prompt lengths;
-#    omega appears with --baseline;
+#    omega is a number with --baseline, null without;
 #  - bad input (vocabulary of the wrong size, unknown split, baseline of other
 #    work) fails with a clear message and writes nothing.
 set -euo pipefail
@@ -101,7 +101,7 @@ for e in (full, earn):
         assert f[k] >= 0, k
     assert f["generated_tokens"] == len(users) * 20 * 4
 assert abs(full["efficiency"]["gamma"]) < 1e-9, full["efficiency"]["gamma"]
-assert "omega" in earn["efficiency"] and "omega" not in full["efficiency"]
+assert earn["efficiency"]["omega"] is not None and full["efficiency"]["omega"] is None
 # gamma closed form: tiny = 4 layers, 2 KV heads of 16; EARN k=1, r=3; W=20, G=3.
 # Prompt tokens without registers per user, from the prompt tokens the full model read.
 bptl = 2 * 2 * 16 * 4

@@ -35,6 +35,7 @@
 #include "helpers/ref_model.h"
 #include "runtime/beam.h"
 #include "runtime/kvpolicy.h"
+#include "runtime/ops.h"
 #include "runtime/trie.h"
 
 #define TOL_TIE 1e-12   // scores this close to the cut may go either way
@@ -125,6 +126,20 @@ static void test_parse(void **st) {
     expect_parse_error("snapkv:pool=mean", "pool 'mean'");
     expect_parse_error("pyramidkv:beta=0.5", "beta '0.5'");
     expect_parse_error("snapkv:window=0", "window '0'");
+    // ratio (kvpress's compression_ratio: the fraction removed) and rerotate
+    assert_int_equal(kvpolicy_parse(&p, "snapkv:ratio=0.3", &e), 0);
+    assert_true(fabs(p.budget - 0.7) < 1e-12 && p.tokens == 0);
+    assert_int_equal(kvpolicy_parse(&p, "streaming:tokens=8,rerotate=1", &e), 0);
+    assert_true(p.rerotate == 1 && p.tokens == 8);
+    kvpolicy_format(buf, sizeof buf, &p);
+    assert_string_equal(buf, "streaming:tokens=8,sink=4,rerotate=1");
+    expect_parse_error("snapkv:ratio=1", "ratio '1' is not a number in [0, 1)");
+    expect_parse_error("snapkv:ratio=-0.1", "ratio '-0.1'");
+    expect_parse_error("snapkv:ratio=0.3,budget=0.5", "give budget or ratio");
+    expect_parse_error("snapkv:ratio=0.3,tokens=5", "not both");
+    expect_parse_error("streaming:rerotate=2", "rerotate '2' is not 0 or 1");
+    expect_parse_error("snapkv:rerotate=1", "unknown key 'rerotate'");
+    expect_parse_error("none:budget=0.5", "none: takes no keys");
 }
 
 static void test_budgets(void **st) {
@@ -682,6 +697,120 @@ static void test_beam_with_policies(void **st) {
     model_free(&m);
 }
 
+// ---------------------------------------------------------------------------
+// StreamingLLM re-rotation
+
+#define TOL_ROT 2e-5 // |key entries| <= ~3, positions up to 5000: float rounding of the rotation only
+
+// Keys rotated at their original positions, re-rotated to 0..C-1, equal the raw
+// keys rotated at 0..C-1 (both the fast path and the undo/redo twin), values
+// untouched, tok = 0..C-1 and n_seen = C.
+static void test_rerotate_keys(void **st) {
+    (void)st;
+    enum { L = 2, G = 3, E = 16, C = 9 };
+    const int orig[C] = {0, 1, 2, 3, 4991, 4992, 4995, 4998, 4999}; // 4 sinks + recent, a gap inside
+    float inv_freq[E / 2];
+    for (int i = 0; i < E / 2; i++) inv_freq[i] = (float)pow(10000.0, -2.0 * i / E);
+    int cap[L] = {C, C};
+    KVCache c, r;
+    kvcache_init(&c, L, G, E, cap);
+    kvcache_init(&r, L, G, E, cap);
+    float *raw = malloc(sizeof(float) * L * G * C * E), *want = malloc(sizeof(float) * L * G * C * E);
+    Rng rng;
+    rng_seed(&rng, 3);
+    for (int l = 0; l < L; l++)
+        for (int g = 0; g < G; g++)
+            for (int j = 0; j < C; j++) {
+                float *x = raw + (((size_t)l * G + g) * C + j) * E, *w = want + (((size_t)l * G + g) * C + j) * E;
+                for (int i = 0; i < E; i++) x[i] = 2.0f * rng_uniform(&rng) - 1.0f;
+                float *k = kvcache_k(&c, l, g) + (size_t)j * E;
+                memcpy(k, x, sizeof(float) * E);
+                rope_forward(k, &orig[j], inv_freq, 1, 1, E, E); // as the prefill stored it
+                memcpy(w, x, sizeof(float) * E);
+                rope_forward(w, &j, inv_freq, 1, 1, E, E);       // the raw key at its new position
+                for (int i = 0; i < E; i++) kvcache_v(&c, l, g)[(size_t)j * E + i] = x[i];
+                kvcache_tok(&c, l, g)[j] = orig[j];
+            }
+    for (int i = 0; i < L * G; i++) c.len[i] = C;
+    c.n_seen = 5000;
+    kvcache_copy(&r, &c);
+    kvpolicy_rerotate(&c, inv_freq);
+    kvpolicy_rerotate_ref(&r, inv_freq);
+    double err = 0, err_ref = 0, moved = 0;
+    for (int l = 0; l < L; l++)
+        for (int g = 0; g < G; g++)
+            for (int j = 0; j < C; j++)
+                for (int i = 0; i < E; i++) {
+                    size_t at = (((size_t)l * G + g) * C + j) * E + i;
+                    err = fmax(err, fabs(kvcache_k(&c, l, g)[(size_t)j * E + i] - want[at]));
+                    err_ref = fmax(err_ref, fabs(kvcache_k(&r, l, g)[(size_t)j * E + i] - want[at]));
+                    assert_true(kvcache_v(&c, l, g)[(size_t)j * E + i] == raw[at]);
+                    if (j >= 4) moved = fmax(moved, fabs(want[at] - raw[at]));
+                    if (i == 0) assert_int_equal(kvcache_tok(&c, l, g)[j], j);
+                }
+    print_message("  re-rotation: max abs err %.2e (fast), %.2e (undo/redo twin)\n", err, err_ref);
+    assert_true(err < TOL_ROT && err_ref < TOL_ROT);
+    assert_true(moved > 0.1); // the check is not vacuous: keys 4.. really moved
+    assert_int_equal(c.n_seen, C);
+    assert_int_equal(r.n_seen, C);
+    kvcache_free(&c);
+    kvcache_free(&r);
+    free(raw);
+    free(want);
+}
+
+// End to end: with no sinks the kept keys are the last C, and re-rotation
+// shifts every position by the same n - C; RoPE is relative, so the search's
+// logits equal the masked reference at the original positions (the same check
+// as without re-rotation). With sinks the answer changes, the KV bytes do not.
+static void test_beam_rerotate(void **st) {
+    (void)st;
+    ModelConfig c = ref_config(MODEL_ARCH_LLAMA, 32, 48, 4, 4, 2, 60, 1);
+    Model m;
+    model_init_random(&m, &c, 9, 0.3f);
+    Trie t;
+    build_trie(&t);
+    int n = 40, *prompt = malloc(sizeof(int) * 40);
+    Rng r;
+    rng_seed(&r, 4);
+    for (int i = 0; i < n; i++) prompt[i] = (int)(rng_u64(&r) % 40);
+    BeamSearch bs;
+    Error e;
+    assert_int_equal(beam_search_init(&bs, &m, &t, 5, &e), 0);
+    KVPolicy p;
+    kvpolicy_default(&p, KVP_STREAMING);
+    p.tokens = 12;
+    p.sink = 0;
+    p.rerotate = 1;
+    bs.kv_policy = &p;
+    uint8_t kept[40];
+    kvsel_streaming_ref(kept, n, 12, 0);
+    StreamCheck sc = {&m, prompt, n, kept, 0, 0};
+    bs.hook = stream_hook;
+    bs.hook_ctx = &sc;
+    BeamHyps h, h2;
+    run_beam(&h, &bs, 1, &prompt, &n);
+    print_message("  streaming sink=0 rerotate=1: %d logits rows, max rel err %.2e\n", sc.rows, sc.max_err);
+    assert_true(sc.max_err < TOL_REL);
+    beam_hyps_free(&h);
+    bs.hook = NULL;
+    p.sink = 4; // sinks: positions no longer shift uniformly
+    run_beam(&h, &bs, 1, &prompt, &n);
+    size_t bytes = bs.kv_bytes;
+    p.rerotate = 0;
+    run_beam(&h2, &bs, 1, &prompt, &n);
+    assert_int_equal(bs.kv_bytes, bytes);
+    int differ = 0;
+    for (int j = 0; j < h.n; j++) differ |= h.scores[j] != h2.scores[j];
+    assert_true(differ);
+    beam_hyps_free(&h);
+    beam_hyps_free(&h2);
+    free(prompt);
+    beam_search_free(&bs);
+    trie_free(&t);
+    model_free(&m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse),
@@ -695,6 +824,8 @@ int main(void) {
         cmocka_unit_test(test_checks_can_fail),
         cmocka_unit_test(test_observer_vs_reference),
         cmocka_unit_test(test_beam_with_policies),
+        cmocka_unit_test(test_rerotate_keys),
+        cmocka_unit_test(test_beam_rerotate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
