@@ -61,6 +61,11 @@ typedef struct {
     int progress;             // 1: progress on stderr
     int dry_run;              // plan only: print the packing figures and the update count, write nothing
     int64_t crash_after_step; // tests: SIGKILL self right after this update (0: never)
+    // Draft distillation (--method draft; experiments/train_kd.h). The model is a full (finetune) model.
+    const char *teacher;      // teacher file (earnest teacher); NULL: none
+    int kd;                   // KDLoss (runtime/kd_loss.h), or -1: no distillation
+    float kd_alpha, kd_temp;  // 0.7, 1
+    int kd_topk;              // AtSpeed-S's K (0: the teacher file's beam width)
 } TrainOptions;
 
 void train_options_default(TrainOptions *o);
