@@ -78,7 +78,7 @@ typedef struct {
     Progress progress;
     int64_t tokens_run, step_run0;
     double last_eval[5];       // recall@5, @10, @20, ndcg@10, users of the last validation
-    FILE *train_log, *eval_log;
+    FILE *train_log, *eval_log, *kd_log;
     KDState kd;                // draft distillation (kd.active: a teacher file is in use)
     const Pack **b_packs;      // [cap_seqs] the packs of the current batch
 } Trainer;
@@ -391,7 +391,10 @@ static int logs_open(Trainer *t, int fresh, Error *e) {
     snprintf(path, sizeof path, "%s/train_log.csv", t->o.out_dir);
     if (train_log_open(&t->train_log, path, TRAIN_LOG_HEADER, fresh, 0, t->pr.step, e)) return -1;
     snprintf(path, sizeof path, "%s/eval_log.csv", t->o.out_dir);
-    return train_log_open(&t->eval_log, path, EVAL_LOG_HEADER, fresh, 1, t->pr.step, e);
+    if (train_log_open(&t->eval_log, path, EVAL_LOG_HEADER, fresh, 1, t->pr.step, e)) return -1;
+    if (!t->kd.active) return 0;
+    snprintf(path, sizeof path, "%s/kd_log.csv", t->o.out_dir); // the two terms of a draft's loss, per update
+    return train_log_open(&t->kd_log, path, "step,ce,kd,gt_rows,kd_rows\n", fresh, 0, t->pr.step, e);
 }
 
 // ---------------------------------------------------------------------------
@@ -418,6 +421,7 @@ static void trainer_show_progress(Trainer *t, size_t n_batches, int final) {
 static void trainer_free(Trainer *t) {
     if (t->train_log) fclose(t->train_log);
     if (t->eval_log) fclose(t->eval_log);
+    if (t->kd_log) fclose(t->kd_log);
     for (size_t i = 0; i < t->cap_seqs; i++) packed_seq_free(&t->seqs[i]);
     free(t->seqs);
     free(t->b_ntok);
@@ -672,6 +676,10 @@ static int train_step(Trainer *t, const size_t *order, size_t i0, size_t i1, Err
     fprintf(t->train_log, "%lld,%d,%zu,%.6g,%.6f,%.6f,%zu,%d,%.3f,%.1f\n", (long long)t->pr.step, t->pr.epoch + 1,
             t->pr.batch, lr, loss, gnorm, T, n_loss / t->p.code_levels,
             t->elapsed_before + (now - t->t_start), (double)T / (now - ts));
+    if (t->kd_log) {
+        fprintf(t->kd_log, "%lld,%.8f,%.8f,%d,%d\n", (long long)t->pr.step, t->kd.ce, t->kd.kd, t->kd.n_gt, t->kd.n_kd);
+        fflush(t->kd_log);
+    }
     return 0;
 }
 

@@ -13,6 +13,7 @@
 //                                    step,epoch,batch,lr,loss,grad_norm,tokens,targets,elapsed_s,tokens_per_s
 //   eval_log.csv                     one row per validation:
 //                                    epoch,step,train_loss,recall@5,recall@10,recall@20,ndcg@10,users,eval_s,best
+//   kd_log.csv                       draft distillation only: step,ce,kd,gt_rows,kd_rows per update
 //   summary.json                     written when the run ends (completed, early stop or time limit)
 //   state/                           what --resume needs (experiments/train_state.h)
 // Every file is written atomically, so a kill at any moment leaves the

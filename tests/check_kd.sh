@@ -14,6 +14,10 @@
 #    train_args.json; the atspeed-s draft under `eval --draft --verify strict`
 #    ranks exactly as the plain target on 50 test users (codes and order;
 #    scores within 1e-4), and relaxed verification runs;
+#  - self-distillation: a draft distilled from a teacher file made from
+#    itself has KD term 0 (< 1e-5) at its first update, on the ground-truth
+#    rows (wordkd, tvdkd) and on the beam rows appended to the packs
+#    (atspeed-r): the student's KD rows are the teacher file's nodes;
 #  - bad input: a teacher file from another dataset, a truncated one, a
 #    damaged one, not a teacher file, a target that does not fit the data,
 #    --kd without --teacher, --teacher without --method draft, --kd-alpha out
@@ -121,6 +125,24 @@ for x, y in zip(A, S):
 assert len(rows("relaxed.tsv")) == 50 * 20
 print("KD draft, strict verification: the target's exact rankings on 50 test users")
 PYEOF
+
+# ---- self-distillation: a model distilled from its own teacher file -----------
+# The student's rows in the KD batch (ground truth, and the beams appended to the
+# packs) must give exactly the distributions the teacher file holds for the same
+# nodes (which come from the target's tree forward, checked against its beam
+# search while writing): WordKD/TVDKD on the ground-truth rows and AtSpeed-R on
+# the beam rows are then 0 up to float rounding at the first update.
+"$B" teacher --model d_atspeed-s --data syn --template tiger --users 2 --beam 4 --out self.bin --quiet || fail "teacher (self)"
+for kd in wordkd tvdkd atspeed-r; do
+    "$B" train --data syn --method draft --init d_atspeed-s --teacher self.bin --kd "$kd" --template tiger --epochs 1 \
+        --eval-users 5 --quiet --out "self_$kd" > /dev/null 2>&1 || fail "train --kd $kd (self)"
+    $PY - "self_$kd/kd_log.csv" <<'PYEOF' || fail "self-distillation $kd: the KD term is not 0"
+import csv, sys
+r = next(csv.DictReader(open(sys.argv[1])))
+assert float(r["kd"]) < 1e-5 and int(r["kd_rows"]) > 0 and float(r["ce"]) > 0.1, r
+PYEOF
+done
+echo "self-distillation: the KD term is 0 (ground-truth rows: wordkd, tvdkd; beam rows: atspeed-r)"
 
 # ---- bad input: nonzero exit, a clear message, nothing written ----------------
 expect_fail() { # $1: output that must not appear, $2: pattern in the message, rest: the command
