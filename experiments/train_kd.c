@@ -40,7 +40,7 @@ static int extra_tokens(const KDState *k, const TeacherRecord *r, int L) {
 }
 
 int kd_filter_plan(PackPlan *pp, const KDState *k, const Dataset *d, const Prompter *p, Error *e) {
-    size_t kept = 0, dropped = 0;
+    size_t kept = 0;
     int L = d->code_levels, mh = pp->max_history;
     pp->n_targets = pp->tokens_packed = pp->tokens_unpacked = 0;
     for (size_t i = 0; i < pp->n_packs; i++) {
@@ -51,7 +51,7 @@ int kd_filter_plan(PackPlan *pp, const KDState *k, const Dataset *d, const Promp
             if (!r) ok = 0;
             else extra += extra_tokens(k, r, L);
         }
-        if (!ok) { dropped++; continue; }
+        if (!ok) continue;
         pk.n_tokens += extra;
         pp->packs[kept++] = pk;
         pp->tokens_packed += (size_t)pk.n_tokens;
@@ -63,7 +63,6 @@ int kd_filter_plan(PackPlan *pp, const KDState *k, const Dataset *d, const Promp
     if (kept == 0)
         return err_set(e, "%s: covers no pack of this training (no user whose train targets all have a record)",
                        k->t.path);
-    (void)dropped;
     return 0;
 }
 

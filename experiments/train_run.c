@@ -515,7 +515,12 @@ static int trainer_setup(Trainer *t, int *resume_threads, Error *e) {
     if (o->teacher) { // draft distillation: the teacher file's samples only
         if (kd_setup(&t->kd, o->teacher, (KDLoss)o->kd, o->kd_alpha, o->kd_temp, o->kd_topk, &t->d, &t->v, e))
             return -1;
+        size_t all = t->plan.n_targets;
         if (kd_filter_plan(&t->plan, &t->kd, &t->d, &t->p, e)) return -1;
+        if (o->progress)
+            fprintf(stderr, "earnest train: draft, --kd %s: the teacher file covers %zu of the %zu train targets "
+                    "(%d users); training on those\n", kd_loss_name((KDLoss)o->kd), t->plan.n_targets, all,
+                    t->kd.t.users);
     }
     size_t *order = xmalloc(t->plan.n_packs * sizeof(size_t)), *starts = xmalloc((t->plan.n_packs + 1) * sizeof(size_t));
     t->pr.total_steps = 0;
