@@ -41,19 +41,14 @@ static int extra_tokens(const KDState *k, const TeacherRecord *r, int L) {
 
 int kd_filter_plan(PackPlan *pp, const KDState *k, const Dataset *d, const Prompter *p, Error *e) {
     size_t kept = 0;
-    int L = d->code_levels, mh = pp->max_history;
+    int mh = pp->max_history;
     pp->n_targets = pp->tokens_packed = pp->tokens_unpacked = 0;
     for (size_t i = 0; i < pp->n_packs; i++) {
         Pack pk = pp->packs[i];
-        int ok = 1, extra = 0;
-        for (int t = pk.first; t <= pk.last && ok; t++) {
-            const TeacherRecord *r = teacher_find(&k->t, d, pk.user, t);
-            if (!r) ok = 0;
-            else extra += extra_tokens(k, r, L);
-        }
+        int ok = 1;
+        for (int t = pk.first; t <= pk.last && ok; t++) ok = teacher_find(&k->t, d, pk.user, t) != NULL;
         if (!ok) continue;
-        pk.n_tokens += extra;
-        pp->packs[kept++] = pk;
+        pp->packs[kept++] = pk; // n_tokens: the pack alone, so every loss gets the same batches
         pp->tokens_packed += (size_t)pk.n_tokens;
         pp->n_targets += (size_t)(pk.last - pk.first + 1);
         for (int t = pk.first; t <= pk.last; t++)

@@ -2,6 +2,9 @@
 // AtSpeed): what `earnest train --method draft --teacher FILE --kd LOSS` adds
 // to a training run (experiments/train_run.c).
 //
+// Batches are those of the packs alone (--batch-tokens counts the packs'
+// tokens without the beam groups), so every loss makes the same updates.
+//
 // Samples: the run trains on the train samples the teacher file covers
 // (packs whose targets all have a record; `earnest teacher --users N` makes a
 // smaller file, hence a smaller run), whatever the loss, so every draft of one
@@ -78,9 +81,11 @@ int kd_setup(KDState *k, const char *teacher_path, KDLoss loss, float alpha, flo
              const Vocab *v, Error *e);
 void kd_free(KDState *k);
 
-// Keeps the packs whose targets all have a teacher record (their n_tokens
-// then count the beam groups too); recomputes the plan's figures. Fails when
-// no pack is left.
+// Keeps the packs whose targets all have a teacher record; recomputes the
+// plan's figures. Fails when no pack is left. The packs' n_tokens stay those
+// of the packs alone, so --batch-tokens makes the same batches (the same
+// samples per update, the same number of updates) for every loss; the beam
+// groups make a batch's sequences longer, not its sample count smaller.
 int kd_filter_plan(PackPlan *pp, const KDState *k, const Dataset *d, const Prompter *p, Error *e);
 
 // The batch of packs[0..n) (seqs: their built sequences) with the beam groups.
