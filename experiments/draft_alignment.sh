@@ -62,7 +62,9 @@ done
 /usr/bin/python3 - "$BEAMS" "$LOSSES" <<'PYEOF'
 import json, sys
 beams, losses = sys.argv[1].split(), sys.argv[2].split()
-cols = ["loss", "verify", "beam", "users", "accepted_levels_per_round", "acc_level2", "acc_level3", "acc_level4",
+# level_acceptance has the drafted levels only (level 1 is the target's prompt row,
+# the last level the target's own pick after a round): 2 and 3 of 4 at gamma 3.
+cols = ["loss", "verify", "beam", "users", "accepted_levels_per_round", "acc_level2", "acc_level3",
         "target_calls_per_user", "rounds_per_user", "draft_share", "omega", "recall@10", "recall@20", "ndcg@10",
         "plain_recall@10", "plain_recall@20", "draft_valid_recall@10"]
 rows = []
@@ -74,7 +76,7 @@ for beam in beams:
             p = json.load(open(f"evals/plain_b{beam}.json"))
             d, la = e["draft"], e["draft"]["level_acceptance"]
             rows.append([kd, verify, beam, e["n_users"], d["accepted_levels_per_round"], la.get("2", ""),
-                         la.get("3", ""), la.get("4", ""), d["target_calls_per_user"], d["rounds_per_user"],
+                         la.get("3", ""), d["target_calls_per_user"], d["rounds_per_user"],
                          d["draft_share"], e["efficiency"]["omega"], e["recall@10"], e["recall@20"], e["ndcg@10"],
                          p["recall@10"], p["recall@20"], dsum["best_valid_recall@10"]])
 def fmt(x):
@@ -83,7 +85,7 @@ with open("draft_alignment.csv", "w") as f:
     f.write(",".join(cols) + "\n")
     for r in rows:
         f.write(",".join(fmt(x) for x in r) + "\n")
-show = ["loss", "verify", "beam", "accepted_levels_per_round", "acc_level2", "acc_level3", "acc_level4",
+show = ["loss", "verify", "beam", "accepted_levels_per_round", "acc_level2", "acc_level3",
         "target_calls_per_user", "omega", "recall@10", "recall@20"]
 with open("draft_alignment.md", "w") as f:
     f.write("| " + " | ".join(show) + " |\n|" + "---|" * len(show) + "\n")
