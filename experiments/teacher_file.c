@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "experiments/teacher.h"
 #include "runtime/sha256.h"
@@ -173,6 +174,10 @@ int teacher_load(Teacher *t, const char *path, Error *e) {
     snprintf(t->path, sizeof t->path, "%s", path);
     size_t len;
     char *raw;
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        return err_set(e, "--teacher %s is a directory; give the target's teacher file (make it once with "
+                       "earnest teacher --model %s --data DATA_DIR --out FILE)", path, path);
     if (file_read_all(path, &raw, &len, e)) return err_prefix(e, "--teacher: ");
     size_t ml = strlen(TEACHER_MAGIC);
     char *nl = len > ml ? memchr(raw + ml, '\n', len - ml) : NULL;

@@ -19,7 +19,8 @@
 #    rows (wordkd, tvdkd) and on the beam rows appended to the packs
 #    (atspeed-r): the student's KD rows are the teacher file's nodes;
 #  - bad input: a teacher file from another dataset, a truncated one, a
-#    damaged one, not a teacher file, a target that does not fit the data,
+#    damaged one, not a teacher file, a model directory instead of a file, a
+#    target that does not fit the data,
 #    --kd without --teacher, --teacher without --method draft, --kd-alpha out
 #    of range: nonzero exit, a message naming the file or flag, nothing written.
 set -euo pipefail
@@ -160,6 +161,7 @@ cp t.bin dmg.bin
 printf 'X' | dd of=dmg.bin bs=1 seek=9000 conv=notrunc status=none
 expect_fail x3 "damaged" "$B" train "${T[@]/t.bin/dmg.bin}" --kd wordkd --out x3
 expect_fail x4 "not a teacher file" "$B" train "${T[@]/t.bin/syn\/train.txt}" --kd wordkd --out x4
+expect_fail x8 "is a directory" "$B" train "${T[@]/t.bin/tgt}" --kd wordkd --out x8
 expect_fail x5 "needs --teacher" "$B" train --data syn --method draft --kd atspeed-s --out x5
 expect_fail x6 "go with --method draft" "$B" train --data syn --preset draft --teacher t.bin --out x6
 expect_fail x7 "kd-alpha" "$B" train "${T[@]}" --kd wordkd --kd-alpha 1.5 --out x7
