@@ -14,6 +14,8 @@
 #    train_args.json; the atspeed-s draft under `eval --draft --verify strict`
 #    ranks exactly as the plain target on 50 test users (codes and order;
 #    scores within 1e-4), and relaxed verification runs;
+#  - a KD run killed after update 3 and resumed ends with the same weights
+#    and kd_log.csv as an uninterrupted one;
 #  - self-distillation: a draft distilled from a teacher file made from
 #    itself has KD term 0 (< 1e-5) at its first update, on the ground-truth
 #    rows (wordkd, tvdkd) and on the beam rows appended to the packs
@@ -126,6 +128,19 @@ for x, y in zip(A, S):
 assert len(rows("relaxed.tsv")) == 50 * 20
 print("KD draft, strict verification: the target's exact rankings on 50 test users")
 PYEOF
+
+# ---- a killed KD run resumes to the same weights -------------------------------
+R=(--data syn --method draft --teacher t.bin --kd atspeed-r --template tiger --epochs 2 --eval-users 5
+   --batch-tokens 600 --threads 1 --quiet)
+"$B" train "${R[@]}" --out ra > /dev/null 2>&1 || fail "train (uninterrupted)"
+set +e; "$B" train "${R[@]}" --out rb --test-crash-after-step 3 > /dev/null 2>&1; set -e
+"$B" train "${R[@]}" --out rb --resume > /dev/null 2>&1 || fail "train --resume (KD)"
+cmp -s ra/model.safetensors rb/model.safetensors || fail "a resumed KD run ends with other weights"
+cmp -s ra/kd_log.csv rb/kd_log.csv || fail "a resumed KD run has another kd_log.csv"
+"$B" teacher --model tgt --data syn --template tiger --users 3 --beam 8 --out t_other.bin --quiet
+"$B" train "${R[@]/t.bin/t_other.bin}" --out rb --resume > bad.out 2>&1 && fail "--resume with another teacher file"
+grep -q "teacher" bad.out || { cat bad.out; fail "--resume with another teacher file: the message does not name it"; }
+echo "KD run killed after update 3 and resumed: the same weights and kd_log.csv"
 
 # ---- self-distillation: a model distilled from its own teacher file -----------
 # The student's rows in the KD batch (ground truth, and the beams appended to the
