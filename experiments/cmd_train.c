@@ -8,6 +8,7 @@
 #include "experiments/cli.h"
 #include "experiments/commands.h"
 #include "experiments/train_run.h"
+#include "runtime/kd_loss.h"
 
 static const char *TRAIN_ABOUT =
     "  Trains on every target of each user's train sequence (history = the items before it, last 20),\n"
@@ -15,6 +16,9 @@ static const char *TRAIN_ABOUT =
     "  method:  finetune   every layer sees every token (registers optional, default 0/0)\n"
     "           earn       layers >= k see only registers and targets (default k = N/4, 1 prefix +\n"
     "                      1 suffix register; at least one suffix register)\n"
+    "           draft      an AtSpeed draft (a full model, the draft preset by default) distilled from a\n"
+    "                      target through --teacher FILE (earnest teacher) with --kd LOSS:\n"
+    "                      (1 - alpha) CE(ground truth) + alpha KD; on the samples the file covers\n"
     "  model:   --preset gives the shape of a model trained from scratch; --init starts from a\n"
     "           checkpoint (its shape; --preset, if given, must match). A checkpoint without an earnest\n"
     "           vocab.txt (e.g. a converted llama2.c model) gets its vocabulary grown by the registers,\n"
@@ -23,17 +27,49 @@ static const char *TRAIN_ABOUT =
     "  (config.json, model.safetensors, vocab.txt), train_log.csv, eval_log.csv, train_args.json,\n"
     "  summary.json and state/ (what --resume needs).\n";
 
+// --method draft: a full (finetune) model trained with --kd LOSS from --teacher FILE (the
+// draft preset unless --preset/--init say otherwise). Returns 2 on a bad combination, else -1.
+static int draft_options(TrainOptions *o, const char **method_s, const char *kd_s) {
+    int draft = !strcmp(*method_s, "draft");
+    if (!draft && (kd_s || o->teacher)) {
+        fprintf(stderr, "earnest train: --kd and --teacher go with --method draft\n");
+        return 2;
+    }
+    if (!draft) return -1;
+    if (!kd_s) {
+        fprintf(stderr, "earnest train: --method draft needs --kd sft|wordkd|tvdkd|seqkd|atspeed-s|atspeed-r\n");
+        return 2;
+    }
+    KDLoss k;
+    CHECK(kd_loss_parse(kd_s, &k) == 0, "train: --kd passed its choices");
+    if (k != KD_SFT && !o->teacher) {
+        fprintf(stderr, "earnest train: --kd %s needs --teacher FILE (make it with earnest teacher --model TARGET)\n",
+                kd_s);
+        return 2;
+    }
+    o->kd = (int)k;
+    *method_s = "finetune";
+    if (!o->preset && !o->init_dir) o->preset = "draft";
+    return -1;
+}
+
 int cmd_train(int argc, char **argv) {
     TrainOptions o;
     train_options_default(&o);
-    const char *method_s = "finetune", *tmpl_s = "lcrec";
+    const char *method_s = "finetune", *tmpl_s = "lcrec", *kd_s = NULL;
     int seed = 1, crash_after = 0, quiet = 0;
     CliFlag flags[] = {
         {"--data", CLI_STRING, &o.data_dir, .meta = "DIR", .required = 1, .help = "prepared dataset directory"},
         {"--out", CLI_STRING, &o.out_dir, .meta = "MODEL_DIR", .required = 1, .help = "model directory to write"},
         {"--init", CLI_STRING, &o.init_dir, .meta = "DIR", .help = "start from this checkpoint"},
         {"--preset", CLI_STRING, &o.preset, .choices = "tiny|small|draft|base", .help = "shape of a model trained from scratch (draft: an AtSpeed draft)"},
-        {"--method", CLI_STRING, &method_s, .choices = "finetune|earn|skiplayers|gist", .help = "training method"},
+        {"--method", CLI_STRING, &method_s, .choices = "finetune|earn|skiplayers|gist|draft", .help = "training method"},
+        {"--teacher", CLI_STRING, &o.teacher, .meta = "FILE", .help = "draft: the teacher file (earnest teacher)"},
+        {"--kd", CLI_STRING, &kd_s, .choices = "sft|wordkd|tvdkd|seqkd|atspeed-s|atspeed-r",
+         .help = "draft: the loss mixed with the ground truth's cross-entropy"},
+        {"--kd-alpha", CLI_FLOAT, &o.kd_alpha, .lo = 0, .hi = 1, .help = "draft: (1 - a) CE + a KD"},
+        {"--kd-temp", CLI_FLOAT, &o.kd_temp, .lo = 1e-3, .hi = 1e3, .help = "draft: temperature of atspeed-s/-r"},
+        {"--kd-topk", CLI_INT, &o.kd_topk, .lo = 0, .hi = 1 << 20, .help = "draft: atspeed-s's K (0: the teacher's beam)"},
         {"--k", CLI_INT, &o.k, .lo = 1, .hi = 4096, .help = "EARN layer split (default N/4)"},
         {"--keep-layers", CLI_INT, &o.keep_layers, .lo = 1, .hi = 4096,
          .help = "skiplayers: the first M layers of the starting model are kept and trained"},
@@ -70,10 +106,13 @@ int cmd_train(int argc, char **argv) {
     };
     CliSpec cli = {.verb = "train",
                    .synopsis = "--data DATA_DIR (--preset tiny|small|draft | --init DIR) --method finetune|earn|skiplayers|gist --out MODEL_DIR\n"
-                               "                     [--k K --prefix-regs P --suffix-regs S] [options]",
+                               "                     [--k K --prefix-regs P --suffix-regs S] [options]\n"
+                               "       earnest train --data DATA_DIR --method draft --teacher FILE --kd LOSS --out MODEL_DIR\n"
+                               "                     [--kd-alpha 0.7 --kd-temp 1 --kd-topk K] [options]",
                    .about = TRAIN_ABOUT, .flags = flags, .n_flags = CLI_COUNT(flags)};
     int st = cli_parse(&cli, argc, argv);
     if (st >= 0) return st;
+    if ((st = draft_options(&o, &method_s, kd_s)) >= 0) return st;
     if (!o.preset && !o.init_dir && !o.resume) {
         fprintf(stderr, "earnest train: give --preset (train from scratch) or --init (start from a checkpoint)\n");
         return 2;

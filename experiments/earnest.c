@@ -22,7 +22,8 @@ static const Verb VERBS[] = {
     {"analyze", cmd_analyze, "attention metrics (density, sinks, entropy, ...) of an attention dump"},
     {"convert", cmd_convert, "convert a llama2.c .bin model (+ tokenizer.bin) into a model directory"},
     {"eval", cmd_eval, "rank item codes (constrained beam search or MostPop); Recall/NDCG, efficiency"},
-    {"train", cmd_train, "train a model (finetune or EARN) on a dataset: packed multi-target, resumable"},
+    {"train", cmd_train, "train a model (finetune, EARN, or a KD draft) on a dataset: packed multi-target, resumable"},
+    {"teacher", cmd_teacher, "a target's beam search and distributions over the train samples (for draft KD)"},
 };
 
 static void usage(FILE *f) {

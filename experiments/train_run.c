@@ -17,6 +17,7 @@
 #include "datasets/samples.h"
 #include "datasets/vocab.h"
 #include "experiments/rec_eval.h"
+#include "experiments/train_kd.h"
 #include "experiments/train_state.h"
 #include "runtime/beam.h"
 #include "runtime/checkpoint.h"
@@ -43,6 +44,9 @@ void train_options_default(TrainOptions *o) {
     o->save_minutes = 5.0;
     o->init_std = 0.02f;
     o->progress = 1;
+    o->kd = -1;
+    o->kd_alpha = 0.7f;
+    o->kd_temp = 1.0f;
 }
 
 // ---------------------------------------------------------------------------
@@ -74,7 +78,9 @@ typedef struct {
     Progress progress;
     int64_t tokens_run, step_run0;
     double last_eval[5];       // recall@5, @10, @20, ndcg@10, users of the last validation
-    FILE *train_log, *eval_log;
+    FILE *train_log, *eval_log, *kd_log;
+    KDState kd;                // draft distillation (kd.active: a teacher file is in use)
+    const Pack **b_packs;      // [cap_seqs] the packs of the current batch
 } Trainer;
 
 static volatile sig_atomic_t g_stop_signal = 0;
@@ -118,7 +124,7 @@ static uint64_t epoch_seed(uint64_t seed, int epoch) {
 // The options that decide the computation, as JSON: saved in train_args.json
 // and compared on --resume (the same command line plus --resume continues).
 
-static json_t *args_json(const TrainOptions *o, const ModelConfig *c, const Dataset *d) {
+static json_t *args_json(const TrainOptions *o, const ModelConfig *c, const Dataset *d, const KDState *kd) {
     json_t *a = json_object();
     json_object_set_new(a, "format", json_string("earnest-train-args"));
     json_object_set_new(a, "version", json_integer(1));
@@ -150,6 +156,16 @@ static json_t *args_json(const TrainOptions *o, const ModelConfig *c, const Data
     json_object_set_new(a, "patience", json_integer(o->patience));
     json_object_set_new(a, "eval_users", json_integer(o->eval_users));
     json_object_set_new(a, "beam", json_integer(o->beam));
+    if (o->kd >= 0) { // draft distillation (absent from other runs' arguments)
+        json_object_set_new(a, "kd", json_string(kd_loss_name((KDLoss)o->kd)));
+        json_object_set_new(a, "kd_alpha", json_real(o->kd_alpha));
+        json_object_set_new(a, "kd_temp", json_real(o->kd_temp));
+        json_object_set_new(a, "kd_topk", json_integer(kd && kd->active ? kd->topk : o->kd_topk));
+        json_object_set_new(a, "teacher", o->teacher ? json_string(o->teacher) : json_null());
+        json_object_set_new(a, "teacher_records_sha256",
+                            kd && kd->active ? json_string(kd->t.records_sha) : json_null());
+        json_object_set_new(a, "teacher_model_sha256", kd && kd->active ? json_string(kd->t.model_sha) : json_null());
+    }
     return a;
 }
 
@@ -301,6 +317,7 @@ static void batch_reserve(Trainer *t, size_t n_seqs, size_t T) {
         memset(t->seqs + t->cap_seqs, 0, (n_seqs - t->cap_seqs) * sizeof(PackedSeq));
         t->b_ntok = xrealloc(t->b_ntok, n_seqs * sizeof(int));
         t->b_masks = xrealloc(t->b_masks, n_seqs * sizeof(uint8_t *));
+        t->b_packs = xrealloc(t->b_packs, n_seqs * sizeof(Pack *));
         t->cap_seqs = n_seqs;
     }
     if (T > t->cap_T) {
@@ -331,7 +348,12 @@ static void batch_build(TrainBatch *b, Trainer *t, const size_t *order, size_t i
         }
         t->b_ntok[j] = len;
         t->b_masks[j] = s->mask;
+        t->b_packs[j] = &t->plan.packs[order[i0 + j]];
         at += (size_t)len;
+    }
+    if (t->kd.active) { // the packs again, with the teacher's beams appended (train_kd.h)
+        kd_batch_build(b, &t->kd, t->seqs, t->b_packs, (int)n, &t->d, &t->m.config);
+        return;
     }
     *b = (TrainBatch){.n_seqs = (int)n, .n_tok = t->b_ntok, .tokens = t->b_tokens, .positions = t->b_pos,
                       .depth = t->b_depth, .mask = t->b_masks, .labels = t->b_labels};
@@ -404,7 +426,10 @@ static int logs_open(Trainer *t, int fresh, Error *e) {
     snprintf(path, sizeof path, "%s/train_log.csv", t->o.out_dir);
     if (train_log_open(&t->train_log, path, TRAIN_LOG_HEADER, fresh, 0, t->pr.step, e)) return -1;
     snprintf(path, sizeof path, "%s/eval_log.csv", t->o.out_dir);
-    return train_log_open(&t->eval_log, path, EVAL_LOG_HEADER, fresh, 1, t->pr.step, e);
+    if (train_log_open(&t->eval_log, path, EVAL_LOG_HEADER, fresh, 1, t->pr.step, e)) return -1;
+    if (!t->kd.active) return 0;
+    snprintf(path, sizeof path, "%s/kd_log.csv", t->o.out_dir); // the two terms of a draft's loss, per update
+    return train_log_open(&t->kd_log, path, "step,ce,kd,gt_rows,kd_rows\n", fresh, 0, t->pr.step, e);
 }
 
 // ---------------------------------------------------------------------------
@@ -431,10 +456,13 @@ static void trainer_show_progress(Trainer *t, size_t n_batches, int final) {
 static void trainer_free(Trainer *t) {
     if (t->train_log) fclose(t->train_log);
     if (t->eval_log) fclose(t->eval_log);
+    if (t->kd_log) fclose(t->kd_log);
     for (size_t i = 0; i < t->cap_seqs; i++) packed_seq_free(&t->seqs[i]);
     free(t->seqs);
     free(t->b_ntok);
     free(t->b_masks);
+    free(t->b_packs);
+    kd_free(&t->kd);
     free(t->b_tokens);
     free(t->b_pos);
     free(t->b_depth);
@@ -469,7 +497,7 @@ static int check_options(const TrainOptions *o, Error *e) {
 static int resume_load(Trainer *t, const char *latest, int *resume_threads, Error *e) {
     const TrainOptions *o = &t->o;
     char path[4600];
-    json_t *now = args_json(o, &t->m.config, &t->d);
+    json_t *now = args_json(o, &t->m.config, &t->d, &t->kd);
     snprintf(path, sizeof path, "%s/train_args.json", o->out_dir);
     json_error_t je;
     json_t *saved = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
@@ -522,6 +550,16 @@ static int trainer_setup(Trainer *t, int *resume_threads, Error *e) {
     // What the epochs feed: the pack plan and its batches.
     pack_plan_build(&t->plan, &t->d, &t->p, o->max_history, o->pack_tokens);
     if (t->plan.n_packs == 0) return err_set(e, "%s: no train user has two or more train items", o->data_dir);
+    if (o->teacher) { // draft distillation: the teacher file's samples only
+        if (kd_setup(&t->kd, o->teacher, (KDLoss)o->kd, o->kd_alpha, o->kd_temp, o->kd_topk, &t->d, &t->v, e))
+            return -1;
+        size_t all = t->plan.n_targets;
+        if (kd_filter_plan(&t->plan, &t->kd, &t->d, &t->p, e)) return -1;
+        if (o->progress)
+            fprintf(stderr, "earnest train: draft, --kd %s: the teacher file covers %zu of the %zu train targets "
+                    "(%d users); training on those\n", kd_loss_name((KDLoss)o->kd), t->plan.n_targets, all,
+                    t->kd.t.users);
+    }
     size_t *order = xmalloc(t->plan.n_packs * sizeof(size_t)), *starts = xmalloc((t->plan.n_packs + 1) * sizeof(size_t));
     t->pr.total_steps = 0;
     for (int ep = 0; ep < o->epochs; ep++) t->pr.total_steps += (int64_t)epoch_batches(order, starts, t, ep);
@@ -548,7 +586,7 @@ static int out_init(Trainer *t, Error *e) {
     snprintf(path, sizeof path, "%s/vocab.txt", t->o.out_dir);
     if (vocab_save(&t->v, path, e)) return -1;
     snprintf(path, sizeof path, "%s/train_args.json", t->o.out_dir);
-    json_t *a = args_json(&t->o, &t->m.config, &t->d);
+    json_t *a = args_json(&t->o, &t->m.config, &t->d, &t->kd);
     int rc = json_write_atomic(path, a, e);
     json_decref(a);
     return rc;
@@ -583,6 +621,12 @@ static int summary_write(Trainer *t, const char *stopped, Error *e) {
     json_object_set_new(s, "tokens_per_epoch_packed", json_integer((json_int_t)t->plan.tokens_packed));
     json_object_set_new(s, "tokens_per_epoch_unpacked", json_integer((json_int_t)t->plan.tokens_unpacked));
     json_object_set_new(s, "threads", json_integer(t->o.threads));
+    if (t->o.kd >= 0) {
+        json_object_set_new(s, "kd", json_string(kd_loss_name((KDLoss)t->o.kd)));
+        json_object_set_new(s, "kd_alpha", json_real(t->o.kd_alpha));
+        json_object_set_new(s, "kd_temp", json_real(t->o.kd_temp));
+        json_object_set_new(s, "teacher", t->o.teacher ? json_string(t->o.teacher) : json_null());
+    }
     int rc = json_write_atomic(path, s, e);
     json_decref(s);
     return rc;
@@ -649,12 +693,15 @@ static int train_step(Trainer *t, const size_t *order, size_t i0, size_t i1, Err
     TrainBatch b;
     batch_build(&b, t, order, i0, i1);
     if (train_forward(&t->acts, &t->m, &b, e)) return -1;
-    if (!isfinite(t->acts.loss_mean))
+    double loss = t->kd.active ? kd_loss_apply(&t->kd, &t->acts, &t->m) : t->acts.loss_mean;
+    int n_loss = t->kd.active ? t->kd.n_gt : t->acts.n_labels; // ground-truth code rows
+    if (!isfinite(loss))
         return err_set(e, "update %lld (epoch %d): the loss is %g; the run diverged (lower --lr?) and stops here: "
                        "nothing of it is saved as best, the last state is the one before", (long long)t->pr.step + 1,
-                       t->pr.epoch + 1, (double)t->acts.loss_mean);
+                       t->pr.epoch + 1, loss);
     grads_zero(&t->g);
-    train_backward(&t->g, &t->acts, &t->m, t->acts.n_labels ? 1.0f / (float)t->acts.n_labels : 0.0f);
+    if (t->kd.active) train_backward_dlogits(&t->g, &t->acts, &t->m); // kd_loss_apply left dloss/dlogits
+    else train_backward(&t->g, &t->acts, &t->m, t->acts.n_labels ? 1.0f / (float)t->acts.n_labels : 0.0f);
     float lr = adamw_lr(&t->o.opt, t->pr.step, t->pr.total_steps);
     double gnorm = adamw_step(&t->opt, t->m.params_memory, t->g.memory, lr, &t->o.opt);
     if (!isfinite(gnorm))
@@ -664,14 +711,18 @@ static int train_step(Trainer *t, const size_t *order, size_t i0, size_t i1, Err
     size_t T = t->acts.T;
     t->pr.step++;
     t->pr.batch++;
-    t->pr.ep_loss_sum += t->acts.loss_sum;
-    t->pr.ep_labels += t->acts.n_labels;
+    t->pr.ep_loss_sum += loss * n_loss;
+    t->pr.ep_labels += n_loss;
     t->pr.ep_tokens += (int64_t)T;
     t->tokens_run += (int64_t)T;
     double now = time_now_s();
     fprintf(t->train_log, "%lld,%d,%zu,%.6g,%.6f,%.6f,%zu,%d,%.3f,%.1f\n", (long long)t->pr.step, t->pr.epoch + 1,
-            t->pr.batch, lr, t->acts.loss_mean, gnorm, T, t->acts.n_labels / t->p.code_levels,
+            t->pr.batch, lr, loss, gnorm, T, n_loss / t->p.code_levels,
             t->elapsed_before + (now - t->t_start), (double)T / (now - ts));
+    if (t->kd_log) {
+        fprintf(t->kd_log, "%lld,%.8f,%.8f,%d,%d\n", (long long)t->pr.step, t->kd.ce, t->kd.kd, t->kd.n_gt, t->kd.n_kd);
+        fflush(t->kd_log);
+    }
     return 0;
 }
 

@@ -13,6 +13,7 @@
 //                                    step,epoch,batch,lr,loss,grad_norm,tokens,targets,elapsed_s,tokens_per_s
 //   eval_log.csv                     one row per validation:
 //                                    epoch,step,train_loss,recall@5,recall@10,recall@20,ndcg@10,users,eval_s,best
+//   kd_log.csv                       draft distillation only: step,ce,kd,gt_rows,kd_rows per update
 //   summary.json                     written when the run ends (completed, early stop or time limit)
 //   state/                           what --resume needs (experiments/train_state.h)
 // Every file is written atomically, so a kill at any moment leaves the
@@ -62,6 +63,11 @@ typedef struct {
     int progress;             // 1: progress on stderr
     int dry_run;              // plan only: print the packing figures and the update count, write nothing
     int64_t crash_after_step; // tests: SIGKILL self right after this update (0: never)
+    // Draft distillation (--method draft; experiments/train_kd.h). The model is a full (finetune) model.
+    const char *teacher;      // teacher file (earnest teacher); NULL: none
+    int kd;                   // KDLoss (runtime/kd_loss.h), or -1: no distillation
+    float kd_alpha, kd_temp;  // 0.7, 1
+    int kd_topk;              // AtSpeed-S's K (0: the teacher file's beam width)
 } TrainOptions;
 
 void train_options_default(TrainOptions *o);

@@ -321,6 +321,12 @@ static void spread_rows(float *dres, const LayerActs *lo, const LayerActs *up, s
 }
 
 void train_backward(ModelGrads *gr, TrainActs *a, const Model *m, float loss_scale) {
+    crossentropy_backward(a->logits, a->logits, a->label_id, loss_scale, (size_t)a->n_labels,
+                          (size_t)m->config.vocab_size); // dlogits in place
+    train_backward_dlogits(gr, a, m);
+}
+
+void train_backward_dlogits(ModelGrads *gr, TrainActs *a, const Model *m) {
     const ModelConfig *c = &m->config;
     const ModelParams *w = &m->params;
     ModelParams *g = &gr->g;
@@ -334,8 +340,7 @@ void train_backward(ModelGrads *gr, TrainActs *a, const Model *m, float loss_sca
           "train_backward: %d threads, but the forward sized attention scratch for %d", omp_get_max_threads(),
           a->n_threads);
 
-    // Loss -> logits -> output head -> final norm, on the labelled rows.
-    crossentropy_backward(a->logits, a->logits, a->label_id, loss_scale, NL, V); // dlogits in place
+    // dlogits (a->logits) -> output head -> final norm, on the labelled rows.
     memset(a->dxnl, 0, NL * D * sizeof(float));
     matmul_backward(a->dxnl, g->lm_head, NULL, a->logits, a->xnl, w->lm_head, NL, D, V); // tied: adds into embed
     flops += 4.0 * (double)NL * (double)D * (double)V;

@@ -113,6 +113,13 @@ int train_forward(TrainActs *a, const Model *m, const TrainBatch *b, Error *e);
 // Uses the activations of the last train_forward on the same model.
 void train_backward(ModelGrads *g, TrainActs *a, const Model *m, float loss_scale);
 
+// The same backward for any loss of the logits: the caller has overwritten
+// a->logits [n_labels, V] with d(loss)/d(logits) (rows in label order:
+// a->label_tok gives each row's packed token). train_backward is the
+// cross-entropy's dlogits followed by this. Used by the KD losses
+// (runtime/kd_loss.h), which may ignore the labels and use the rows only.
+void train_backward_dlogits(ModelGrads *g, TrainActs *a, const Model *m);
+
 void train_acts_free(TrainActs *a);
 
 // Throughput of full training steps (forward, backward, AdamW update) on a

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# draft_alignment.sh: the draft-alignment table (issue 12) on the synthetic
+# default dataset: one target, one teacher file, a draft per KD loss, each
+# draft under strict and relaxed verification at beam 10 and 20.
+#
+#   experiments/draft_alignment.sh [WORK_DIR]
+#   env: TARGET_MINUTES=7 (target training cap), TEACHER_USERS=60 (users of the
+#        teacher file = the drafts' training samples), DRAFT_EPOCHS=3,
+#        EVAL_USERS=100 (test users ranked), THREADS=2, BEAMS=20 ("10 20": both)
+#
+# Target: the small preset (8 layers, d=256), tiger template, finetune. Drafts:
+# the draft preset (2 layers, d=128), one per loss (sft wordkd tvdkd seqkd
+# atspeed-s atspeed-r), alpha 0.7, T 1, trained on the same teacher file.
+# Speedups are omega from `eval --baseline` (the same target's ordinary beam
+# search on the same users and threads, run once per beam width before the
+# speculative runs); on a shared machine they are noisy, target_calls_per_user
+# and the acceptance figures are not. Writes WORK_DIR/draft_alignment.csv and .md (the committed copies live
+# in experiments/results/draft_alignment/).
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+B=${EARNEST_BIN:-$HERE/../build/earnest}
+W=${1:-out/draft_alignment}
+TARGET_MINUTES=${TARGET_MINUTES:-7}
+TEACHER_USERS=${TEACHER_USERS:-60}
+DRAFT_EPOCHS=${DRAFT_EPOCHS:-3}
+EVAL_USERS=${EVAL_USERS:-100}
+THREADS=${THREADS:-2}
+BEAMS=${BEAMS:-20}
+LOSSES="sft wordkd tvdkd seqkd atspeed-s atspeed-r"
+mkdir -p "$W"
+cd "$W"
+
+[ -d syn ] || "$B" prepare synthetic --out syn > /dev/null
+if [ ! -f target/summary.json ]; then
+    "$B" train --data syn --preset small --method finetune --template tiger --epochs 2 \
+        --max-minutes "$TARGET_MINUTES" --eval-users 200 --threads "$THREADS" --quiet --force --out target
+fi
+[ -f teacher.bin ] || "$B" teacher --model target --data syn --users "$TEACHER_USERS" --threads "$THREADS" \
+    --quiet --out teacher.bin
+for kd in $LOSSES; do
+    [ -f "drafts/$kd/summary.json" ] || "$B" train --data syn --method draft --teacher teacher.bin --kd "$kd" \
+        --template tiger --epochs "$DRAFT_EPOCHS" --eval-users 200 --threads "$THREADS" --quiet --force \
+        --out "drafts/$kd"
+done
+E=(--data syn --template tiger --limit-users "$EVAL_USERS" --threads "$THREADS")
+mkdir -p evals
+for beam in $BEAMS; do
+    [ -f "evals/plain_b$beam.json" ] || "$B" eval --model target "${E[@]}" --beam "$beam" \
+        --out "evals/plain_b$beam.json" --rankings "evals/plain_b$beam.tsv" > /dev/null 2>&1
+    for kd in $LOSSES; do
+        for verify in strict relaxed; do
+            [ -f "evals/${kd}_${verify}_b$beam.json" ] || "$B" eval --model target "${E[@]}" --beam "$beam" \
+                --draft "drafts/$kd" --verify "$verify" --baseline "evals/plain_b$beam.json" \
+                --out "evals/${kd}_${verify}_b$beam.json" --rankings "evals/${kd}_${verify}_b$beam.tsv" > /dev/null 2>&1
+        done
+        # strict is lossless: the same codes in the same order as the ordinary search
+        cmp -s <(cut -f1-3 "evals/plain_b$beam.tsv") <(cut -f1-3 "evals/${kd}_strict_b$beam.tsv") \
+            || { echo "strict verification with the $kd draft changed the rankings" >&2; exit 1; }
+    done
+done
+
+/usr/bin/python3 - "$BEAMS" "$LOSSES" <<'PYEOF'
+import json, sys
+beams, losses = sys.argv[1].split(), sys.argv[2].split()
+# level_acceptance has the drafted levels only (level 1 is the target's prompt row,
+# the last level the target's own pick after a round): 2 and 3 of 4 at gamma 3.
+cols = ["loss", "verify", "beam", "users", "accepted_levels_per_round", "acc_level2", "acc_level3",
+        "target_calls_per_user", "rounds_per_user", "draft_share", "omega", "recall@10", "recall@20", "ndcg@10",
+        "plain_recall@10", "plain_recall@20", "draft_valid_recall@10"]
+rows = []
+for beam in beams:
+    for kd in losses:
+        dsum = json.load(open(f"drafts/{kd}/summary.json"))
+        for verify in ("strict", "relaxed"):
+            e = json.load(open(f"evals/{kd}_{verify}_b{beam}.json"))
+            p = json.load(open(f"evals/plain_b{beam}.json"))
+            d, la = e["draft"], e["draft"]["level_acceptance"]
+            rows.append([kd, verify, beam, e["n_users"], d["accepted_levels_per_round"], la.get("2", ""),
+                         la.get("3", ""), d["target_calls_per_user"], d["rounds_per_user"],
+                         d["draft_share"], e["efficiency"]["omega"], e["recall@10"], e["recall@20"], e["ndcg@10"],
+                         p["recall@10"], p["recall@20"], dsum["best_valid_recall@10"]])
+def fmt(x):
+    return f"{x:.4f}" if isinstance(x, float) else str(x)
+with open("draft_alignment.csv", "w") as f:
+    f.write(",".join(cols) + "\n")
+    for r in rows:
+        f.write(",".join(fmt(x) for x in r) + "\n")
+show = ["loss", "verify", "beam", "accepted_levels_per_round", "acc_level2", "acc_level3",
+        "target_calls_per_user", "omega", "recall@10", "recall@20"]
+with open("draft_alignment.md", "w") as f:
+    f.write("| " + " | ".join(show) + " |\n|" + "---|" * len(show) + "\n")
+    for r in rows:
+        f.write("| " + " | ".join(fmt(r[cols.index(c)]) for c in show) + " |\n")
+print(open("draft_alignment.md").read())
+PYEOF
