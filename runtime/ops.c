@@ -73,6 +73,8 @@ void matmul_forward_ref(float *out, const float *inp, const float *weight, const
 }
 
 
+enum { MATMUL_COLS_SGEMM_ROWS = 8 };
+
 // matmul_cols_forward: one weight row at a time against blocks of 4 input
 // rows (4 dot products sharing the weight's loads). One weight row at a time
 // keeps the reads one sequential stream, which the hardware prefetcher follows
@@ -105,6 +107,16 @@ static inline void col_store(float *out, float dot, const float *bias, size_t o,
 
 void matmul_cols_forward(float *out, const float *inp, const float *weight, const float *bias, size_t N, size_t C,
                          size_t OC, size_t o0, size_t o1, float beta) {
+    if (N >= MATMUL_COLS_SGEMM_ROWS && o1 > o0) {
+        // Enough rows to pay for packing the weights: sgemm on the slice (one
+        // thread inside a parallel region, the OpenMP build of OpenBLAS).
+        if (bias)
+            for (size_t n = 0; n < N; n++)
+                for (size_t o = o0; o < o1; o++) out[n * OC + o] = bias[o] + (beta != 0.0f ? out[n * OC + o] : 0.0f);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)(o1 - o0), (int)C, 1.0f, inp, (int)C,
+                    weight + o0 * C, (int)C, bias ? 1.0f : beta, out + o0, (int)OC);
+        return;
+    }
     float d[4];
     for (size_t o = o0; o < o1; o++) {
         const float *w = weight + o * C;

@@ -439,8 +439,8 @@ static void test_ops_against_reference(void **st) {
 // matmul_cols_forward (the decode product on a slice of output columns)
 // against its double-precision twin: within 1e-5 of the sum of the absolute
 // terms (float32 dot products of up to 256 terms); columns outside the slice
-// untouched; and the same floats whatever the slicing and whichever rows share
-// a block, so the result does not depend on the
+// untouched; and (below 8 rows, the dot-product kernel) the same floats
+// whatever the slicing and whichever rows share a block, so the result does not depend on the
 // thread count or on the batch's other rows.
 static void test_matmul_cols_against_reference(void **st) {
     (void)st;
@@ -470,6 +470,7 @@ static void test_matmul_cols_against_reference(void **st) {
                             for (size_t c = 0; c < C; c++) mag += fabs((double)x[n * C + c] * w[o * C + c]);
                             assert_true(fabs((double)y1[i] - y2[i]) <= 1e-5 * mag);
                         }
+                    if (N >= 8) continue; // sgemm on the slice: within the tolerance above
                     // Two slices cut at 21 give the floats of the whole range.
                     matmul_cols_forward(y3, x, w, bb, N, C, OC, 8, 21, (float)beta);
                     matmul_cols_forward(y3, x, w, bb, N, C, OC, 21, 40, (float)beta);
