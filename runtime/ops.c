@@ -344,12 +344,21 @@ void rope_backward_ref(float *dx, const int *positions, const float *inv_freq, s
 // ---------------------------------------------------------------------------
 // swiglu
 
+// In place (out == gate, as the forward calls it) the combined `parallel for
+// simd` fell back to its scalar version (a runtime aliasing check); a plain
+// simd loop per chunk says each element is read before it is written.
+enum { SWIGLU_CHUNK = 4096 };
+
 void swiglu_forward(float *out, const float *gate, const float *up, size_t N, size_t F) {
-    size_t n = N * F;
-    #pragma omp parallel for simd if (n > 65536)
-    for (size_t i = 0; i < n; i++) {
-        float g = gate[i];
-        out[i] = g * sigmoid_vec(g) * up[i];
+    size_t n = N * F, n_chunks = (n + SWIGLU_CHUNK - 1) / SWIGLU_CHUNK;
+    #pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t ch = 0; ch < n_chunks; ch++) {
+        size_t i1 = (ch + 1) * SWIGLU_CHUNK < n ? (ch + 1) * SWIGLU_CHUNK : n;
+        #pragma omp simd
+        for (size_t i = ch * SWIGLU_CHUNK; i < i1; i++) {
+            float g = gate[i];
+            out[i] = g * sigmoid_vec(g) * up[i];
+        }
     }
 }
 
