@@ -13,6 +13,7 @@
 // is exactly what the plan needs.
 #include <math.h>
 #include <cblas.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,6 +23,7 @@
 #include "experiments/device.h"
 #include "runtime/trie.h"
 #include "runtime/beam.h"
+#include "runtime/block.h"
 #include "runtime/checkpoint.h"
 #include "runtime/plan.h"
 #include "runtime/preset.h"
@@ -38,7 +40,9 @@ static const char *BENCH_ABOUT =
     "  (default N/4) with P prefix and S suffix registers (default 1 and 1).\n"
     "  CSV columns: method,k,prefix_regs,suffix_regs,prompt_len,batch,beam,device,prefill_ms,\n"
     "  decode_ms,total_ms,kv_bytes,speedup,kv_reduction,prefill_gflops,sgemm_gflops,\n"
-    "  decode_ms_per_token,threads,prefill_vs_sgemm,n_layers,reps,dtype,device_name (times are medians over\n"
+    "  decode_ms_per_token,threads,prefill_vs_sgemm,n_layers,reps,dtype,device_name,verify,gamma,draft_beams,\n"
+    "  target_calls_per_user,accepted_levels_per_round,draft_share,decode_step_ms,step_bytes,step_flops,copy_gbs,\n"
+    "  triad_gbs,roofline_step_ms,step_vs_roofline (times are medians over\n"
     "  --reps after one untimed warm-up run; sgemm_gflops is the runtime's matrix product -- cblas_sgemm on\n"
     "  cpu, cuBLAS in --dtype on cuda -- at the model's MLP shape timed right before each repetition,\n"
     "  prefill_vs_sgemm the median of the per-repetition ratios, so a shared machine's load changes cancel out).\n"
@@ -49,6 +53,12 @@ static const char *BENCH_ABOUT =
     "  selection (median of --reps) is added to prefill_ms. Its row: method = the policy's name, policy = its\n"
     "  full spec (last columns: policy, tau generated tokens/s, sigma KV bytes per prompt; speedup and\n"
     "  kv_reduction are over the first method of the list, so put full first).\n"
+    "  Decode roofline (cpu, --gen >= 2; the last CSV columns): decode_step_ms = decode_ms / (gen - 1), the decode\n"
+    "  phase per forward step (its selections included); step_bytes = the weights and KV one step reads (mean\n"
+    "  over the steps), step_flops its FLOPs; copy_gbs and triad_gbs are STREAM copy and triad over 64 MiB arrays\n"
+    "  (larger than the caches) on the same threads, right before each repetition; roofline_step_ms =\n"
+    "  max(step_bytes / max(copy, triad), step_flops / sgemm rate); step_vs_roofline the median of the\n"
+    "  per-repetition ratios of decode_step_ms to it (1 = at the roofline).\n"
     "  --device cuda --preset draws the random weights on the GPU (llama2-7b, qwen2.5-7b never touch the host).\n"
     "  --draft DRAFT_DIR adds, after each method's row, the same work by speculative beam search (CPU only;\n"
     "  --verify, --gamma, --draft-beams as in eval) on the same prompts, trie, batch and threads: method\n"
@@ -79,7 +89,97 @@ typedef struct {
     int base;                // the row its speedup is over
     int spec;                // 1: speculative beam search
     double calls_per_user, acc_per_round, draft_share; // (target calls: --gen for an ordinary row)
+    int has_roof;            // the decode roofline columns (cpu, --gen >= 2)
+    double step_ms, step_bytes, step_flops, copy_gbs, triad_gbs, roof_ms, step_vs_roof;
 } BenchRow;
+
+// ---------------------------------------------------------------------------
+// The decode roofline. Memory bandwidth: STREAM's copy (c = a) and triad
+// (a = b + s c) over arrays larger than the caches, on the threads the runtime
+// uses, each thread on the part it first touched; bytes counted as STREAM does
+// (no write-allocate).
+typedef struct {
+    float *a, *b, *c;
+    size_t n;
+} StreamBufs;
+
+enum { STREAM_FLOATS = 16 << 20 }; // 64 MiB per array: twice a 32 MiB L3
+
+static void stream_init(StreamBufs *sb) {
+    sb->n = STREAM_FLOATS;
+    sb->a = xmalloc(sb->n * sizeof(float));
+    sb->b = xmalloc(sb->n * sizeof(float));
+    sb->c = xmalloc(sb->n * sizeof(float));
+    float *a = sb->a, *b = sb->b, *c = sb->c;
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < STREAM_FLOATS; i++) { a[i] = 1.0f; b[i] = 2.0f; c[i] = 0.0f; }
+}
+
+static void stream_free(StreamBufs *sb) {
+    free(sb->a); free(sb->b); free(sb->c);
+    memset(sb, 0, sizeof *sb);
+}
+
+// GB/s of the best of 3 passes of each.
+static void stream_rate(double *copy_gbs, double *triad_gbs, const StreamBufs *sb) {
+    float *a = sb->a, *b = sb->b, *c = sb->c;
+    double best_copy = 1e30, best_triad = 1e30;
+    for (int pass = 0; pass < 3; pass++) {
+        double t0 = time_now_s();
+        #pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < STREAM_FLOATS; i++) c[i] = a[i];
+        double t1 = time_now_s();
+        #pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < STREAM_FLOATS; i++) a[i] = b[i] + 0.5f * c[i];
+        double t2 = time_now_s();
+        best_copy = t1 - t0 < best_copy ? t1 - t0 : best_copy;
+        best_triad = t2 - t1 < best_triad ? t2 - t1 : best_triad;
+    }
+    *copy_gbs = 2.0 * (double)STREAM_FLOATS * sizeof(float) / best_copy * 1e-9;
+    *triad_gbs = 3.0 * (double)STREAM_FLOATS * sizeof(float) / best_triad * 1e-9;
+}
+
+// What one decode forward of the search reads and computes, the mean over its
+// G - 1 steps (step s feeds each of the B*W beams its s-th token): every weight
+// the beams pass through once (all layers, the output head, their embedding
+// rows), each user's prompt KV once (its beams share it) and each beam's own s
+// entries per layer; FLOPs of the products, the head and the attention.
+static void decode_step_cost(double *bytes, double *flops, const ModelConfig *c, int L, int regs, int B, int W,
+                             int G) {
+    const double D = (double)c->dim, V = (double)c->vocab_size, rows = (double)B * W;
+    const int N = c->n_layers, k = c->method == METHOD_EARN ? c->layer_split_k : N;
+    // floats read: all parameters, but of an untied embedding table only the beams' rows
+    double w = (double)model_param_count(c) - (c->tie_embeddings ? 0.0 : V * D) + rows * D;
+    *bytes = *flops = 0.0;
+    for (int s = 1; s < G; s++) {
+        *bytes += 4.0 * w + (double)B * (double)beam_kv_bytes_closed_form(c, L, regs, W, s);
+        double keys = (double)k * (L + regs) + (double)(N - k) * regs + (double)N * s; // one beam, all layers
+        *flops += (double)N * (flops_qkv(c, (size_t)rows) + flops_out_mlp(c, (size_t)rows)) +
+                  flops_head(c, (size_t)rows) + rows * 4.0 * c->head_dim * c->n_heads * keys;
+    }
+    *bytes /= (double)(G - 1);
+    *flops /= (double)(G - 1);
+}
+
+// The roofline columns of a row from each repetition's decode time td [reps] (s),
+// sgemm rate sg [reps] (GFLOP/s) and bandwidths cp, tr [reps] (GB/s).
+static void roofline_row(BenchRow *row, const ModelConfig *c, int regs, int G, int reps, const double *td,
+                         const double *sg, double *cp, double *tr) {
+    double ratio[32], roof[32];
+    decode_step_cost(&row->step_bytes, &row->step_flops, c, row->L, regs, row->B, row->W, G);
+    for (int r = 0; r < reps; r++) {
+        double bw = cp[r] > tr[r] ? cp[r] : tr[r], t_mem = row->step_bytes / (bw * 1e9);
+        double t_flop = row->step_flops / (sg[r] * 1e9);
+        roof[r] = t_mem > t_flop ? t_mem : t_flop;
+        ratio[r] = td[r] / (G - 1) / roof[r];
+    }
+    row->has_roof = 1;
+    row->step_ms = row->decode_ms / (G - 1);
+    row->roof_ms = 1e3 * median(roof, reps);
+    row->step_vs_roof = median(ratio, reps);
+    row->copy_gbs = median(cp, reps);
+    row->triad_gbs = median(tr, reps);
+}
 
 // A synthetic item set for the beam search: n_items random codes of G levels,
 // level j drawn from its own block of `per_level` token ids at the top of the
@@ -108,7 +208,8 @@ static void bench_trie(Trie *t, int vocab, int G, int n_items, uint64_t seed, in
 //            codes (G - 1 decode forwards over all B*W beams, which share their
 //            prompt's KV), timed from the prefill's end to the last selection.
 static int bench_one(BenchRow *row, DeviceModel *dm, const BenchMethod *bm, int k, int P, int S, int L, int B, int W,
-                     int G, int reps, uint64_t seed, const SpecOptions *so, Error *e) {
+                     int G, int reps, uint64_t seed, const SpecOptions *so, const StreamBufs *sb,
+                     Error *e) {
     const ModelMethod method = bm->method;
     ModelConfig *c = device_model_config(dm), saved = *c;
     c->method = method;
@@ -135,7 +236,7 @@ static int bench_one(BenchRow *row, DeviceModel *dm, const BenchMethod *bm, int 
     }
     DeviceSearch bs;
     BeamHyps *h = xcalloc((size_t)B, sizeof(BeamHyps));
-    double tp[33], td[33], sg[33], compress_ms = 0.0; // a prompt policy's selection (bench_policy.h)
+    double tp[33], td[33], sg[33], cp[33], tr[33], compress_ms = 0.0; // a prompt policy's selection (bench_policy.h)
     int sg_rows = B * T1 < 8192 ? B * T1 : 8192;
     int rc = bm->has_prompt ? bench_prompt_policy(prompts, lens, B, T1, G, bm, dm->host, reps, &compress_ms, e) : 0;
     int bs_open = 0;
@@ -148,6 +249,7 @@ static int bench_one(BenchRow *row, DeviceModel *dm, const BenchMethod *bm, int 
         // the load changes from second to second, so each prefill is compared
         // with the matrix-product rate of its own moment.
         if (r >= 0) sg[r] = device_gemm_rate(dm, sg_rows, c->hidden_dim, c->dim, 3);
+        if (r >= 0 && sb) stream_rate(&cp[r], &tr[r], sb);
         rc = device_search_run(&bs, h, B, (const int *const *)prompts, kp, lens, e);
         if (rc) break;
         if (r >= 0) {
@@ -180,6 +282,7 @@ static int bench_one(BenchRow *row, DeviceModel *dm, const BenchMethod *bm, int 
         double ratio[32];
         for (int r = 0; r < reps; r++) ratio[r] = bs.prefill_flops / tp[r] * 1e-9 / sg[r];
         row->prefill_vs_sgemm = median(ratio, reps);
+        if (sb && G >= 2 && !so) roofline_row(row, c, regs, G, reps, td, sg, cp, tr);
         row->sgemm_gflops = median(sg, reps);
     }
     if (bs_open) device_search_free(&bs);
@@ -277,8 +380,13 @@ static void print_header(DeviceModel *dm, int n_threads) {
     printf("%s %d^3 %s (reference): %.1f GFLOP/s; the sgemm column is %s at [rows x %d x %d] (the model's\n"
            "MLP shape over the prefill's rows), timed just before each prefill; %%sgemm = median of per-repetition ratios\n",
            gemm, sq, dm->dtype, sg_square, gemm, c->hidden_dim, c->dim);
-    printf("%-10s %2s %2s %2s %6s %5s %5s %11s %10s %10s %12s %8s %8s %8s %7s %6s\n", "meth", "k", "P", "S", "L", "batch",
-           "beam", "prefill_ms", "decode_ms", "total_ms", "kv_bytes", "speedup", "kv_red%", "GFLOP/s", "sgemm", "%sgemm");
+    if (dm->device == DEVICE_CPU)
+        printf("decode roofline: step_ms = decode_ms / (gen - 1); roof_ms = max(bytes / STREAM bandwidth (copy, triad;\n"
+               "GB/s, %d threads), FLOPs / sgemm) for that step's weights + KV; x_roof = median per-repetition ratio\n",
+               n_threads);
+    printf("%-10s %2s %2s %2s %6s %5s %5s %11s %10s %10s %12s %8s %8s %8s %7s %6s %8s %8s %6s %11s\n", "meth", "k", "P",
+           "S", "L", "batch", "beam", "prefill_ms", "decode_ms", "total_ms", "kv_bytes", "speedup", "kv_red%", "GFLOP/s",
+           "sgemm", "%sgemm", "step_ms", "roof_ms", "x_roof", "copy/triad");
 }
 
 static void print_row(const BenchRow *w, const BenchRow *base) {
@@ -287,6 +395,8 @@ static void print_row(const BenchRow *w, const BenchRow *base) {
     printf("%-10s %2d %2d %2d %6d %5d %5d %11.2f %10.2f %10.2f %12zu %8.2f %8.2f %8.1f %7.1f %5.0f%%", w->method, w->k,
            w->P, w->S, w->L, w->B, w->W, w->prefill_ms, w->decode_ms, w->prefill_ms + w->decode_ms, w->kv_bytes, speed,
            red, w->gflops, w->sgemm_gflops, 100.0 * w->prefill_vs_sgemm);
+    if (w->has_roof)
+        printf(" %8.3f %8.3f %6.2f %5.1f/%5.1f", w->step_ms, w->roof_ms, w->step_vs_roof, w->copy_gbs, w->triad_gbs);
     if (w->spec)
         printf("  %.2f target calls/user, %.2f accepted levels/round, draft %.0f%%", w->calls_per_user,
                w->acc_per_round, 100.0 * w->draft_share);
@@ -297,7 +407,7 @@ static void print_row(const BenchRow *w, const BenchRow *base) {
 // Every (prompt length, batch, beam) combination, each method in turn (and,
 // with --draft, its speculative row after it); rows [combinations * n_methods * (1 + draft)].
 static int bench_rows(BenchRow *rows, DeviceModel *dm, const BenchArgs *a, const BenchMethod *methods, int n_methods,
-                      Error *e) {
+                      const StreamBufs *sb, Error *e) {
     size_t r = 0;
     const SpecOptions *so = a->spec.draft ? &a->spec : NULL;
     for (int il = 0; il < a->lens.n; il++)
@@ -307,7 +417,7 @@ static int bench_rows(BenchRow *rows, DeviceModel *dm, const BenchArgs *a, const
                 for (int im = 0; im < n_methods; im++)
                     for (int sp = 0; sp <= (so != NULL); sp++, r++) {
                         if (bench_one(&rows[r], dm, &methods[im], a->k, a->P, a->S, a->lens.v[il], a->batches.v[ib],
-                                      a->beams.v[iw], a->G, a->reps, (uint64_t)a->seed + 100, sp ? so : NULL, e))
+                                      a->beams.v[iw], a->G, a->reps, (uint64_t)a->seed + 100, sp ? so : NULL, sb, e))
                             return -1;
                         rows[r].base = (int)(sp ? r - 1 : first);
                         print_row(&rows[r], &rows[rows[r].base]);
@@ -325,7 +435,8 @@ static int write_csv(const char *out, const BenchRow *rows, size_t n_rows, const
     fprintf(af.f, "method,k,prefix_regs,suffix_regs,prompt_len,batch,beam,device,prefill_ms,decode_ms,total_ms,"
                   "kv_bytes,speedup,kv_reduction,prefill_gflops,sgemm_gflops,decode_ms_per_token,threads,"
                   "prefill_vs_sgemm,n_layers,reps,dtype,device_name,verify,gamma,draft_beams,target_calls_per_user,"
-                  "accepted_levels_per_round,draft_share,policy,tau,sigma\n");
+                  "accepted_levels_per_round,draft_share,policy,tau,sigma,decode_step_ms,step_bytes,step_flops,"
+                  "copy_gbs,triad_gbs,roofline_step_ms,step_vs_roofline\n");
     for (size_t i = 0; i < n_rows; i++) {
         const BenchRow *w = &rows[i], *base = &rows[w->base];
         double tot = w->prefill_ms + w->decode_ms;
@@ -340,8 +451,13 @@ static int write_csv(const char *out, const BenchRow *rows, size_t n_rows, const
         else
             fprintf(af.f, ",,,%d,,,", G);
         // policy (quoted: a spec holds commas), tau (generated tokens/s), sigma (KV bytes per prompt)
-        fprintf(af.f, "\"%s\",%.3f,%.1f\n", w->policy, tot > 0 ? (double)w->gen_tokens / (tot * 1e-3) : 0.0,
+        fprintf(af.f, "\"%s\",%.3f,%.1f,", w->policy, tot > 0 ? (double)w->gen_tokens / (tot * 1e-3) : 0.0,
                 (double)w->kv_bytes / (double)w->B);
+        if (w->has_roof)
+            fprintf(af.f, "%.4f,%.0f,%.0f,%.3f,%.3f,%.4f,%.4f\n", w->step_ms, w->step_bytes, w->step_flops, w->copy_gbs,
+                    w->triad_gbs, w->roof_ms, w->step_vs_roof);
+        else
+            fprintf(af.f, ",,,,,,\n");
     }
     return atomic_commit(&af, e);
 }
@@ -371,8 +487,11 @@ static int bench_run(DeviceModel *dm, BenchArgs *a, const BenchMethod *methods, 
     print_header(dm, n_threads);
     size_t n_rows = (size_t)a->lens.n * a->batches.n * a->beams.n * n_methods * (a->spec.draft ? 2 : 1);
     BenchRow *rows = xcalloc(n_rows, sizeof(BenchRow));
-    int rc = bench_rows(rows, dm, a, methods, n_methods, e) ||
+    StreamBufs sb = {0};
+    if (dm->device == DEVICE_CPU) stream_init(&sb);
+    int rc = bench_rows(rows, dm, a, methods, n_methods, sb.a ? &sb : NULL, e) ||
              (a->out && write_csv(a->out, rows, n_rows, a, n_threads, dm, c->n_layers, e));
+    stream_free(&sb);
     free(rows);
     return rc ? -1 : 0;
 }

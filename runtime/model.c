@@ -118,6 +118,7 @@ void model_free(Model *m) {
 // (block.h); last gather_logits.
 
 enum { ATTN_QUERY_BLOCK = 64 };
+enum { FUSED_MAX_ROWS = 32 }; // a layer of at most this many rows runs as layer_fused
 
 void forward_scratch_free(ForwardScratch *s) {
     free(s->memory);
@@ -162,8 +163,10 @@ typedef struct {
     float *att;     // [rows, H*E] attention output
     float *h1;      // [rows, F] gate, then silu(gate)*up
     float *h2;      // [rows, F] up
+    float *xn_own;  // [n_threads, min(T, FUSED_MAX_ROWS) * D] each thread's normalised rows (layer_fused)
     float *scores;  // [n_threads, score_stride] attention work of each thread
     size_t score_stride;
+    size_t xn_stride;
     size_t task_rows; // query rows of the largest attention task
 } ForwardBufs;
 
@@ -204,9 +207,12 @@ static void forward_layout(BatchIndex *bi, ForwardBufs *fw, ForwardScratch *s, c
 #define F16(n) (((n) + 15) & ~(size_t)15)
     size_t nf = 2 * F16(T * D) + F16(T * QD) + 2 * F16(T * KD) + F16(T * QD) + 2 * F16(T * F);
     nf += (size_t)n_threads * F16(score_floats);
+    const size_t own_rows = T < FUSED_MAX_ROWS ? T : FUSED_MAX_ROWS;
+    nf += (size_t)n_threads * F16(own_rows * D);
     size_t ni = 9 * T + 3 * ((size_t)S + 1) + (size_t)n_threads * max_keys;
     size_t need = nf + ni + 16;
     fw->score_stride = F16(score_floats);
+    fw->xn_stride = F16(own_rows * D);
 #undef F16
     if (s->capacity < need) {
         free(s->memory);
@@ -223,6 +229,7 @@ static void forward_layout(BatchIndex *bi, ForwardBufs *fw, ForwardScratch *s, c
     fw->h1 = scratch_take(&at, T * F);
     fw->h2 = scratch_take(&at, T * F);
     fw->scores = scratch_take(&at, (size_t)n_threads * fw->score_stride);
+    fw->xn_own = scratch_take(&at, (size_t)n_threads * fw->xn_stride);
     fw->task_rows = task_rows;
     int *ip = (int *)at;
     bi->T = T;
@@ -307,16 +314,16 @@ static void compact_rows(BatchIndex *bi, float *x, const ForwardBatch *fb, const
     }
 }
 
-// Appends the new keys/values k, v [rows, G*E] of layer l to each sequence's
-// cache (a sequence's rows are consecutive and in order).
+// Appends the new keys/values k, v [rows, G*E] of layer l, KV heads [g0, g1),
+// to each sequence's cache (a sequence's rows are consecutive and in order).
 static void kv_append(const ForwardBatch *fb, const BatchIndex *bi, const float *k, const float *v,
-                      const ModelConfig *c, int l) {
+                      const ModelConfig *c, int l, int g0, int g1) {
     const int G = c->n_kv_heads;
     const size_t E = (size_t)c->head_dim, KD = (size_t)G * E;
     for (int b = 0; b < fb->n_seqs; b++) {
         KVCache *kv = fb->caches[b];
         for (int r = bi->row_start[b]; r < bi->row_start[b + 1]; r++) {
-            for (int g = 0; g < G; g++) {
+            for (int g = g0; g < g1; g++) {
                 int *len = &kv->len[l * G + g];
                 memcpy(kvcache_k(kv, l, g) + (size_t)*len * E, k + (size_t)r * KD + (size_t)g * E, E * sizeof(float));
                 memcpy(kvcache_v(kv, l, g) + (size_t)*len * E, v + (size_t)r * KD + (size_t)g * E, E * sizeof(float));
@@ -383,34 +390,117 @@ static void group_task(float *att, float *scores, float *qbuf, float *obuf, cons
                              (size_t)(rb - ra), (size_t)hpg, (size_t)par->len[l * G + g], E, QD);
 }
 
+// Attention task `task` of layer l (see forward_attention), on the work space
+// of the calling thread.
+static void attention_task(float *att, const ForwardBufs *fw, const Model *m, const ForwardBatch *fb,
+                           const BatchIndex *bi, int l, int task) {
+    const size_t E = (size_t)m->config.head_dim;
+    int gi = 0;
+    while (bi->task_start[gi + 1] <= task) gi++;
+    int b0 = bi->grp_first[gi], b1 = bi->grp_first[gi + 1], j = task - bi->task_start[gi];
+    int th = omp_get_thread_num();
+    float *sc = fw->scores + (size_t)th * fw->score_stride;
+    if (fb->caches[b0]->parent && !fb->attn_hook) {
+        int ra0 = bi->row_start[b0], nq = bi->row_start[b1] - ra0, gb = bi->grp_block;
+        int nb = (nq + gb - 1) / gb, g = j / nb, blk = j % nb;
+        int ra = ra0 + blk * gb, rb = ra + gb < ra0 + nq ? ra + gb : ra0 + nq;
+        float *qbuf = sc + fw->task_rows * bi->max_keys, *obuf = qbuf + fw->task_rows * E;
+        group_task(att, sc, qbuf, obuf, fw->q, m, fb, bi, l, g, ra, rb);
+        return;
+    }
+    int nq = bi->row_start[b0 + 1] - bi->row_start[b0];
+    int nb = (nq + bi->qblock - 1) / bi->qblock;
+    int h = j / nb, blk = j % nb;
+    int i0 = blk * bi->qblock, i1 = i0 + bi->qblock < nq ? i0 + bi->qblock : nq;
+    seq_task(att, sc, bi->k_tok + (size_t)th * bi->max_keys, fw->q, m, fb, bi, l, b0, h, i0, i1);
+}
+
 // Attention of layer l: att [rows, H*E] from q [rows, H*E] and the caches
 // (which already hold this call's keys), one task per (sequence, head, query
 // block) or per (shared-parent group, kv head, row block), in parallel unless
 // a hook that is not concurrent listens.
 static void forward_attention(float *att, const ForwardBufs *fw, const Model *m, const ForwardBatch *fb,
                               const BatchIndex *bi, int l) {
-    const size_t E = (size_t)m->config.head_dim;
     const int n_tasks = bi->task_start[bi->n_groups];
     #pragma omp parallel for schedule(dynamic, 1) if (!fb->attn_hook || fb->attn_hook_concurrent)
-    for (int task = 0; task < n_tasks; task++) {
-        int gi = 0;
-        while (bi->task_start[gi + 1] <= task) gi++;
-        int b0 = bi->grp_first[gi], b1 = bi->grp_first[gi + 1], j = task - bi->task_start[gi];
-        int th = omp_get_thread_num();
-        float *sc = fw->scores + (size_t)th * fw->score_stride;
-        if (fb->caches[b0]->parent && !fb->attn_hook) {
-            int ra0 = bi->row_start[b0], nq = bi->row_start[b1] - ra0, gb = bi->grp_block;
-            int nb = (nq + gb - 1) / gb, g = j / nb, blk = j % nb;
-            int ra = ra0 + blk * gb, rb = ra + gb < ra0 + nq ? ra + gb : ra0 + nq;
-            float *qbuf = sc + fw->task_rows * bi->max_keys, *obuf = qbuf + fw->task_rows * E;
-            group_task(att, sc, qbuf, obuf, fw->q, m, fb, bi, l, g, ra, rb);
-            continue;
-        }
-        int nq = bi->row_start[b0 + 1] - bi->row_start[b0];
-        int nb = (nq + bi->qblock - 1) / bi->qblock;
-        int h = j / nb, blk = j % nb;
-        int i0 = blk * bi->qblock, i1 = i0 + bi->qblock < nq ? i0 + bi->qblock : nq;
-        seq_task(att, sc, bi->k_tok + (size_t)th * bi->max_keys, fw->q, m, fb, bi, l, b0, h, i0, i1);
+    for (int task = 0; task < n_tasks; task++) attention_task(att, fw, m, fb, bi, l, task);
+}
+
+// ---------------------------------------------------------------------------
+// Few rows (decode: one row per beam). A fork/join per op and BLAS's packing
+// of the weights for a product of a few rows cost more than the product: a
+// layer of such a call is ONE parallel region, each thread computing its own
+// slice of every product's output columns (matmul_cols_forward: one pass over
+// its slice of the weights, no packing), barriers between dependent steps, the
+// attention tasks shared out inside the same region. Products round
+// differently from sgemm's (tests: within the reference tolerances); a row's
+// result does not depend on the thread count or on the other rows.
+// [*o0, *o1): thread th's share of n columns, cut at multiples of `unit`.
+static void col_slice(size_t *o0, size_t *o1, size_t n, size_t unit, int th, int nt) {
+    size_t chunk = ((n + (size_t)nt - 1) / (size_t)nt + unit - 1) / unit * unit;
+    *o0 = (size_t)th * chunk < n ? (size_t)th * chunk : n;
+    *o1 = *o0 + chunk < n ? *o0 + chunk : n;
+}
+
+static int use_fused(const ForwardBatch *fb, size_t rows) {
+    return rows <= FUSED_MAX_ROWS && (!fb->attn_hook || fb->attn_hook_concurrent);
+}
+
+// q, k, v of this thread's heads (slices cut at whole heads): the products, RoPE,
+// and the keys and values into the caches (each KV head is one thread's).
+static void fused_qkv(ForwardBufs *fw, const float *xn, const Model *m, const ForwardBatch *fb,
+                      const BatchIndex *bi, int l, int th, int nt) {
+    const ModelConfig *c = &m->config;
+    const ModelParams *w = &m->params;
+    const size_t D = (size_t)c->dim, E = (size_t)c->head_dim, QD = (size_t)c->n_heads * E;
+    const size_t KD = (size_t)c->n_kv_heads * E, rows = bi->rows;
+    size_t a, b;
+    col_slice(&a, &b, QD, E, th, nt);
+    matmul_cols_forward(fw->q, xn, w->wq + (size_t)l * QD * D, w->bq ? w->bq + (size_t)l * QD : NULL, rows, D, QD,
+                        a, b, 0.0f);
+    rope_forward(fw->q + a, bi->row_pos, m->rope_inv_freq, rows, (b - a) / E, E, QD);
+    col_slice(&a, &b, KD, E, th, nt);
+    matmul_cols_forward(fw->k, xn, w->wk + (size_t)l * KD * D, w->bk ? w->bk + (size_t)l * KD : NULL, rows, D, KD,
+                        a, b, 0.0f);
+    matmul_cols_forward(fw->v, xn, w->wv + (size_t)l * KD * D, w->bv ? w->bv + (size_t)l * KD : NULL, rows, D, KD,
+                        a, b, 0.0f);
+    rope_forward(fw->k + a, bi->row_pos, m->rope_inv_freq, rows, (b - a) / E, E, KD);
+    kv_append(fb, bi, fw->k, fw->v, c, l, (int)(a / E), (int)(b / E));
+}
+
+// Layer l on the active rows (the fused form of block_qkv_forward, kv_append,
+// forward_attention, block_attn_residual and block_mlp_forward). Each thread
+// normalises all rows into its own xn (a few hundred floats: cheaper than a
+// barrier), so the layer has four barriers: after q/k/v, the attention, the
+// output projection, and gate/up.
+static void layer_fused(ForwardBufs *fw, const Model *m, const ForwardBatch *fb, const BatchIndex *bi, int l) {
+    const ModelConfig *c = &m->config;
+    const ModelParams *w = &m->params;
+    const size_t D = (size_t)c->dim, QD = (size_t)c->n_heads * (size_t)c->head_dim, F = (size_t)c->hidden_dim;
+    const size_t rows = bi->rows;
+    const int n_tasks = bi->task_start[bi->n_groups];
+    #pragma omp parallel
+    {
+        const int th = omp_get_thread_num(), nt = omp_get_num_threads();
+        float *xn = fw->xn_own + (size_t)th * fw->xn_stride;
+        size_t a, b;
+        rmsnorm_forward(xn, fw->x, w->attn_norm + (size_t)l * D, rows, D, c->rms_eps);
+        fused_qkv(fw, xn, m, fb, bi, l, th, nt);
+        #pragma omp barrier
+        #pragma omp for schedule(dynamic, 1)
+        for (int task = 0; task < n_tasks; task++) attention_task(fw->att, fw, m, fb, bi, l, task);
+        col_slice(&a, &b, D, 16, th, nt);
+        matmul_cols_forward(fw->x, fw->att, w->wo + (size_t)l * D * QD, NULL, rows, QD, D, a, b, 1.0f);
+        #pragma omp barrier
+        rmsnorm_forward(xn, fw->x, w->mlp_norm + (size_t)l * D, rows, D, c->rms_eps);
+        col_slice(&a, &b, F, 16, th, nt);
+        matmul_cols_forward(fw->h1, xn, w->w_gate + (size_t)l * F * D, NULL, rows, D, F, a, b, 0.0f);
+        matmul_cols_forward(fw->h2, xn, w->w_up + (size_t)l * F * D, NULL, rows, D, F, a, b, 0.0f);
+        for (size_t r = 0; r < rows; r++) // elementwise: this thread's columns only
+            swiglu_forward(fw->h1 + r * F + a, fw->h1 + r * F + a, fw->h2 + r * F + a, 1, b - a);
+        #pragma omp barrier
+        col_slice(&a, &b, D, 16, th, nt);
+        matmul_cols_forward(fw->x, fw->h1, w->w_down + (size_t)l * D * F, NULL, rows, F, D, a, b, 1.0f);
     }
 }
 
@@ -441,7 +531,16 @@ static double gather_logits(float *logits, float *xn, const Model *m, const Forw
         for (int b = 0; b < S; b++)
             memcpy(xn + (size_t)b * D, x + (size_t)(bi->row_start[b + 1] - 1) * D, D * sizeof(float));
         rmsnorm_forward(xn, xn, w->final_norm, (size_t)S, D, c->rms_eps);
-        matmul_forward(logits, xn, w->lm_head, NULL, (size_t)S, D, V, 0.0f);
+        if (use_fused(fb, (size_t)S)) {
+            #pragma omp parallel
+            {
+                size_t a, b;
+                col_slice(&a, &b, V, 16, omp_get_thread_num(), omp_get_num_threads());
+                matmul_cols_forward(logits, xn, w->lm_head, NULL, (size_t)S, D, V, a, b, 0.0f);
+            }
+        } else {
+            matmul_forward(logits, xn, w->lm_head, NULL, (size_t)S, D, V, 0.0f);
+        }
         return flops_head(c, (size_t)S);
     }
     if (fb->logits_mode != LOGITS_ALL) return 0.0;
@@ -524,9 +623,15 @@ int model_forward(float *logits, Model *m, const ForwardBatch *fb, ForwardScratc
     for (int l = 0; l < c->n_layers; l++) {
         compact_rows(&bi, fw.x, fb, c, l);
         if (bi.rows == 0) continue;
-        block_qkv_forward(fw.xn, fw.q, fw.k, fw.v, m, l, fw.x, bi.row_pos, bi.rows);
         flops += flops_qkv(c, bi.rows);
-        kv_append(fb, &bi, fw.k, fw.v, c, l);
+        if (use_fused(fb, bi.rows)) {
+            layer_fused(&fw, m, fb, &bi, l);
+            attention_flops(&flops, c, fb, &bi, l);
+            flops += flops_out_mlp(c, bi.rows);
+            continue;
+        }
+        block_qkv_forward(fw.xn, fw.q, fw.k, fw.v, m, l, fw.x, bi.row_pos, bi.rows);
+        kv_append(fb, &bi, fw.k, fw.v, c, l, 0, c->n_kv_heads);
         forward_attention(fw.att, &fw, m, fb, &bi, l);
         attention_flops(&flops, c, fb, &bi, l);
         block_attn_residual(fw.x, m, l, fw.x, fw.att, bi.rows);

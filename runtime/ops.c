@@ -73,6 +73,72 @@ void matmul_forward_ref(float *out, const float *inp, const float *weight, const
 }
 
 
+enum { MATMUL_COLS_SGEMM_ROWS = 8 };
+
+// matmul_cols_forward: one weight row at a time against blocks of 4 input
+// rows (4 dot products sharing the weight's loads). One weight row at a time
+// keeps the reads one sequential stream, which the hardware prefetcher follows
+// at full bandwidth (4 rows read side by side ran at a third of it here). Every
+// dot product runs the same vector loop whichever block it falls in, so a row's
+// result does not depend on the other rows or on the slicing.
+static inline void dots_1x4(float *d, const float *x0, size_t C, const float *w0) {
+    const float *x1 = x0 + C, *x2 = x1 + C, *x3 = x2 + C;
+    float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+    #pragma omp simd reduction(+ : a0, a1, a2, a3)
+    for (size_t c = 0; c < C; c++) {
+        float p = w0[c];
+        a0 += x0[c] * p; a1 += x1[c] * p; a2 += x2[c] * p; a3 += x3[c] * p;
+    }
+    d[0] = a0; d[1] = a1; d[2] = a2; d[3] = a3;
+}
+
+static inline float dot_1x1(const float *x0, const float *w0, size_t C) {
+    float a0 = 0.0f;
+    #pragma omp simd reduction(+ : a0)
+    for (size_t c = 0; c < C; c++) a0 += x0[c] * w0[c];
+    return a0;
+}
+
+// out[o] = dot + bias[o] (+ out[o] when beta = 1).
+static inline void col_store(float *out, float dot, const float *bias, size_t o, float beta) {
+    float y = dot + (bias ? bias[o] : 0.0f);
+    out[o] = beta != 0.0f ? out[o] + y : y;
+}
+
+void matmul_cols_forward(float *out, const float *inp, const float *weight, const float *bias, size_t N, size_t C,
+                         size_t OC, size_t o0, size_t o1, float beta) {
+    if (N >= MATMUL_COLS_SGEMM_ROWS && o1 > o0) {
+        // Enough rows to pay for packing the weights: sgemm on the slice (one
+        // thread inside a parallel region, the OpenMP build of OpenBLAS).
+        if (bias)
+            for (size_t n = 0; n < N; n++)
+                for (size_t o = o0; o < o1; o++) out[n * OC + o] = bias[o] + (beta != 0.0f ? out[n * OC + o] : 0.0f);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)(o1 - o0), (int)C, 1.0f, inp, (int)C,
+                    weight + o0 * C, (int)C, bias ? 1.0f : beta, out + o0, (int)OC);
+        return;
+    }
+    float d[4];
+    for (size_t o = o0; o < o1; o++) {
+        const float *w = weight + o * C;
+        size_t n = 0;
+        for (; n + 4 <= N; n += 4) {
+            dots_1x4(d, inp + n * C, C, w);
+            for (size_t j = 0; j < 4; j++) col_store(out + (n + j) * OC, d[j], bias, o, beta);
+        }
+        for (; n < N; n++) col_store(out + n * OC, dot_1x1(inp + n * C, w, C), bias, o, beta);
+    }
+}
+
+void matmul_cols_forward_ref(float *out, const float *inp, const float *weight, const float *bias, size_t N,
+                             size_t C, size_t OC, size_t o0, size_t o1, float beta) {
+    for (size_t n = 0; n < N; n++)
+        for (size_t o = o0; o < o1; o++) {
+            double acc = bias ? bias[o] : 0.0;
+            for (size_t c = 0; c < C; c++) acc += (double)inp[n * C + c] * (double)weight[o * C + c];
+            out[n * OC + o] = (float)(acc + (beta != 0.0f ? (double)beta * out[n * OC + o] : 0.0));
+        }
+}
+
 // Backward. dbias is a sum over rows: it runs over slices of output columns
 // in parallel, each slice summing its rows in order, so no two threads write
 // the same float and the result does not depend on the thread count.
@@ -278,12 +344,21 @@ void rope_backward_ref(float *dx, const int *positions, const float *inv_freq, s
 // ---------------------------------------------------------------------------
 // swiglu
 
+// In place (out == gate, as the forward calls it) the combined `parallel for
+// simd` fell back to its scalar version (a runtime aliasing check); a plain
+// simd loop per chunk says each element is read before it is written.
+enum { SWIGLU_CHUNK = 4096 };
+
 void swiglu_forward(float *out, const float *gate, const float *up, size_t N, size_t F) {
-    size_t n = N * F;
-    #pragma omp parallel for simd if (n > 65536)
-    for (size_t i = 0; i < n; i++) {
-        float g = gate[i];
-        out[i] = g * sigmoid_vec(g) * up[i];
+    size_t n = N * F, n_chunks = (n + SWIGLU_CHUNK - 1) / SWIGLU_CHUNK;
+    #pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t ch = 0; ch < n_chunks; ch++) {
+        size_t i1 = (ch + 1) * SWIGLU_CHUNK < n ? (ch + 1) * SWIGLU_CHUNK : n;
+        #pragma omp simd
+        for (size_t i = ch * SWIGLU_CHUNK; i < i1; i++) {
+            float g = gate[i];
+            out[i] = g * sigmoid_vec(g) * up[i];
+        }
     }
 }
 
@@ -321,7 +396,10 @@ void swiglu_backward_ref(float *dgate, float *dup, const float *dout, const floa
 // softmax
 
 void softmax_row(float *x, size_t n) {
+    // The maximum as a vector reduction (a scalar compare-and-select chain
+    // costs its latency per entry); the maximum is the same float in any order.
     float mx = -INFINITY;
+    #pragma omp simd reduction(max : mx)
     for (size_t i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
     float sum = 0.0f;
     #pragma omp simd reduction(+ : sum)

@@ -17,6 +17,21 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
 void matmul_forward_ref(float *out, const float *inp, const float *weight, const float *bias,
                         size_t N, size_t C, size_t OC, float beta);
 
+// The same product on a slice of output columns only, for the few rows of a
+// decode step: out[n, o] = inp[n] . weight[o] + bias[o] (+ beta * out[n, o])
+// for n < N and o in [o0, o1); the rest of out is not touched. It starts no
+// threads, so each thread of a parallel region can take its own slice (no
+// fork/join per product). Below 8 rows it reads the weights where they are: no
+// packing, one sequential pass over the slice, each weight row used by all N
+// rows while in L1, each output one dot product in a fixed order (the result
+// does not depend on the slicing or on the other rows). From 8 rows on,
+// packing pays: one cblas_sgemm on the slice (single-threaded inside a
+// parallel region). Meant for N up to ~32; beta is 0 or 1.
+void matmul_cols_forward(float *out, const float *inp, const float *weight, const float *bias, size_t N, size_t C,
+                         size_t OC, size_t o0, size_t o1, float beta);
+void matmul_cols_forward_ref(float *out, const float *inp, const float *weight, const float *bias, size_t N,
+                             size_t C, size_t OC, size_t o0, size_t o1, float beta);
+
 // Backward of matmul_forward (also the output head): given dout [N, OC],
 // dinp [N, C] += dout @ weight, dweight [OC, C] += dout^T @ inp,
 // dbias [OC] += column sums of dout. Any of dinp, dbias may be NULL (not needed).

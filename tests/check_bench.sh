@@ -22,6 +22,22 @@ for full, earn in zip(rows[0::2], rows[1::2]):
     closed = 1 - (k * L + N * (r + W * G)) / (N * (L + W * G))
     assert abs(float(earn["kv_reduction"]) - closed) < 1e-3, (earn["kv_reduction"], closed)
     assert float(full["speedup"]) == 1.0 and float(earn["prefill_ms"]) > 0
+# The decode roofline columns come last, after the policy columns (check_bench_policy.sh) and every
+# earlier column in its order.
+roof = "decode_step_ms,step_bytes,step_flops,copy_gbs,triad_gbs,roofline_step_ms,step_vs_roofline".split(",")
+assert header[-len(roof):] == roof, header
+assert header[header.index("draft_share"):-len(roof)] == ["draft_share", "policy", "tau", "sigma"], header
+D, F, V, N, Gkv, E, B = 64, 176, 1024, 4, 2, 16, 2
+params = V * D + N * (2 * D + 2 * D * D + 2 * Gkv * E * D + 3 * D * F) + D  # tied embeddings
+for row in rows:
+    W, earn = int(row["beam"]), row["method"] == "earn"
+    kv_tokens = (1 * 64 + N * (2 + W * 2)) if earn else N * (64 + W * 2)  # the mean step s = 2 of 1..3
+    want = 4 * (params + B * W * D) + B * kv_tokens * 2 * Gkv * E * 4
+    assert abs(float(row["step_bytes"]) - want) <= 1, (row["step_bytes"], want)
+    assert abs(float(row["decode_step_ms"]) - float(row["decode_ms"]) / 3) < 1e-3, row
+    bw = max(float(row["copy_gbs"]), float(row["triad_gbs"]))
+    assert bw > 0 and float(row["roofline_step_ms"]) >= want / (bw * 1e9) * 1e3 * 0.5, row
+    assert float(row["step_flops"]) > 0 and float(row["step_vs_roofline"]) > 0, row
 t = list(csv.DictReader(open(w + "/t.csv")))
 assert len(t) == 1 and float(t[0]["tokens_per_s"]) > 0 and float(t[0]["train_vs_sgemm"]) > 0, t
 print("1 passed, 0 failed")

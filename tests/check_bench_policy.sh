@@ -3,7 +3,8 @@
 # beside full and earn, one run, random weights of the tiny preset (4 layers,
 # 2 KV heads of 16: 256 B of KV per token and layer), prompts of 64 tokens =
 # 16 items of --gen 4 tokens, batch 2, beam 4:
-#  - the CSV keeps DESIGN.md's columns first and adds policy, tau, sigma last;
+#  - the CSV keeps DESIGN.md's columns first and adds policy, tau, sigma (then
+#    the decode roofline's columns, check_bench.sh);
 #    every row has the header's field count (specs with commas are quoted);
 #  - KV bytes in closed form: streaming:tokens=32 keeps 32 prompt entries,
 #    truncate:items=8 and selective:ratio=0.5 leave 32 prompt tokens, so all
@@ -27,7 +28,8 @@ import csv
 design = "method,k,prefix_regs,suffix_regs,prompt_len,batch,beam,device,prefill_ms,decode_ms,total_ms,kv_bytes,speedup,kv_reduction".split(",")
 lines = list(csv.reader(open("b.csv")))
 header, rows = lines[0], lines[1:]
-assert header[:len(design)] == design and header[-3:] == ["policy", "tau", "sigma"], header
+roof = 7  # the decode roofline columns (check_bench.sh) come after these three
+assert header[:len(design)] == design and header[-3 - roof:-roof] == ["policy", "tau", "sigma"], header
 assert all(len(r) == len(header) for r in rows), [len(r) for r in rows]
 rows = [dict(zip(header, r)) for r in rows]
 assert [r["method"] for r in rows] == ["full", "earn", "snapkv", "streaming", "truncate", "selective"], rows

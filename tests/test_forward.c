@@ -436,9 +436,58 @@ static void test_ops_against_reference(void **st) {
     free(x); free(w); free(b); free(y1); free(y2);
 }
 
+// matmul_cols_forward (the decode product on a slice of output columns)
+// against its double-precision twin: within 1e-5 of the sum of the absolute
+// terms (float32 dot products of up to 256 terms); columns outside the slice
+// untouched; and (below 8 rows, the dot-product kernel) the same floats
+// whatever the slicing and whichever rows share a block, so the result does not depend on the
+// thread count or on the batch's other rows.
+static void test_matmul_cols_against_reference(void **st) {
+    (void)st;
+    Rng r;
+    rng_seed(&r, 82);
+    const size_t Ns[] = {1, 2, 3, 5, 20, 33}, Cs[] = {29, 256}, OC = 43;
+    for (size_t ic = 0; ic < 2; ic++)
+        for (size_t in = 0; in < 6; in++) {
+            size_t N = Ns[in], C = Cs[ic];
+            float *x = malloc(sizeof(float) * N * C), *w = malloc(sizeof(float) * OC * C), *b = malloc(sizeof(float) * OC);
+            float *y1 = malloc(sizeof(float) * N * OC), *y2 = malloc(sizeof(float) * N * OC);
+            float *y3 = malloc(sizeof(float) * N * OC), *y4 = malloc(sizeof(float) * OC);
+            for (size_t i = 0; i < N * C; i++) x[i] = rng_normal(&r);
+            for (size_t i = 0; i < OC * C; i++) w[i] = rng_normal(&r);
+            for (size_t i = 0; i < OC; i++) b[i] = rng_normal(&r);
+            for (int beta = 0; beta <= 1; beta++)
+                for (int with_bias = 0; with_bias <= 1; with_bias++) {
+                    const float *bb = with_bias ? b : NULL;
+                    for (size_t i = 0; i < N * OC; i++) y1[i] = y2[i] = y3[i] = (float)i * 0.01f;
+                    matmul_cols_forward(y1, x, w, bb, N, C, OC, 8, 40, (float)beta);
+                    matmul_cols_forward_ref(y2, x, w, bb, N, C, OC, 8, 40, (float)beta);
+                    for (size_t n = 0; n < N; n++)
+                        for (size_t o = 0; o < OC; o++) {
+                            size_t i = n * OC + o;
+                            if (o < 8 || o >= 40) { assert_true(y1[i] == (float)i * 0.01f); continue; }
+                            double mag = fabs(y3[i]) + (bb ? fabs(bb[o]) : 0.0);
+                            for (size_t c = 0; c < C; c++) mag += fabs((double)x[n * C + c] * w[o * C + c]);
+                            assert_true(fabs((double)y1[i] - y2[i]) <= 1e-5 * mag);
+                        }
+                    if (N >= 8) continue; // sgemm on the slice: within the tolerance above
+                    // Two slices cut at 21 give the floats of the whole range.
+                    matmul_cols_forward(y3, x, w, bb, N, C, OC, 8, 21, (float)beta);
+                    matmul_cols_forward(y3, x, w, bb, N, C, OC, 21, 40, (float)beta);
+                    assert_memory_equal(y1, y3, sizeof(float) * N * OC);
+                    // The last row computed alone (no row to pair with) gives the same floats.
+                    for (size_t o = 0; o < OC; o++) y4[o] = (float)((N - 1) * OC + o) * 0.01f;
+                    matmul_cols_forward(y4, x + (N - 1) * C, w, bb, 1, C, OC, 8, 40, (float)beta);
+                    assert_memory_equal(y4 + 8, y1 + (N - 1) * OC + 8, sizeof(float) * 32);
+                }
+            free(x); free(w); free(b); free(y1); free(y2); free(y3); free(y4);
+        }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ops_against_reference),
+        cmocka_unit_test(test_matmul_cols_against_reference),
         cmocka_unit_test(test_prefill_llama_gqa),
         cmocka_unit_test(test_prefill_qwen2_tied),
         cmocka_unit_test(test_prefill_odd_sizes),
