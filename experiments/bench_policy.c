@@ -6,7 +6,31 @@
 
 #include "runtime/checkpoint.h"
 
-// One entry: "full", "earn", or a KV or prompt policy's spec.
+// skiplayers[:keep=M] or gist[:tokens=G]: a learned baseline's shape on the benched weights.
+static int parse_learned(BenchMethod *m, const char *name, const char *spec, Error *e) {
+    int gist = !strcmp(name, "gist");
+    const char *key = gist ? "tokens" : "keep";
+    int v = gist ? 1 : 0;
+    const char *kv = strchr(spec, ':');
+    if (kv) {
+        char *end;
+        size_t kl = strlen(key);
+        if (strncmp(kv + 1, key, kl) || kv[1 + kl] != '=')
+            return err_set(e, "%s: unknown key in '%s' (its only key is %s=N)", name, spec, key);
+        long x = strtol(kv + 2 + kl, &end, 10);
+        if (end == kv + 2 + kl || *end || x < 1 || x > 4096)
+            return err_set(e, "%s: %s must be an integer in 1..4096, found '%s'", name, key, kv + 2 + kl);
+        v = (int)x;
+    }
+    m->method = gist ? METHOD_GIST : METHOD_SKIPLAYERS;
+    if (gist) m->gist_tokens = v;
+    else m->keep_layers = v;
+    snprintf(m->name, sizeof m->name, "%s", name);
+    if (v) snprintf(m->spec, sizeof m->spec, "%s:%s=%d", name, key, v);
+    return 0;
+}
+
+// One entry: "full", "earn", a learned baseline, or a KV or prompt policy's spec.
 static int parse_one(BenchMethod *m, const char *spec, Error *e) {
     memset(m, 0, sizeof *m);
     m->method = METHOD_FINETUNE;
@@ -18,11 +42,12 @@ static int parse_one(BenchMethod *m, const char *spec, Error *e) {
     char name[32];
     size_t n = strcspn(spec, ":");
     snprintf(name, sizeof name, "%.*s", (int)(n < sizeof name - 1 ? n : sizeof name - 1), spec);
+    if (!strcmp(name, "skiplayers") || !strcmp(name, "gist")) return parse_learned(m, name, spec, e);
     int is_kv = 0, is_pp = 0;
     for (int k = 1; k < KVP_COUNT; k++) is_kv |= !strcmp(name, kvpolicy_name((KVPolicyKind)k));
     for (int k = 1; k < PP_COUNT; k++) is_pp |= !strcmp(name, promptpolicy_name((PromptPolicyKind)k));
     if (!is_kv && !is_pp)
-        return err_set(e, "unknown method or policy '%s' (methods: full, earn; KV policies: streaming, h2o, snapkv, "
+        return err_set(e, "unknown method or policy '%s' (methods: full, earn, skiplayers, gist; KV policies: streaming, h2o, snapkv, "
                        "pyramidkv, tova, knorm, random; prompt policies: truncate, selective)", name);
     snprintf(m->name, sizeof m->name, "%s", name);
     if (is_kv) {

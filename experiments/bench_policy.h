@@ -1,5 +1,8 @@
-// bench_policy.h: the entries of `earnest bench --method`: the two model
-// methods (full, earn) and every KV policy (runtime/kvpolicy.h) and prompt
+// bench_policy.h: the entries of `earnest bench --method`: the model methods
+// (full, earn, and the learned baselines skiplayers[:keep=M] and
+// gist[:tokens=G], on the same random weights: skiplayers runs their first M
+// layers, default N/2; gist puts G gist tokens, default 1, after the prompt and
+// keeps only their KV) and every KV policy (runtime/kvpolicy.h) and prompt
 // policy (experiments/promptpolicy.h), each applied to the full model.
 //
 //   --method full,earn,snapkv:budget=0.3,window=16,streaming:tokens=64,rerotate=1,truncate:items=5
@@ -26,7 +29,9 @@
 #define BENCH_MAX_METHODS 32
 
 typedef struct {
-    ModelMethod method;  // METHOD_EARN for "earn", else METHOD_FINETUNE
+    ModelMethod method;  // METHOD_EARN, METHOD_SKIPLAYERS or METHOD_GIST for those entries, else METHOD_FINETUNE
+    int keep_layers;     // skiplayers: layers run (0: half the model's)
+    int gist_tokens;     // gist: gist tokens (1)
     char name[32];       // the CSV's method column: full, earn, or the policy's name
     char spec[2048];     // the CSV's policy column: the policy's full spec ("" for full and earn)
     int has_kv, has_prompt;

@@ -47,7 +47,9 @@ static const char *BENCH_ABOUT =
     "  cpu, cuBLAS in --dtype on cuda -- at the model's MLP shape timed right before each repetition,\n"
     "  prefill_vs_sgemm the median of the per-repetition ratios, so a shared machine's load changes cancel out).\n"
     "  --method also takes KV policies (streaming, h2o, snapkv, pyramidkv, tova, knorm, random) and prompt\n"
-    "  policies (truncate, selective) with eval's specs, each on the full model (CPU runtime), e.g.\n"
+    "  policies (truncate, selective) with eval's specs, each on the full model (CPU runtime), and the learned\n"
+    "  baselines' shapes on the same weights: skiplayers[:keep=M] (the first M layers, default N/2) and\n"
+    "  gist[:tokens=G] (G gist tokens after the prompt, only their KV kept; default 1), e.g.\n"
     "  --method full,earn,snapkv:budget=0.3,window=16,truncate:items=5 (a field with '=' and no ':' continues\n"
     "  the policy before it). Random prompts are items of --gen tokens from the end; a prompt policy's\n"
     "  selection (median of --reps) is added to prefill_ms. Its row: method = the policy's name, policy = its\n"
@@ -82,6 +84,7 @@ typedef struct {
     const char *policy;      // the KV or prompt policy's full spec ("" for full and earn)
     size_t gen_tokens;       // beams x code tokens of one run (tau = gen_tokens / total time)
     int k, P, S, L, B, W;
+    int n_layers;               // layers run (skiplayers: its M)
     double prefill_ms, decode_ms, gflops;
     double sgemm_gflops;     // median of the sgemm rates measured just before each repetition
     double prefill_vs_sgemm; // median over repetitions of (prefill GFLOP/s / that repetition's sgemm rate)
@@ -215,7 +218,9 @@ static int bench_one(BenchRow *row, DeviceModel *dm, const BenchMethod *bm, int 
     c->method = method;
     c->layer_split_k = method == METHOD_EARN ? k : 0;
     c->n_prefix_regs = method == METHOD_EARN ? P : 0;
-    c->n_suffix_regs = method == METHOD_EARN ? S : 0;
+    c->n_suffix_regs = method == METHOD_EARN ? S : method == METHOD_GIST ? bm->gist_tokens : 0;
+    if (method == METHOD_SKIPLAYERS) // the first M layers of the same weights (per-layer tensors are [N, ...])
+        c->n_layers = bm->keep_layers ? bm->keep_layers : (saved.n_layers / 2 > 0 ? saved.n_layers / 2 : 1);
     int regs = c->n_prefix_regs + c->n_suffix_regs, T1 = L + regs;
     Trie trie;
     int code_tok0;
@@ -260,7 +265,8 @@ static int bench_one(BenchRow *row, DeviceModel *dm, const BenchMethod *bm, int 
     }
     if (!rc) {
         row->method = method == METHOD_EARN ? (so ? "earn+draft" : "earn") : (so ? "full+draft" : "full");
-        if (bm->has_kv || bm->has_prompt) row->method = bm->name;
+        if (bm->has_kv || bm->has_prompt || method == METHOD_SKIPLAYERS || method == METHOD_GIST)
+            row->method = bm->name;
         row->policy = bm->spec;
         row->gen_tokens = bs.gen_tokens;
         row->spec = so != NULL;
@@ -272,6 +278,7 @@ static int bench_one(BenchRow *row, DeviceModel *dm, const BenchMethod *bm, int 
             row->draft_share = f->draft_s / (bs.prefill_s + bs.decode_s);
         }
         row->k = c->layer_split_k;
+        row->n_layers = c->n_layers;
         row->P = c->n_prefix_regs;
         row->S = c->n_suffix_regs;
         row->L = L; row->B = B; row->W = W;
@@ -354,16 +361,18 @@ static int parse_methods(BenchMethod *methods, const char *s, Device device, int
         fprintf(stderr, "earnest bench: --method: %s\n", e.msg);
         return -1;
     }
-    for (int i = 0; i < n; i++)
-        if ((methods[i].has_kv || methods[i].has_prompt) && device != DEVICE_CPU) {
+    for (int i = 0; i < n; i++) {
+        int learned = methods[i].method == METHOD_SKIPLAYERS || methods[i].method == METHOD_GIST;
+        if ((methods[i].has_kv || methods[i].has_prompt || learned) && device != DEVICE_CPU) {
             fprintf(stderr, "earnest bench: --method: %s runs on --device cpu only (the GPU KV cache keeps whole "
                     "layers)\n", methods[i].name);
             return -1;
-        } else if ((methods[i].has_kv || methods[i].has_prompt) && draft) {
-            fprintf(stderr, "earnest bench: --method: %s with --draft: speculative beam search keeps the prompt "
-                    "whole; bench policies without --draft\n", methods[i].name);
+        } else if ((methods[i].has_kv || methods[i].has_prompt || learned) && draft) {
+            fprintf(stderr, "earnest bench: --method: %s with --draft: speculative beam search takes full or EARN "
+                    "targets with whole prompts; bench it without --draft\n", methods[i].name);
             return -1;
         }
+    }
     return n;
 }
 
@@ -427,7 +436,7 @@ static int bench_rows(BenchRow *rows, DeviceModel *dm, const BenchArgs *a, const
 }
 
 static int write_csv(const char *out, const BenchRow *rows, size_t n_rows, const BenchArgs *a, int n_threads,
-                     const DeviceModel *dm, int n_layers, Error *e) {
+                     const DeviceModel *dm, Error *e) {
     const int G = a->G, reps = a->reps;
     const char *device = device_name(dm->device);
     AtomicFile af;
@@ -443,7 +452,7 @@ static int write_csv(const char *out, const BenchRow *rows, size_t n_rows, const
         fprintf(af.f, "%s,%d,%d,%d,%d,%d,%d,%s,%.4f,%.4f,%.4f,%zu,%.4f,%.4f,%.3f,%.3f,%.4f,%d,%.4f,%d,%d,%s,\"%s\",",
                 w->method, w->k, w->P, w->S, w->L, w->B, w->W, device, w->prefill_ms, w->decode_ms, tot, w->kv_bytes,
                 (base->prefill_ms + base->decode_ms) / tot, 1.0 - (double)w->kv_bytes / (double)base->kv_bytes,
-                w->gflops, w->sgemm_gflops, w->decode_ms / G, n_threads, w->prefill_vs_sgemm, n_layers, reps, dm->dtype,
+                w->gflops, w->sgemm_gflops, w->decode_ms / G, n_threads, w->prefill_vs_sgemm, w->n_layers, reps, dm->dtype,
                 dm->name);
         if (w->spec)
             fprintf(af.f, "%s,%d,%d,%.4f,%.4f,%.4f,", spec_verify_name(a->spec.verify), a->spec.gamma,
@@ -490,7 +499,7 @@ static int bench_run(DeviceModel *dm, BenchArgs *a, const BenchMethod *methods, 
     StreamBufs sb = {0};
     if (dm->device == DEVICE_CPU) stream_init(&sb);
     int rc = bench_rows(rows, dm, a, methods, n_methods, sb.a ? &sb : NULL, e) ||
-             (a->out && write_csv(a->out, rows, n_rows, a, n_threads, dm, c->n_layers, e));
+             (a->out && write_csv(a->out, rows, n_rows, a, n_threads, dm, e));
     stream_free(&sb);
     free(rows);
     return rc ? -1 : 0;

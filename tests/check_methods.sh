@@ -9,7 +9,9 @@
 #  - gist with 2 gist tokens trains (loss falls), evaluates, and its KV bytes
 #    are sigma = 2 * 2 KV heads * 16 * 4 B * 4 layers * (2 gist + 20 beams * 3)
 #    per user, the closed form of a cache that holds only the gist tokens;
-#  - bad input: skiplayers without --keep-layers, --keep-layers beyond the
+#  - bench --method skiplayers[:keep=M],gist[:tokens=G] on one set of random
+#    weights: KV bytes equal bptl * M * (L + W * 3) and bptl * N * (G + W * 3);
+#  - bad input: bench keys out of range or unknown; skiplayers without --keep-layers, --keep-layers beyond the
 #    model's layers or with another method, gist with 0 gist tokens or with
 #    --k: exit 1 or 2 (never a crash), a message naming the flag, nothing written.
 set -euo pipefail
@@ -68,6 +70,25 @@ assert float(log[-1][4]) < float(log[0][4]), (log[0], log[-1])  # step,epoch,bat
 print("skiplayers: 2 of 4 layers, cut max |diff| %.1e; gist sigma %d B/user, loss %s -> %s"
       % (worst, per_user, log[0][4], log[-1][4]))
 PYEOF
+
+# bench: the learned baselines' shapes on one set of random weights; KV bytes against the closed forms.
+"$B" bench --preset tiny --method full,skiplayers:keep=1,skiplayers,gist:tokens=3 --prompt-len 96 --beam 5 --reps 1 \
+    --threads 2 --out bench.csv > /dev/null 2> bench.log || { cat bench.log; fail "bench"; }
+$PY - <<'PYEOF' || fail "bench checks"
+import csv
+rows = list(csv.DictReader(open("bench.csv")))
+assert [r["method"] for r in rows] == ["full", "skiplayers", "skiplayers", "gist"], [r["method"] for r in rows]
+bptl, N, L, W, G = 2 * 2 * 16 * 4, 4, 96, 5, 3  # tiny: 2 KV heads of 16, f32; 4-token codes: 3 stored
+kv = [int(r["kv_bytes"]) for r in rows]
+assert kv[0] == bptl * N * (L + W * G), kv
+assert kv[1] == bptl * 1 * (L + W * G) and rows[1]["n_layers"] == "1", (kv, rows[1]["n_layers"])
+assert kv[2] == bptl * 2 * (L + W * G) and rows[2]["n_layers"] == "2", (kv, rows[2]["n_layers"])
+assert kv[3] == bptl * N * (3 + W * G) and rows[3]["policy"] == "gist:tokens=3", (kv, rows[3]["policy"])
+PYEOF
+for m in gist:tokens=0 skiplayers:layers=2 skiplayers:keep=x; do
+    set +e; "$B" bench --preset tiny --method "full,$m" --out "bad_bench.csv" > /dev/null 2> bad_bench.log; rc=$?; set -e
+    [ $rc -eq 2 ] && grep -q -- "--method" bad_bench.log && [ ! -e bad_bench.csv ] || { cat bad_bench.log; fail "bench $m: exit $rc"; }
+done
 
 bad() { # NAME EXPECTED_TEXT train flags...
     local name=$1 want=$2; shift 2
