@@ -118,7 +118,7 @@ void model_free(Model *m) {
 // (block.h); last gather_logits.
 
 enum { ATTN_QUERY_BLOCK = 64 };
-enum { FUSED_MAX_ROWS = 32 }; // a layer of at most this many rows runs as layer_fused
+enum { FUSED_MAX_ROWS = 8 }; // a layer of at most this many rows runs as layer_fused
 
 void forward_scratch_free(ForwardScratch *s) {
     free(s->memory);
@@ -435,6 +435,12 @@ static void forward_attention(float *att, const ForwardBufs *fw, const Model *m,
 // attention tasks shared out inside the same region. Products round
 // differently from sgemm's (tests: within the reference tolerances); a row's
 // result does not depend on the thread count or on the other rows.
+// The region runs on ONE thread: with ~40 barriers per step, a thread that the
+// OS deschedules stalls its partner at every barrier; two 2-thread processes on
+// 2 cores (ctest -j2) made a decode step 12x slower than the sgemm path
+// (tiny, 20 beams: 600 ms vs 40-50 ms per decode phase). One thread keeps the
+// single-pass products' gain without barriers. Up to 8 rows (batch decode);
+// 20 beams take the sgemm path with its parallel attention.
 // [*o0, *o1): thread th's share of n columns, cut at multiples of `unit`.
 static void col_slice(size_t *o0, size_t *o1, size_t n, size_t unit, int th, int nt) {
     size_t chunk = ((n + (size_t)nt - 1) / (size_t)nt + unit - 1) / unit * unit;
@@ -479,7 +485,7 @@ static void layer_fused(ForwardBufs *fw, const Model *m, const ForwardBatch *fb,
     const size_t D = (size_t)c->dim, QD = (size_t)c->n_heads * (size_t)c->head_dim, F = (size_t)c->hidden_dim;
     const size_t rows = bi->rows;
     const int n_tasks = bi->task_start[bi->n_groups];
-    #pragma omp parallel
+    #pragma omp parallel num_threads(1)
     {
         const int th = omp_get_thread_num(), nt = omp_get_num_threads();
         float *xn = fw->xn_own + (size_t)th * fw->xn_stride;
