@@ -11,10 +11,10 @@
 # Target: the small preset (8 layers, d=256), tiger template, finetune. Drafts:
 # the draft preset (2 layers, d=128), one per loss (sft wordkd tvdkd seqkd
 # atspeed-s atspeed-r), alpha 0.7, T 1, trained on the same teacher file.
-# Speedups are omega from `eval --baseline` (the same target's ordinary beam
-# search on the same users and threads, run once per beam width before the
-# speculative runs); on a shared machine they are noisy, target_calls_per_user
-# and the acceptance figures are not. Writes WORK_DIR/draft_alignment.csv and .md (the committed copies live
+# Speedups are omega from `eval --baseline`: the same target's ordinary beam
+# search on the same users and threads, run right before each speculative run;
+# on a shared machine they are still noisy, target_calls_per_user and the
+# acceptance figures are not. Writes WORK_DIR/draft_alignment.csv and .md (the committed copies live
 # in experiments/results/draft_alignment/).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -49,8 +49,11 @@ for beam in $BEAMS; do
         --out "evals/plain_b$beam.json" --rankings "evals/plain_b$beam.tsv" > /dev/null 2>&1
     for kd in $LOSSES; do
         for verify in strict relaxed; do
-            [ -f "evals/${kd}_${verify}_b$beam.json" ] || "$B" eval --model target "${E[@]}" --beam "$beam" \
-                --draft "drafts/$kd" --verify "$verify" --baseline "evals/plain_b$beam.json" \
+            [ -f "evals/${kd}_${verify}_b$beam.json" ] && continue
+            # omega against the ordinary search run right before (same users, threads, machine state)
+            "$B" eval --model target "${E[@]}" --beam "$beam" --out "evals/base_${kd}_${verify}_b$beam.json" > /dev/null 2>&1
+            "$B" eval --model target "${E[@]}" --beam "$beam" \
+                --draft "drafts/$kd" --verify "$verify" --baseline "evals/base_${kd}_${verify}_b$beam.json" \
                 --out "evals/${kd}_${verify}_b$beam.json" --rankings "evals/${kd}_${verify}_b$beam.tsv" > /dev/null 2>&1
         done
         # strict is lossless: the same codes in the same order as the ordinary search
