@@ -48,6 +48,8 @@ static int set_key(PromptPolicy *p, const char *key, const char *val, Error *e) 
     return 0;
 }
 
+static int set_key_cb(void *ctx, const char *key, const char *val, Error *e) { return set_key(ctx, key, val, e); }
+
 int promptpolicy_parse(PromptPolicy *p, const char *spec, Error *e) {
     char buf[2048];
     if (strlen(spec) >= sizeof buf) return err_set(e, "policy spec longer than %zu characters", sizeof buf - 1);
@@ -60,17 +62,7 @@ int promptpolicy_parse(PromptPolicy *p, const char *spec, Error *e) {
     if (kind < 0) return err_set(e, "unknown prompt policy '%s' (known: none, truncate, selective)", buf);
     promptpolicy_default(p, (PromptPolicyKind)kind);
     if (!params) return 0;
-    if (!*params) return err_set(e, "%s: nothing after ':' (NAME:key=value,...)", buf);
-    size_t len = strlen(spec);
-    if (strstr(spec, ",,") || spec[len - 1] == ',' || strstr(spec, ":,"))
-        return err_set(e, "%s: an empty field in '%s' (NAME:key=value,...)", buf, spec);
-    for (char *save = NULL, *kv = strtok_r(params, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
-        char *eq = strchr(kv, '=');
-        if (!eq || eq == kv || !eq[1]) return err_set(e, "%s: '%s' is not key=value", buf, kv);
-        *eq = '\0';
-        if (set_key(p, kv, eq + 1, e)) return -1;
-    }
-    return 0;
+    return spec_params_each(params, buf, spec, set_key_cb, p, e);
 }
 
 void promptpolicy_format(char *out, size_t n, const PromptPolicy *p) {

@@ -201,6 +201,31 @@ static int prefill_policy(float *logits, KVCache *prompt, BeamSearch *bs, Forwar
     return rc;
 }
 
+void beam_prompt_batch_init(BeamPromptBatch *b, KVCache *prompt, const ModelConfig *c, int n_users,
+                            const int *const *prompts, const uint8_t *const *kinds, const int *prompt_len, size_t T) {
+    const int N = c->n_layers;
+    b->tokens = xmalloc(T * sizeof(int));
+    b->depth = xmalloc(T * sizeof(int));
+    b->caches = xmalloc((size_t)n_users * sizeof(KVCache *));
+    int *cap = xmalloc((size_t)N * sizeof(int));
+    plan_pack_prompts(b->tokens, b->depth, c, n_users, prompts, kinds, prompt_len);
+    for (int u = 0, at = 0; u < n_users; at += prompt_len[u], u++) {
+        plan_kv_capacity_of(cap, b->depth + at, prompt_len[u], N);
+        kvcache_init(&prompt[u], N, c->n_kv_heads, c->head_dim, cap);
+        b->caches[u] = &prompt[u];
+    }
+    free(cap);
+    b->fb = (ForwardBatch){.n_seqs = n_users, .n_new = prompt_len, .tokens = b->tokens, .depth = b->depth,
+                           .caches = b->caches, .logits_mode = LOGITS_LAST};
+}
+
+void beam_prompt_batch_free(BeamPromptBatch *b) {
+    free(b->tokens);
+    free(b->depth);
+    free(b->caches);
+    memset(b, 0, sizeof *b);
+}
+
 // Gist: once the prompt is prefilled (its gist tokens saw all of it), each
 // cache keeps only the gist tokens, the last S entries of every layer and
 // head: StreamingLLM's selection with no sinks and a window of S.
@@ -223,18 +248,9 @@ static void gist_keep(KVCache *prompt, const ModelConfig *c, int n_users, const 
 static int beam_prefill(float *logits, KVCache *prompt, BeamSearch *bs, int n_users, const int *const *prompts,
                         const uint8_t *const *kinds, const int *prompt_len, size_t T, Error *e) {
     const ModelConfig *c = &bs->model->config;
-    const int N = c->n_layers;
-    int *tokens = xmalloc(T * sizeof(int)), *depth = xmalloc(T * sizeof(int));
-    int *cap = xmalloc((size_t)N * sizeof(int));
-    KVCache **pk = xmalloc((size_t)n_users * sizeof(KVCache *));
-    plan_pack_prompts(tokens, depth, c, n_users, prompts, kinds, prompt_len);
-    for (int u = 0, at = 0; u < n_users; at += prompt_len[u], u++) {
-        plan_kv_capacity_of(cap, depth + at, prompt_len[u], N);
-        kvcache_init(&prompt[u], N, c->n_kv_heads, c->head_dim, cap);
-        pk[u] = &prompt[u];
-    }
-    ForwardBatch fb = {.n_seqs = n_users, .n_new = prompt_len, .tokens = tokens, .depth = depth, .caches = pk,
-                       .logits_mode = LOGITS_LAST};
+    BeamPromptBatch pb;
+    beam_prompt_batch_init(&pb, prompt, c, n_users, prompts, kinds, prompt_len, T);
+    ForwardBatch fb = pb.fb;
     double t0 = time_now_s();
     int rc = bs->kv_policy && bs->kv_policy->kind != KVP_NONE
                  ? prefill_policy(logits, prompt, bs, &fb, e)
@@ -242,7 +258,7 @@ static int beam_prefill(float *logits, KVCache *prompt, BeamSearch *bs, int n_us
     if (!rc && c->method == METHOD_GIST) gist_keep(prompt, c, n_users, prompt_len);
     bs->prefill_s = time_now_s() - t0;
     bs->prefill_flops = bs->scratch.last_flops;
-    free(tokens); free(depth); free(cap); free(pk);
+    beam_prompt_batch_free(&pb);
     if (rc) {
         for (int u = 0; u < n_users; u++) kvcache_free(&prompt[u]);
         return err_prefix(e, "beam search prefill: ");

@@ -98,6 +98,20 @@ int beam_cand_cmp(const void *a, const void *b);
 // log of the softmax denominator of one logits row x [V] (double: V terms).
 double beam_row_logz(const float *x, size_t V);
 
+// One prefill call over n_users prompts (T tokens in all): tokens and depths
+// packed by the layer plan, prompt caches prompt[u] sized by it (layer l holds
+// the tokens whose depth exceeds l: exactly what is stored), and the LOGITS_LAST
+// batch over them. Shared by beam.c and specbeam.c; free releases the packing,
+// not the caches.
+typedef struct {
+    int *tokens, *depth;
+    KVCache **caches;
+    ForwardBatch fb;
+} BeamPromptBatch;
+void beam_prompt_batch_init(BeamPromptBatch *b, KVCache *prompt, const ModelConfig *c, int n_users,
+                            const int *const *prompts, const uint8_t *const *kinds, const int *prompt_len, size_t T);
+void beam_prompt_batch_free(BeamPromptBatch *b);
+
 // The closed-form KV bytes of one user's search (DESIGN.md accounting): prompt
 // once, shared; `beams` beams of `gen` stored tokens each; bytes per token and
 // layer = 2 (k, v) * n_kv_heads * head_dim * sizeof(float).

@@ -118,6 +118,15 @@ static int set_key(KVPolicy *p, const char *key, const char *val, int *have_budg
     return 0;
 }
 
+typedef struct {
+    KVPolicy *p;
+    int have_budget, have_tokens;
+} SetKeyCtx;
+static int set_key_cb(void *ctx, const char *key, const char *val, Error *e) {
+    SetKeyCtx *c = ctx;
+    return set_key(c->p, key, val, &c->have_budget, &c->have_tokens, e);
+}
+
 int kvpolicy_parse(KVPolicy *p, const char *spec, Error *e) {
     char buf[512];
     if (strlen(spec) >= sizeof buf) return err_set(e, "policy spec longer than %zu characters", sizeof buf - 1);
@@ -132,20 +141,10 @@ int kvpolicy_parse(KVPolicy *p, const char *spec, Error *e) {
                        buf);
     kvpolicy_default(p, (KVPolicyKind)kind);
     if (!params) return 0;
-    if (!*params) return err_set(e, "%s: nothing after ':' (NAME:key=value,...)", buf);
-    // strtok_r skips empty fields: ",," or a trailing ',' would pass silently.
-    size_t len = strlen(spec);
-    if (strstr(spec, ",,") || spec[len - 1] == ',' || strstr(spec, ":,"))
-        return err_set(e, "%s: an empty field in '%s' (NAME:key=value,...)", buf, spec);
-    int have_budget = 0, have_tokens = 0;
-    for (char *save = NULL, *kv = strtok_r(params, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
-        char *eq = strchr(kv, '=');
-        if (!eq || eq == kv || !eq[1]) return err_set(e, "%s: '%s' is not key=value", buf, kv);
-        *eq = '\0';
-        if (set_key(p, kv, eq + 1, &have_budget, &have_tokens, e)) return -1;
-    }
-    if (have_budget && have_tokens) return err_set(e, "%s: give budget (or ratio) or tokens, not both", buf);
-    if (have_tokens) p->budget = 0.0;
+    SetKeyCtx ctx = {p, 0, 0};
+    if (spec_params_each(params, buf, spec, set_key_cb, &ctx, e)) return -1;
+    if (ctx.have_budget && ctx.have_tokens) return err_set(e, "%s: give budget (or ratio) or tokens, not both", buf);
+    if (ctx.have_tokens) p->budget = 0.0;
     return 0;
 }
 

@@ -280,22 +280,12 @@ static void work_free(SWork *w, int caches_ready) {
 // NULL for every token through every layer); logits [n_users, V] the last rows.
 static int prefill(float *logits, KVCache *prompt, Model *m, ForwardScratch *s, int n_users,
                    const int *const *prompts, const uint8_t *const *kinds, const int *prompt_len, Error *e) {
-    const ModelConfig *c = &m->config;
-    const int N = c->n_layers;
     size_t T = 0;
     for (int u = 0; u < n_users; u++) T += (size_t)prompt_len[u];
-    int *tokens = xmalloc(T * sizeof(int)), *depth = xmalloc(T * sizeof(int)), *cap = xmalloc((size_t)N * sizeof(int));
-    KVCache **pk = xmalloc((size_t)n_users * sizeof(KVCache *));
-    plan_pack_prompts(tokens, depth, c, n_users, prompts, kinds, prompt_len);
-    for (int u = 0, at = 0; u < n_users; at += prompt_len[u], u++) {
-        plan_kv_capacity_of(cap, depth + at, prompt_len[u], N);
-        kvcache_init(&prompt[u], N, c->n_kv_heads, c->head_dim, cap);
-        pk[u] = &prompt[u];
-    }
-    ForwardBatch fb = {.n_seqs = n_users, .n_new = prompt_len, .tokens = tokens, .depth = depth, .caches = pk,
-                       .logits_mode = LOGITS_LAST};
-    int rc = model_forward(logits, m, &fb, s, e);
-    free(tokens); free(depth); free(cap); free(pk);
+    BeamPromptBatch pb;
+    beam_prompt_batch_init(&pb, prompt, &m->config, n_users, prompts, kinds, prompt_len, T);
+    int rc = model_forward(logits, m, &pb.fb, s, e);
+    beam_prompt_batch_free(&pb);
     return rc;
 }
 

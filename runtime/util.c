@@ -182,3 +182,19 @@ float f16_to_f32(uint16_t h) {
     memcpy(&f, &u, 4);
     return f;
 }
+
+int spec_params_each(char *params, const char *name, const char *spec,
+                     int (*set)(void *ctx, const char *key, const char *val, Error *e), void *ctx, Error *e) {
+    if (!*params) return err_set(e, "%s: nothing after ':' (NAME:key=value,...)", name);
+    // strtok_r skips empty fields: ",," or a trailing ',' would pass silently.
+    size_t len = strlen(spec);
+    if (strstr(spec, ",,") || spec[len - 1] == ',' || strstr(spec, ":,"))
+        return err_set(e, "%s: an empty field in '%s' (NAME:key=value,...)", name, spec);
+    for (char *save = NULL, *kv = strtok_r(params, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(kv, '=');
+        if (!eq || eq == kv || !eq[1]) return err_set(e, "%s: '%s' is not key=value", name, kv);
+        *eq = '\0';
+        if (set(ctx, kv, eq + 1, e)) return -1;
+    }
+    return 0;
+}

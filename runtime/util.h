@@ -55,6 +55,14 @@ int threads_init(int n);
 int file_read_all(const char *path, char **data, size_t *len, Error *e);
 int path_join(char *out, size_t n, const char *dir, const char *name);
 
+// The key=value list of a policy spec "NAME:key=value,..." (params: the part
+// after ':', modified in place; spec: the whole spec, for messages): refuses an
+// empty list, empty fields and fields without "key=" or a value, naming `name`;
+// calls set(ctx, key, value, e) for each field in order and stops at its first
+// nonzero return.
+int spec_params_each(char *params, const char *name, const char *spec,
+                     int (*set)(void *ctx, const char *key, const char *val, Error *e), void *ctx, Error *e);
+
 // Deterministic RNG (xorshift64*), one per stream, seeded explicitly.
 typedef struct { uint64_t s; } Rng;
 void rng_seed(Rng *r, uint64_t seed);
