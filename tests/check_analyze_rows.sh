@@ -104,5 +104,5 @@ expect_refused loose "tolerance 0.001"
 expect_refused nan "sample 1, layer 0, head 1, row 2" --heatmap 0,1,1
 "$BIN" analyze "$WORK/loose.h5" --sum-tol 0.01 --out "$WORK/loose.csv" >/dev/null \
     || fail "--sum-tol 0.01 did not accept a row off by 4e-3"
-ls "$WORK" | grep -q tmp && fail "temporary file left behind"
+ls "$WORK" | grep tmp > /dev/null && fail "temporary file left behind"
 echo "check_analyze_rows: OK"

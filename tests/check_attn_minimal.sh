@@ -159,5 +159,5 @@ expect_error "$WORK/bad_mask.h5" "/samples/000000/row_mask: shape \[1,2\] disagr
 expect_error "$WORK/huge.h5" "n_layers = 1000000 must be in 1..1024"
 expect_error "$WORK/many.h5" "n_layers x n_heads = 1000 x 1000 exceeds 65536"
 [ -e "$WORK/x.csv" ] && fail "a failed run left $WORK/x.csv"
-ls "$WORK" | grep -q tmp && fail "temporary file left behind"
+ls "$WORK" | grep tmp > /dev/null && fail "temporary file left behind"
 echo "check_attn_minimal: OK"

@@ -12,7 +12,7 @@ trap 'rm -rf "$TMP"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
 # --help works and exits 0; a missing flag is a usage error (2).
-"$EARNEST_BIN" convert --help | grep -q -- "--llama2c" || fail "convert --help does not describe --llama2c"
+"$EARNEST_BIN" convert --help | grep -- "--llama2c" > /dev/null || fail "convert --help does not describe --llama2c"
 "$EARNEST_BIN" convert --out "$TMP/x" 2>"$TMP/err"; rc=$?
 [ "$rc" = 2 ] || fail "missing --llama2c: exit $rc, want 2"
 grep -q -- "--llama2c" "$TMP/err" || fail "missing --llama2c: message does not name the flag"

@@ -56,7 +56,7 @@ echo "$out"
 grep -q "density" <<<"$out" || fail "no density summary on stdout"
 grep -q "sinks" <<<"$out" || fail "no sink summary on stdout"
 [ "$(head -1 "$WORK/m.csv")" = "layer,head,rows,metric,value" ] || fail "CSV header"
-ls "$WORK" | grep -q tmp && fail "temporary file left behind"
+ls "$WORK" | grep tmp > /dev/null && fail "temporary file left behind"
 
 # ---- numpy recomputes every CSV value ------------------------------------------
 "$PY" - "$WORK/a.h5" "$WORK/m.csv" <<'EOF'
@@ -146,7 +146,7 @@ expect() { # expect CODE PATTERN -- command...
     [ "$rc" -eq "$code" ] || fail "'$*' exited $rc, expected $code: $msg"
     grep -q -- "$pat" <<<"$msg" || fail "'$*' message lacks '$pat': $msg"
 }
-"$BIN" analyze --help | grep -q "layer,head,rows,metric,value" || fail "--help"
+"$BIN" analyze --help | grep "layer,head,rows,metric,value" > /dev/null || fail "--help"
 expect 2 "--out" -- "$BIN" analyze "$WORK/a.h5"
 expect 2 "--topk" -- "$BIN" analyze "$WORK/a.h5" --topk 0 --out "$WORK/x.csv"
 expect 2 "--eps" -- "$BIN" analyze "$WORK/a.h5" --eps abc --out "$WORK/x.csv"
@@ -165,5 +165,5 @@ with h5py.File(sys.argv[2], 'r+') as f: f.attrs['n_heads'] = 2
 " "$WORK/a.h5" "$WORK/shape.h5"
 expect 1 "/samples/000000/attn: shape \[4,3,17,17\] disagrees" -- "$BIN" analyze "$WORK/shape.h5" --out "$WORK/x.csv"
 [ -e "$WORK/x.csv" ] && fail "a failed run left $WORK/x.csv"
-ls "$WORK" | grep -q tmp && fail "temporary file left behind"
+ls "$WORK" | grep tmp > /dev/null && fail "temporary file left behind"
 echo "check_dump_h5py: OK"

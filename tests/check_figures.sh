@@ -58,7 +58,7 @@ for fig in density_layers sinks_layers kind_mass_games_finetune_attn kind_mass_g
     [ "$size" -gt 5000 ] || fail "$fig.png is suspiciously small ($size bytes)"
 done
 [ "$(ls "$OUT" | wc -l)" -eq 12 ] || fail "expected 12 figure files, got: $(ls "$OUT")"
-ls -A "$OUT" | grep -q '^\.figures' && fail "temporary folder left in $OUT"
+ls -A "$OUT" | grep '^\.figures' > /dev/null && fail "temporary folder left in $OUT"
 
 # the default input is experiments/results/*.csv under the source tree: check via a copy
 mkdir -p "$WORK/tree/plots" "$WORK/tree/experiments/results"
@@ -76,7 +76,7 @@ set -e
 [ $rc -ne 0 ] || fail "a malformed CSV was accepted"
 grep -q "broken.csv:2" <<<"$msg" || fail "message does not name broken.csv line 2: $msg"
 [ "$(md5sum "$OUT/density_layers.png")" = "$before" ] || fail "a failed run changed existing figures"
-ls -A "$OUT" | grep -q '^\.figures' && fail "temporary folder left after failure"
+ls -A "$OUT" | grep '^\.figures' > /dev/null && fail "temporary folder left after failure"
 
 # no usable CSV at all
 set +e

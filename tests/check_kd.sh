@@ -184,6 +184,6 @@ expect_fail x7 "kd-alpha" "$B" train "${T[@]}" --kd wordkd --kd-alpha 1.5 --out 
 "$B" init --preset tiny --data small --seed 3 --out tgt_small > /dev/null
 expect_fail t2.bin "does not fit" "$B" teacher --model tgt_small --data syn --out t2.bin --quiet
 expect_fail t3.bin "model" "$B" teacher --model nonexistent --data syn --out t3.bin --quiet
-ls | grep -q '\.tmp\.' && fail "temporary files left behind"
+ls | grep '\.tmp\.' > /dev/null && fail "temporary files left behind"
 echo "bad input: clear errors, nothing written"
 echo "check_kd: OK"

@@ -61,7 +61,7 @@ kill_test() {
     eval "$check" || fail "$name: the final output is not valid"
     local dir
     dir=$(dirname "$out")
-    if ls -a "$dir" | grep -q "^$(basename "$out")\.\(tmp\.\|lock\)"; then
+    if ls -a "$dir" | grep "^$(basename "$out")\.\(tmp\.\|lock\)" > /dev/null; then
         fail "$name: temporaries or locks survived the next run: $(ls -a "$dir" | grep "$(basename "$out")\.")"
     fi
     echo "$name: 5 kills (run ${dur} ms): output always complete; nothing left behind"

@@ -78,7 +78,7 @@ svg sweep_attn_vs_k "left out"
 svg sweep_speedup_vs_len "tiny (N=4, k=1): N/k"
 svg sweep_speedup_vs_len "tiny2 (N=4, k=2): prefill"
 svg sweep_speedup_vs_len "prompt length (tokens)"
-ls -A "$OUT" | grep -q '^\.sweep-figures' && fail "temporary folder left in $OUT"
+ls -A "$OUT" | grep '^\.sweep-figures' > /dev/null && fail "temporary folder left in $OUT"
 
 # Nothing to draw: a clear error, the figures already there untouched.
 before=$(md5sum "$OUT/sweep_acc_vs_k.png")
@@ -88,5 +88,5 @@ msg=$(bash "$SRC/plots/sweep.sh" --out "$OUT" "$W/other.csv" 2>&1); rc=$?
 set -e
 [ $rc -ne 0 ] && grep -q "nothing to draw" <<<"$msg" || fail "nothing-to-draw case: rc $rc, '$msg'"
 [ "$(md5sum "$OUT/sweep_acc_vs_k.png")" = "$before" ] || fail "a failed run changed existing figures"
-ls -A "$OUT" | grep -q '^\.sweep-figures' && fail "temporary folder left after failure"
+ls -A "$OUT" | grep '^\.sweep-figures' > /dev/null && fail "temporary folder left after failure"
 echo "check_sweep_figures: OK"

@@ -19,7 +19,7 @@ trap 'rm -rf "$TMP"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 E="$EARNEST_BIN"
 
-"$E" train --help | grep -q -- "--resume" || fail "train --help does not describe --resume"
+"$E" train --help | grep -- "--resume" > /dev/null || fail "train --help does not describe --resume"
 
 "$E" prepare synthetic --out "$TMP/data" --users 40 --items 40 --min-len 5 --max-len 24 --levels 2 --codes 6 \
     >"$TMP/prep.out" 2>&1 || { cat "$TMP/prep.out"; fail "prepare synthetic"; }
