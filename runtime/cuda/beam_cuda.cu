@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "runtime/cuda/ops_cuda.h"
+#include "runtime/cuda/phases_cuda.h"
 
 extern "C" {
 #include "runtime/plan.h"
@@ -107,6 +108,7 @@ static void select_step(Search *s, const CudaBeamSearch *bs, int step) {
         s->row0[u] = rows;
         rows += s->n[u];
     }
+    cuda_phases_begin(bs->model->phases, PHASES_SELECT, st);
     H2D(s->d_row0, s->row0, (size_t)U * sizeof(int));
     H2D(s->d_n, s->n, (size_t)U * sizeof(int));
     H2D(s->d_node, s->node, UW * sizeof(int));
@@ -118,6 +120,8 @@ static void select_step(Search *s, const CudaBeamSearch *bs, int step) {
     D2H(s->pick_beam, s->d_pick_beam, UW * sizeof(int));
     D2H(s->pick_edge, s->d_pick_edge, UW * sizeof(int));
     D2H(s->pick_score, s->d_pick_score, UW * sizeof(double));
+    cuda_phases_mark(bs->model->phases, PHASE_SELECT, st);
+    cuda_phases_end(bs->model->phases, st);
     CUDA_CHECK(cudaStreamSynchronize(st));
     int *tok = (int *)xmalloc((size_t)W * steps * sizeof(int));
     for (int u = 0; u < U; u++) {

@@ -3,6 +3,10 @@
 
 #include <string.h>
 
+#include "runtime/cuda/gemm_lt.h"
+
+#define CUDA_BLAS_WORKSPACE (32u << 20)
+
 extern "C" const char *cuda_dtype_name(CudaDtype dt) { return dt == CUDA_BF16 ? "bf16" : "f32"; }
 
 extern "C" int cuda_dtype_parse(CudaDtype *dt, const char *s, Error *e) {
@@ -38,11 +42,16 @@ extern "C" int cuda_context_init(CudaContext *cx, Error *e) {
     CUBLAS_CHECK(cublasSetStream(cx->blas, cx->stream));
     // Plain f32 products stay f32 (no TF32): the f32 runtime is the exact twin of the CPU's.
     CUBLAS_CHECK(cublasSetMathMode(cx->blas, CUBLAS_DEFAULT_MATH));
+    cx->blas_workspace = cuda_xmalloc(CUDA_BLAS_WORKSPACE);
+    CUBLAS_CHECK(cublasSetWorkspace(cx->blas, cx->blas_workspace, CUDA_BLAS_WORKSPACE));
+    cx->gemm = gemm_lt_from_env();
     return 0;
 }
 
 extern "C" void cuda_context_free(CudaContext *cx) {
+    gemm_lt_free(cx->gemm);
     if (cx->blas) CUBLAS_CHECK(cublasDestroy(cx->blas));
+    cuda_xfree(cx->blas_workspace);
     if (cx->stream) CUDA_CHECK(cudaStreamDestroy(cx->stream));
     memset(cx, 0, sizeof *cx);
 }

@@ -52,7 +52,8 @@ static inline size_t cuda_dtype_size(CudaDtype dt) { return dt == CUDA_BF16 ? 2 
 const char *cuda_dtype_name(CudaDtype dt);                  // "f32", "bf16"
 int cuda_dtype_parse(CudaDtype *dt, const char *s, Error *e); // "f32" | "bf16"
 
-// One stream and one cuBLAS handle bound to it: the ops of a forward pass run
+// One stream and one cuBLAS handle bound to it (and the tuned products of
+// EARNEST_CUDA_GEMM=tuned, gemm_lt.h): the ops of a forward pass run
 // in order on this stream (explicit streams, no default-stream work).
 typedef struct {
     cudaStream_t stream;
@@ -60,6 +61,8 @@ typedef struct {
     int device;
     char name[256];    // the device's name
     int n_sms;
+    void *blas_workspace; // cuBLAS's, set explicitly: CUDA graph capture must not allocate
+    struct GemmLt *gemm; // NULL: cublasGemmEx for every product (runtime/cuda/gemm_lt.h)
 } CudaContext;
 
 // 0 and *n set, or -1 with e set when no CUDA device can be used (no driver,

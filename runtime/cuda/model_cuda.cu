@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "runtime/cuda/ops_cuda.h"
+#include "runtime/cuda/phases_cuda.h"
 
 extern "C" {
 #include "runtime/block.h"
@@ -47,6 +48,7 @@ static int model_begin(CudaModel *cm, const ModelConfig *c, CudaDtype dt, Error 
     if (!attention_cuda_head_dim_ok(c->head_dim))
         return err_set(e, "the GPU runtime supports head sizes 16, 32, 64 and 128; this model has %d", c->head_dim);
     if (cuda_context_init(&cm->cx, e)) return -1;
+    cm->phases = cuda_phases_from_env();
     cm->config = *c;
     cm->dtype = dt;
     params_layout(cm);
@@ -127,6 +129,7 @@ extern "C" void cuda_model_free(CudaModel *cm) {
     cuda_xfree(cm->weights_dt);
     cuda_xfree(cm->weights_f32);
     cuda_xfree(cm->rope_inv_freq);
+    cuda_phases_report_free(cm->phases);
     cuda_context_free(&cm->cx);
     memset(cm, 0, sizeof *cm);
 }
@@ -390,29 +393,39 @@ static void run_layer(Bufs *b, const CudaModel *cm, const LayerPlan *lp, const c
     const size_t G = (size_t)c->n_kv_heads, QD = H * E, KD = G * E, QKV = QD + 2 * KD, es = cuda_dtype_size(dt);
     const size_t rows = (size_t)lp->rows;
     const cudaStream_t st = cm->cx.stream;
+    CudaPhases *ph = cm->phases;
     if (lp->gather) {
         rows_gather_cuda(b->x2, b->x, (const int *)(dev_plan + lp->src), rows, D, st);
         float *t = b->x; b->x = b->x2; b->x2 = t;
     }
     rmsnorm_forward_cuda(b->xn, b->x, w->attn_norm + l * D, rows, D, c->rms_eps, dt, st);
+    cuda_phases_mark(ph, PHASE_NORM, st);
     matmul_forward_cuda(b->qkv, b->xn, (const char *)w->wqkv + l * QKV * D * es, w->bqkv ? w->bqkv + l * QKV : NULL,
                         rows, D, QKV, 0.0f, dt, &cm->cx);
+    cuda_phases_mark(ph, PHASE_QKV, st);
     const int *pos = (const int *)(dev_plan + lp->pos);
     rope_forward_cuda(b->qkv, pos, cm->rope_inv_freq, rows, H, E, QKV, st);
     rope_forward_cuda(b->qkv + QD, pos, cm->rope_inv_freq, rows, G, E, QKV, st);
     kv_append_cuda((const KvAppendCuda *)(dev_plan + lp->append), b->qkv + QD, b->qkv + QD + KD, rows, G, E, QKV, dt, st);
+    cuda_phases_mark(ph, PHASE_ROPE_KV, st);
     attention_shared_forward_cuda(b->pm, b->pl, b->pa, b->qkv, (const AttnParentTileCuda *)(dev_plan + lp->ptiles),
                                   lp->n_ptiles, lp->max_chunks, rows, H, G, E, QKV, dt, st);
     attention_cached_forward_cuda(b->att, b->qkv, (const AttnTileCuda *)(dev_plan + lp->tiles), lp->n_tiles, b->pm,
                                   b->pl, b->pa, rows, H, G, E, QKV, dt, st);
     attention_prefill_forward_cuda(b->att, b->qkv, (const AttnTileCuda *)(dev_plan + lp->tiles_tc), lp->n_tiles_tc, H,
                                    G, E, QKV, st);
+    cuda_phases_mark(ph, PHASE_ATTN, st);
     matmul_forward_cuda(b->x, b->att, (const char *)w->wo + l * D * QD * es, NULL, rows, QD, D, 1.0f, dt, &cm->cx);
+    cuda_phases_mark(ph, PHASE_OUT, st);
     rmsnorm_forward_cuda(b->xn, b->x, w->mlp_norm + l * D, rows, D, c->rms_eps, dt, st);
+    cuda_phases_mark(ph, PHASE_NORM, st);
     matmul_forward_cuda(b->gu, b->xn, (const char *)w->wgu + l * 2 * F * D * es, NULL, rows, D, 2 * F, 0.0f, dt,
                         &cm->cx);
+    cuda_phases_mark(ph, PHASE_GATE_UP, st);
     swiglu_forward_cuda(b->h, b->gu, b->gu + F, rows, F, 2 * F, dt, st);
+    cuda_phases_mark(ph, PHASE_SWIGLU, st);
     matmul_forward_cuda(b->x, b->h, (const char *)w->wdown + l * D * F * es, NULL, rows, F, D, 1.0f, dt, &cm->cx);
+    cuda_phases_mark(ph, PHASE_DOWN, st);
 }
 
 // Final norm and output head of the rows leaving the last layer (n_rows of them).
@@ -449,6 +462,90 @@ static const char *plan_upload(CudaForwardScratch *s, const Plan *p, cudaStream_
     return (const char *)s->dev_plan;
 }
 
+// The launches of one forward: embedding, the layers, the head.
+static void forward_launch(float *logits, Bufs *b, const CudaModel *cm, const Plan *p, const char *dev_plan,
+                           LogitsMode mode, int T) {
+    const ModelConfig *c = &cm->config;
+    embedding_forward_cuda(b->x, (const int *)(dev_plan + p->tokens), cm->params.embed, (size_t)T, (size_t)c->dim,
+                           cm->dtype, cm->cx.stream);
+    cuda_phases_mark(cm->phases, PHASE_EMBED, cm->cx.stream);
+    int n_rows = T;
+    for (int l = 0; l < c->n_layers; l++) {
+        n_rows = p->layer[l].rows;
+        if (n_rows == 0) continue;
+        run_layer(b, cm, &p->layer[l], dev_plan, l);
+    }
+    gather_logits(logits, b, cm, p, dev_plan, mode, n_rows, T);
+    cuda_phases_mark(cm->phases, PHASE_HEAD, cm->cx.stream);
+}
+
+// What the launches of a forward depend on besides the plan's contents: the
+// plan's layout, the buffers and the logits' shape. Equal signatures, equal
+// launches. Returns its length in bytes (sig holds room for all of it).
+static size_t launch_signature(unsigned char *sig, const CudaModel *cm, const Plan *p, const CudaForwardScratch *s,
+                               LogitsMode mode, int T) {
+    size_t n = 0;
+#define SIG(x) (memcpy(sig + n, &(x), sizeof(x)), n += sizeof(x))
+    SIG(cm); SIG(s->memory); SIG(s->dev_plan); SIG(mode); SIG(T);
+    SIG(p->tokens); SIG(p->out_rows); SIG(p->n_out_rows); SIG(p->max_rows); SIG(p->max_partials);
+#undef SIG
+    size_t layers = (size_t)cm->config.n_layers * sizeof(LayerPlan); // calloc'd: padding is zero
+    memcpy(sig + n, p->layer, layers);
+    return n + layers;
+}
+
+static void graph_drop(CudaForwardScratch *s) {
+    if (s->graph) CUDA_CHECK(cudaGraphExecDestroy(s->graph));
+    s->graph = NULL;
+    s->graph_sig_len = 0;
+}
+
+// Runs the forward's launches as the scratch's graph when its signature
+// repeats: the first call of a signature runs eagerly (and tunes what needs
+// tuning), the second is captured, every later one replays. 0: not done here
+// (graphs off, phase timing on, or a first call: the caller launches).
+static int forward_graph(float *logits, Bufs *b, const CudaModel *cm, const Plan *p, const char *dev_plan,
+                         CudaForwardScratch *s, LogitsMode mode, int T) {
+    if (!s->graphs) {
+        const char *v = getenv("EARNEST_CUDA_GRAPHS");
+        s->graphs = v && !strcmp(v, "1") ? 2 : 1;
+    }
+    if (s->graphs != 2 || cm->phases || mode == LOGITS_NONE) return 0;
+    const cudaStream_t st = cm->cx.stream;
+    unsigned char *sig = (unsigned char *)xmalloc(256 + (size_t)cm->config.n_layers * sizeof(LayerPlan));
+    size_t len = launch_signature(sig, cm, p, s, mode, T);
+    const size_t out_floats = (size_t)(mode == LOGITS_ALL ? T : p->n_out_rows) * (size_t)cm->config.vocab_size;
+    int replay = s->graph && len == s->graph_sig_len && !memcmp(sig, s->graph_sig, len);
+    if (!replay && !(len == s->seen_sig_len && !memcmp(sig, s->seen_sig, len))) {
+        free(s->seen_sig);
+        s->seen_sig = sig;
+        s->seen_sig_len = len;
+        return 0;
+    }
+    if (!replay) { // second sighting: capture
+        graph_drop(s);
+        if (s->graph_logits_cap < out_floats) {
+            cuda_xfree(s->graph_logits);
+            s->graph_logits = (float *)cuda_xmalloc(out_floats * sizeof(float));
+            s->graph_logits_cap = out_floats;
+        }
+        cudaGraph_t g;
+        CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+        forward_launch(s->graph_logits, b, cm, p, dev_plan, mode, T);
+        CUDA_CHECK(cudaStreamEndCapture(st, &g));
+        CUDA_CHECK(cudaGraphInstantiate(&s->graph, g, 0));
+        CUDA_CHECK(cudaGraphDestroy(g));
+        free(s->graph_sig);
+        s->graph_sig = sig;
+        s->graph_sig_len = len;
+    } else {
+        free(sig);
+    }
+    CUDA_CHECK(cudaGraphLaunch(s->graph, st));
+    CUDA_CHECK(cudaMemcpyAsync(logits, s->graph_logits, out_floats * sizeof(float), cudaMemcpyDeviceToDevice, st));
+    return 1;
+}
+
 extern "C" int cuda_model_forward(float *logits, CudaModel *cm, const CudaForwardBatch *fb, CudaForwardScratch *s,
                                   Error *e) {
     if (forward_check(cm, fb, e)) return -1;
@@ -461,24 +558,25 @@ extern "C" int cuda_model_forward(float *logits, CudaModel *cm, const CudaForwar
     int *row_tok = (int *)xmalloc((size_t)(T > 0 ? T : 1) * sizeof(int));
     plan_build(&p, row_tok, cm, fb, T);
     Bufs b;
+    void *before = s->memory;
     bufs_layout(&b, s, cm, &p, T);
+    if (s->memory != before) graph_drop(s); // the captured launches point into the old buffers
+    cuda_phases_begin(cm->phases, T > fb->n_seqs ? PHASES_PREFILL : PHASES_DECODE, cm->cx.stream);
     const char *dev_plan = plan_upload(s, &p, cm->cx.stream);
-    embedding_forward_cuda(b.x, (const int *)(dev_plan + p.tokens), cm->params.embed, (size_t)T, (size_t)c->dim,
-                           cm->dtype, cm->cx.stream);
-    int n_rows = T;
-    for (int l = 0; l < c->n_layers; l++) {
-        n_rows = p.layer[l].rows;
-        if (n_rows == 0) continue;
-        run_layer(&b, cm, &p.layer[l], dev_plan, l);
-    }
+    if (!forward_graph(logits, &b, cm, &p, dev_plan, s, fb->logits_mode, T))
+        forward_launch(logits, &b, cm, &p, dev_plan, fb->logits_mode, T);
     for (int i = 0; i < fb->n_seqs; i++) fb->caches[i]->n_seen += fb->n_new[i];
-    gather_logits(logits, &b, cm, &p, dev_plan, fb->logits_mode, n_rows, T);
+    cuda_phases_end(cm->phases, cm->cx.stream);
     s->last_flops = p.flops;
     free(p.buf); free(p.layer); free(row_tok);
     return 0;
 }
 
 extern "C" void cuda_forward_scratch_free(CudaForwardScratch *s) {
+    graph_drop(s);
+    free(s->graph_sig);
+    free(s->seen_sig);
+    cuda_xfree(s->graph_logits);
     cuda_xfree(s->memory);
     cuda_xfree(s->dev_plan);
     if (s->host_plan) CUDA_CHECK(cudaFreeHost(s->host_plan));

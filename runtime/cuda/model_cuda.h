@@ -52,6 +52,7 @@ typedef struct {
     float *rope_inv_freq;  // [E/2] device, as the CPU's
     int allow_long;
     CudaContext cx;
+    struct CudaPhases *phases; // EARNEST_CUDA_PHASES=1: GPU time by op kind (phases_cuda.h); else NULL
 } CudaModel;
 
 // Uploads host weights converted to dt. -1 with e set when the device is
@@ -107,6 +108,15 @@ typedef struct {
     void *dev_plan;          // its device copy
     size_t plan_capacity;    // bytes of each
     double last_flops;       // as ForwardScratch
+    // EARNEST_CUDA_GRAPHS=1: a forward whose launches repeat the previous
+    // call's (a decode step: same rows, tiles and buffers; only the plan's
+    // contents differ) is captured once as a CUDA graph and replayed.
+    int graphs;              // 0: EARNEST_CUDA_GRAPHS not yet read; 1: off; 2: on
+    cudaGraphExec_t graph;   // the captured forward
+    void *graph_sig, *seen_sig; // launch signatures of the graph and of the last eager call
+    size_t graph_sig_len, seen_sig_len;
+    float *graph_logits;     // the graph's logits rows; copied to the caller's after each replay
+    size_t graph_logits_cap; // floats
 } CudaForwardScratch;
 void cuda_forward_scratch_free(CudaForwardScratch *s);
 

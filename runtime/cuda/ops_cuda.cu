@@ -4,6 +4,8 @@
 #include <cuda_bf16.h>
 #include <math.h>
 
+#include "runtime/cuda/gemm_lt.h"
+
 // ---------------------------------------------------------------------------
 // dtype helpers: kernels are templates over the storage type T (float or
 // __nv_bfloat16); the host entry points dispatch on CudaDtype.
@@ -45,7 +47,7 @@ __device__ float block_sum(float v) {
 }
 
 // ---------------------------------------------------------------------------
-// Matrix products (cuBLAS)
+// Matrix products (cuBLAS; tuned cuBLASLt for bf16 with EARNEST_CUDA_GEMM=tuned)
 
 __global__ void bias_add_kernel(float *out, const float *bias, size_t N, size_t OC) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < N * OC; i += (size_t)gridDim.x * blockDim.x)
@@ -56,13 +58,9 @@ extern "C" void matmul_forward_cuda(float *out, const void *inp, const void *wei
                                     size_t C, size_t OC, float beta, CudaDtype dt, const CudaContext *cx) {
     if (N == 0) return;
     CHECK(N < (1u << 31) && C < (1u << 31) && OC < (1u << 31), "matmul_forward_cuda: sizes beyond int");
-    const float alpha = 1.0f;
-    cudaDataType_t ab = dt == CUDA_BF16 ? CUDA_R_16BF : CUDA_R_32F;
-    // Row-major out [N, OC] = inp [N, C] W^T is column-major out^T [OC, N] = W [OC, C] (op T of the
-    // column-major [C, OC] view) times inp^T (the column-major [C, N] view).
-    CUBLAS_CHECK(cublasGemmEx(cx->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)OC, (int)N, (int)C, &alpha, weight, ab, (int)C,
-                              inp, ab, (int)C, &beta, out, CUDA_R_32F, (int)OC, CUBLAS_COMPUTE_32F,
-                              CUBLAS_GEMM_DEFAULT));
+    if (dt != CUDA_BF16 || !cx->gemm ||
+        !gemm_lt_matmul(cx->gemm, cx->blas, out, inp, weight, (int)N, (int)C, (int)OC, beta, cx->stream))
+        gemm_ex(cx->blas, out, inp, weight, (int)N, (int)C, (int)OC, beta, dt == CUDA_BF16 ? CUDA_R_16BF : CUDA_R_32F);
     if (bias) {
         bias_add_kernel<<<grid_for(N * OC, 256), 256, 0, cx->stream>>>(out, bias, N, OC);
         CUDA_CHECK_LAUNCH();
