@@ -2,7 +2,7 @@
 // attention_shared_forward_ref (runtime/ops.h), op by op: nr beams sharing a
 // parent of P keys, each with one own key, hpg query heads per KV head, every
 // supported head size, parents shorter and longer than one chunk
-// (ATTN_CUDA_CHUNK) and groups wider than one query tile (ATTN_CUDA_BQ).
+// (ATTN_CUDA_CHUNK and the shortest, ATTN_CUDA_BK) and groups wider than one query tile (ATTN_CUDA_BQ).
 // attention_shared_forward_cuda leaves the parent partials, and
 // attention_cached_forward_cuda adds the own key and writes the output.
 // f32 storage: ||gpu - ref|| / ||ref|| <= 1e-5. And the tensor-core prefill
@@ -40,7 +40,7 @@ static void fill(float *x, size_t n, Rng *r) {
     for (size_t i = 0; i < n; i++) x[i] = rng_normal(r);
 }
 
-static double run_case(int E, int G, int hpg, int P, int nr) {
+static double run_case(int E, int G, int hpg, int P, int nr, int chunk) {
     const int H = G * hpg, sq = H * E;
     Rng r;
     rng_seed(&r, (uint64_t)(E * 1000 + G * 100 + hpg * 10 + P + nr));
@@ -60,7 +60,7 @@ static double run_case(int E, int G, int hpg, int P, int nr) {
     }
     float *dkp = upload(kp, (size_t)G * P * E), *dvp = upload(vp, (size_t)G * P * E);
     float *dko = upload(ko, (size_t)nr * G * E), *dvo = upload(vo, (size_t)nr * G * E), *dq = upload(q, (size_t)nr * sq);
-    int n_chunks = (P + ATTN_CUDA_CHUNK - 1) / ATTN_CUDA_CHUNK, n_pt = 0;
+    int n_chunks = (P + chunk - 1) / chunk, n_pt = 0;
     AttnParentTileCuda *pt = malloc((size_t)G * (nr * hpg / ATTN_CUDA_BQ + 1) * sizeof *pt);
     for (int g = 0; g < G; g++)
         for (int v0 = 0; v0 < nr * hpg; v0 += ATTN_CUDA_BQ) pt[n_pt++] = (AttnParentTileCuda){dkp, dvp, 0, nr, g, v0, P, P};
@@ -75,7 +75,7 @@ static double run_case(int E, int G, int hpg, int P, int nr) {
     float *pm = cuda_xmalloc(parts * 4), *pl = cuda_xmalloc(parts * 4), *pa = cuda_xmalloc(parts * E * 4);
     float *dout = cuda_xmalloc((size_t)nr * sq * 4);
     CUDA_CHECK(cudaMemset(dout, 0xff, (size_t)nr * sq * 4)); // NaN
-    attention_shared_forward_cuda(pm, pl, pa, dq, dpt, n_pt, n_chunks, (size_t)nr, (size_t)H, (size_t)G, (size_t)E,
+    attention_shared_forward_cuda(pm, pl, pa, dq, dpt, n_pt, n_chunks, chunk, (size_t)nr, (size_t)H, (size_t)G, (size_t)E,
                                   (size_t)sq, CUDA_F32, 0);
     attention_cached_forward_cuda(dout, dq, dtl, nr, pm, pl, pa, (size_t)nr, (size_t)H, (size_t)G, (size_t)E,
                                   (size_t)sq, CUDA_F32, 0);
@@ -168,18 +168,27 @@ static void test_prefill_tensor_cores(void **state) {
 static void test_shared_attention(void **state) {
     (void)state;
     const int Es[4] = {16, 32, 64, 128}, hpgs[3] = {1, 2, 7}, Ps[3] = {1, 40, 600}, nrs[2] = {5, 20};
+    const int chunks[2] = {ATTN_CUDA_CHUNK, ATTN_CUDA_BK}; // the longest chunk and the shortest
     int bad = 0;
     for (int a = 0; a < 4; a++)
         for (int b = 0; b < 3; b++)
             for (int c = 0; c < 3; c++)
-                for (int d = 0; d < 2; d++) {
-                    double rel = run_case(Es[a], 2, hpgs[b], Ps[c], nrs[d]);
-                    int ok = rel <= 1e-5;
-                    bad += !ok;
-                    if (!ok || (b == 1 && d == 1))
-                        printf("  E=%3d G=2 hpg=%d P=%3d beams=%2d  rel %.2e%s\n", Es[a], hpgs[b], Ps[c], nrs[d], rel,
-                               ok ? "" : "  FAIL");
-                }
+                for (int d = 0; d < 2; d++)
+                    for (int k = 0; k < 2; k++) {
+                        double rel = run_case(Es[a], 2, hpgs[b], Ps[c], nrs[d], chunks[k]);
+                        int ok = rel <= 1e-5;
+                        bad += !ok;
+                        if (!ok || (b == 1 && d == 1))
+                            printf("  E=%3d G=2 hpg=%d P=%3d beams=%2d chunk=%3d  rel %.2e%s\n", Es[a], hpgs[b], Ps[c],
+                                   nrs[d], chunks[k], rel, ok ? "" : "  FAIL");
+                    }
+    // The chunk rule: multiples of ATTN_CUDA_BK within [ATTN_CUDA_BK, ATTN_CUDA_CHUNK], at
+    // least two blocks per multiprocessor where the parent allows it.
+    assert_int_equal(attention_chunk_len(150, 32, 132), 32);   // 5 chunks x 32 tiles = 160 blocks
+    assert_int_equal(attention_chunk_len(1024, 32, 132), 128); // 9 chunks wanted: 114 keys, rounded up to 128
+    assert_int_equal(attention_chunk_len(16384, 32, 132), ATTN_CUDA_CHUNK);
+    assert_int_equal(attention_chunk_len(150, 640, 132), 160); // enough tiles: one chunk of the whole parent
+    assert_int_equal(attention_chunk_len(0, 0, 132), ATTN_CUDA_CHUNK);
     assert_int_equal(bad, 0);
 }
 

@@ -145,6 +145,7 @@ typedef struct {
     size_t tiles, ptiles;     // AttnTileCuda [n_tiles], AttnParentTileCuda [n_ptiles]
     size_t tiles_tc;          // AttnTileCuda [n_tiles_tc]: the tensor-core prefill's tiles (bf16)
     int n_tiles, n_ptiles, max_chunks, n_tiles_tc;
+    int chunk_len;            // parent keys per chunk (attention_chunk_len)
 } LayerPlan;
 
 typedef struct {
@@ -214,19 +215,19 @@ static void plan_attention(Plan *p, LayerPlan *lp, const CudaModel *cm, const Cu
                            const int *seq_row, int l) {
     const ModelConfig *c = &cm->config;
     const int S = fb->n_seqs, G = c->n_kv_heads, hpg = c->n_heads / G;
-    // Parent tiles first: they decide each sequence's chunk count.
-    int *chunks = (int *)xcalloc((size_t)S, sizeof(int)), n_pt = 0, cap_pt = 16;
+    // Parent tiles first: with the longest parent they decide the chunk
+    // length, and so each sequence's chunk count (chunks[b] holds its parent
+    // length until then).
+    int *chunks = (int *)xcalloc((size_t)S, sizeof(int)), n_pt = 0, cap_pt = 16, max_p = 0;
     AttnParentTileCuda *pt = (AttnParentTileCuda *)xmalloc((size_t)cap_pt * sizeof *pt);
-    lp->max_chunks = 0;
     for (int b0 = 0; b0 < S;) {
         const CudaKVCache *par = fb->caches[b0]->parent;
         int b1 = b0 + 1;
         while (b1 < S && par && fb->caches[b1]->parent == par) b1++;
         int P = par ? par->len[l * G] : 0, ra = seq_row[b0], nr = seq_row[b1] - ra;
         if (P > 0 && nr > 0) {
-            int nc = (P + ATTN_CUDA_CHUNK - 1) / ATTN_CUDA_CHUNK;
-            lp->max_chunks = nc > lp->max_chunks ? nc : lp->max_chunks;
-            for (int b = b0; b < b1; b++) chunks[b] = nc;
+            max_p = P > max_p ? P : max_p;
+            for (int b = b0; b < b1; b++) chunks[b] = P;
             for (int g = 0; g < G; g++)
                 for (int v0 = 0; v0 < nr * hpg; v0 += ATTN_CUDA_BQ) {
                     if (n_pt == cap_pt) pt = (AttnParentTileCuda *)xrealloc(pt, (size_t)(cap_pt *= 2) * sizeof *pt);
@@ -236,6 +237,9 @@ static void plan_attention(Plan *p, LayerPlan *lp, const CudaModel *cm, const Cu
         }
         b0 = b1;
     }
+    lp->chunk_len = attention_chunk_len(max_p, n_pt, cm->cx.n_sms);
+    lp->max_chunks = (max_p + lp->chunk_len - 1) / lp->chunk_len;
+    for (int b = 0; b < S; b++) chunks[b] = (chunks[b] + lp->chunk_len - 1) / lp->chunk_len;
     lp->n_ptiles = n_pt;
     lp->ptiles = plan_put(p, pt, (size_t)n_pt * sizeof *pt);
     // Own tiles: a bf16 sequence with no parent and at least ATTN_CUDA_BQ_TC rows goes to the
@@ -409,7 +413,7 @@ static void run_layer(Bufs *b, const CudaModel *cm, const LayerPlan *lp, const c
     kv_append_cuda((const KvAppendCuda *)(dev_plan + lp->append), b->qkv + QD, b->qkv + QD + KD, rows, G, E, QKV, dt, st);
     cuda_phases_mark(ph, PHASE_ROPE_KV, st);
     attention_shared_forward_cuda(b->pm, b->pl, b->pa, b->qkv, (const AttnParentTileCuda *)(dev_plan + lp->ptiles),
-                                  lp->n_ptiles, lp->max_chunks, rows, H, G, E, QKV, dt, st);
+                                  lp->n_ptiles, lp->max_chunks, lp->chunk_len, rows, H, G, E, QKV, dt, st);
     attention_cached_forward_cuda(b->att, b->qkv, (const AttnTileCuda *)(dev_plan + lp->tiles), lp->n_tiles, b->pm,
                                   b->pl, b->pa, rows, H, G, E, QKV, dt, st);
     attention_prefill_forward_cuda(b->att, b->qkv, (const AttnTileCuda *)(dev_plan + lp->tiles_tc), lp->n_tiles_tc, H,
@@ -500,15 +504,16 @@ static void graph_drop(CudaForwardScratch *s) {
     s->graph_sig_len = 0;
 }
 
-// Runs the forward's launches as the scratch's graph when its signature
-// repeats: the first call of a signature runs eagerly (and tunes what needs
+// Runs the forward's launches as the scratch's graph (unless
+// EARNEST_CUDA_GRAPHS=0) when its signature repeats: the first call of a signature runs eagerly (and tunes what needs
 // tuning), the second is captured, every later one replays. 0: not done here
 // (graphs off, phase timing on, or a first call: the caller launches).
 static int forward_graph(float *logits, Bufs *b, const CudaModel *cm, const Plan *p, const char *dev_plan,
                          CudaForwardScratch *s, LogitsMode mode, int T) {
     if (!s->graphs) {
         const char *v = getenv("EARNEST_CUDA_GRAPHS");
-        s->graphs = v && !strcmp(v, "1") ? 2 : 1;
+        if (v && strcmp(v, "0") && strcmp(v, "1")) DIE("EARNEST_CUDA_GRAPHS: '%s' is neither 0 nor 1", v);
+        s->graphs = v && !strcmp(v, "0") ? 1 : 2;
     }
     if (s->graphs != 2 || cm->phases || mode == LOGITS_NONE) return 0;
     const cudaStream_t st = cm->cx.stream;

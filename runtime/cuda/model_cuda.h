@@ -108,9 +108,11 @@ typedef struct {
     void *dev_plan;          // its device copy
     size_t plan_capacity;    // bytes of each
     double last_flops;       // as ForwardScratch
-    // EARNEST_CUDA_GRAPHS=1: a forward whose launches repeat the previous
-    // call's (a decode step: same rows, tiles and buffers; only the plan's
-    // contents differ) is captured once as a CUDA graph and replayed.
+    // A forward whose launches repeat the previous call's (a decode step:
+    // same rows, tiles and buffers; only the plan's contents differ) is
+    // captured once as a CUDA graph and replayed (EARNEST_CUDA_GRAPHS=0: never).
+    // The graph holds the model's and the caches' addresses: a scratch serves
+    // one model.
     int graphs;              // 0: EARNEST_CUDA_GRAPHS not yet read; 1: off; 2: on
     cudaGraphExec_t graph;   // the captured forward
     void *graph_sig, *seen_sig; // launch signatures of the graph and of the last eager call

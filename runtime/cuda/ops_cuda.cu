@@ -200,6 +200,20 @@ template <int E> __device__ __forceinline__ void attn_state_init(AttnState<E> &s
     for (int c = 0; c < AttnShape<E>::NC4; c++) s.acc[c] = make_float4(0.f, 0.f, 0.f, 0.f);
 }
 
+// 16 bytes of T (4 floats or 8 bf16) to floats at dst (16-byte aligned).
+template <typename T> __device__ __forceinline__ void vec_to_f32(float *dst, uint4 v);
+template <> __device__ __forceinline__ void vec_to_f32<float>(float *dst, uint4 v) {
+    *(float4 *)dst = make_float4(__uint_as_float(v.x), __uint_as_float(v.y), __uint_as_float(v.z), __uint_as_float(v.w));
+}
+template <> __device__ __forceinline__ void vec_to_f32<__nv_bfloat16>(float *dst, uint4 v) {
+    const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) { // a bf16 is the top half of its float
+        dst[2 * i] = __uint_as_float(w[i] << 16);
+        dst[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+    }
+}
+
 // Streams keys/values [k_begin, k_end) (rows of E elements) through the
 // block's state; the thread's row sees keys < lim. All threads must call it.
 template <int E, typename T>
@@ -207,12 +221,27 @@ __device__ void attn_stream_keys(AttnState<E> &s, const float *qs, float *ks, fl
                                  const T *V, int k_begin, int k_end, int lim) {
     constexpr int LD = AttnShape<E>::LD, BK = ATTN_CUDA_BK;
     const int tid = threadIdx.x, q = tid >> 2, sub = tid & 3;
+    // The tile's K and V arrive in 16-byte vectors, all of a thread's loads
+    // issued before any is used (the decode grid is small: latency, not
+    // bandwidth, sets the pace).
+    constexpr int VEC = 16 / (int)sizeof(T), NV = BK * E / VEC, NJ = (NV + ATTN_THREADS - 1) / ATTN_THREADS;
     for (int kt = k_begin; kt < k_end; kt += BK) {
+        uint4 kv[NJ], vv[NJ];
+#pragma unroll
+        for (int j = 0; j < NJ; j++) {
+            int i = j * ATTN_THREADS + tid, key = kt + i / (E / VEC), e = (i % (E / VEC)) * VEC;
+            bool in = i < NV && key < k_end;
+            kv[j] = in ? *(const uint4 *)(K + (size_t)key * E + e) : make_uint4(0u, 0u, 0u, 0u);
+            vv[j] = in ? *(const uint4 *)(V + (size_t)key * E + e) : make_uint4(0u, 0u, 0u, 0u);
+        }
         __syncthreads(); // the previous tile is no longer read
-        for (int i = tid; i < BK * E; i += ATTN_THREADS) {
-            int r = i / E, e = i % E, key = kt + r;
-            ks[r * LD + e] = key < k_end ? to_f32(K[(size_t)key * E + e]) : 0.0f;
-            vs[r * LD + e] = key < k_end ? to_f32(V[(size_t)key * E + e]) : 0.0f;
+#pragma unroll
+        for (int j = 0; j < NJ; j++) {
+            int i = j * ATTN_THREADS + tid, r = i / (E / VEC), e = (i % (E / VEC)) * VEC;
+            if (i < NV) {
+                vec_to_f32<T>(ks + r * LD + e, kv[j]);
+                vec_to_f32<T>(vs + r * LD + e, vv[j]);
+            }
         }
         __syncthreads();
         float sc[BK / 4], mx = -INFINITY;
@@ -263,20 +292,26 @@ __device__ void attn_stream_keys(AttnState<E> &s, const float *qs, float *ks, fl
 template <int E, typename T>
 __global__ void __launch_bounds__(ATTN_THREADS) attn_shared_kernel(float *part_m, float *part_l, float *part_acc,
                                                                    const float *q, const AttnParentTileCuda *tiles,
-                                                                   int rows, int H, int G, int sq) {
+                                                                   int chunk_len, int rows, int H, int G, int sq) {
     constexpr int LD = AttnShape<E>::LD, BQ = ATTN_CUDA_BQ;
     const AttnParentTileCuda t = tiles[blockIdx.y];
-    const int chunk = blockIdx.x, k_begin = chunk * ATTN_CUDA_CHUNK;
+    const int chunk = blockIdx.x, k_begin = chunk * chunk_len;
     if (k_begin >= t.P) return; // the whole block leaves together
-    const int k_end = min(t.P, k_begin + ATTN_CUDA_CHUNK), hpg = H / G;
+    const int k_end = min(t.P, k_begin + chunk_len), hpg = H / G;
     extern __shared__ float4 smem4[];
     float *qs = (float *)smem4, *ks = qs + BQ * LD, *vs = ks + BQ * LD, *ps = vs + BQ * LD;
     const float scale = rsqrtf((float)E);
     const int n_pairs = t.n_rows * hpg;
-    for (int i = threadIdx.x; i < BQ * E; i += ATTN_THREADS) {
-        int r = i / E, e = i % E, p = t.v0 + r;
+    constexpr int NQ = BQ * E / 4, NJ = (NQ + ATTN_THREADS - 1) / ATTN_THREADS; // float4s of the query tile
+#pragma unroll
+    for (int j = 0; j < NJ; j++) {
+        int i = j * ATTN_THREADS + threadIdx.x, r = i / (E / 4), e = (i % (E / 4)) * 4, p = t.v0 + r;
         int row = t.row0 + p / hpg, h = t.g * hpg + p % hpg;
-        qs[r * LD + e] = p < n_pairs ? q[(size_t)row * sq + (size_t)h * E + e] * scale : 0.0f;
+        if (i < NQ) {
+            float4 x = p < n_pairs ? *(const float4 *)(q + (size_t)row * sq + (size_t)h * E + e)
+                                   : make_float4(0.f, 0.f, 0.f, 0.f);
+            *(float4 *)(qs + r * LD + e) = make_float4(x.x * scale, x.y * scale, x.z * scale, x.w * scale);
+        }
     }
     const int qr = threadIdx.x >> 2, sub = threadIdx.x & 3, p = t.v0 + qr;
     AttnState<E> s;
@@ -349,7 +384,7 @@ extern "C" int attention_cuda_head_dim_ok(int E) { return E == 16 || E == 32 || 
 
 template <int E, typename T> static void attn_shared_launch(float *pm, float *pl, float *pa, const float *q,
                                                             const AttnParentTileCuda *tiles, int n_tiles,
-                                                            int max_chunks, int rows, int H, int G, int sq,
+                                                            int max_chunks, int chunk, int rows, int H, int G, int sq,
                                                             cudaStream_t st) {
     static int attr_set = 0; // per template instance; the opt-in is process-wide
     if (!attr_set) {
@@ -358,7 +393,8 @@ template <int E, typename T> static void attn_shared_launch(float *pm, float *pl
         attr_set = 1;
     }
     dim3 grid((unsigned)max_chunks, (unsigned)n_tiles);
-    attn_shared_kernel<E, T><<<grid, ATTN_THREADS, AttnShape<E>::SMEM, st>>>(pm, pl, pa, q, tiles, rows, H, G, sq);
+    attn_shared_kernel<E, T><<<grid, ATTN_THREADS, AttnShape<E>::SMEM, st>>>(pm, pl, pa, q, tiles, chunk, rows, H, G,
+                                                                            sq);
     CUDA_CHECK_LAUNCH();
 }
 
@@ -391,11 +427,21 @@ template <int E, typename T> static void attn_cached_launch(void *out, const flo
 
 extern "C" void attention_shared_forward_cuda(float *part_m, float *part_l, float *part_acc, const float *q,
                                               const AttnParentTileCuda *tiles, int n_tiles, int max_chunks,
-                                              size_t rows, size_t H, size_t G, size_t E, size_t sq, CudaDtype dt,
-                                              cudaStream_t st) {
+                                              int chunk, size_t rows, size_t H, size_t G, size_t E, size_t sq,
+                                              CudaDtype dt, cudaStream_t st) {
     if (n_tiles == 0 || max_chunks == 0) return;
-    DISPATCH_DT(dt, T, DISPATCH_E(E, attn_shared_launch, part_m, part_l, part_acc, q, tiles, n_tiles, max_chunks,
+    CHECK(chunk > 0 && chunk % ATTN_CUDA_BK == 0, "attention_shared_forward_cuda: chunk %d is not a positive multiple "
+          "of %d", chunk, ATTN_CUDA_BK);
+    DISPATCH_DT(dt, T, DISPATCH_E(E, attn_shared_launch, part_m, part_l, part_acc, q, tiles, n_tiles, max_chunks, chunk,
                                   (int)rows, (int)H, (int)G, (int)sq, st));
+}
+
+extern "C" int attention_chunk_len(int max_parent, int n_tiles, int n_sms) {
+    if (max_parent <= 0 || n_tiles <= 0) return ATTN_CUDA_CHUNK;
+    int want = (2 * n_sms + n_tiles - 1) / n_tiles;                       // chunks per tile for two blocks per SM
+    int len = (max_parent + want - 1) / want;
+    len = (len + ATTN_CUDA_BK - 1) / ATTN_CUDA_BK * ATTN_CUDA_BK;
+    return len < ATTN_CUDA_BK ? ATTN_CUDA_BK : len > ATTN_CUDA_CHUNK ? ATTN_CUDA_CHUNK : len;
 }
 
 extern "C" void attention_cached_forward_cuda(void *out, const float *q, const AttnTileCuda *tiles, int n_tiles,

@@ -59,15 +59,22 @@ void rows_scatter_nan_cuda(float *out, const float *inp, const int *dst, size_t 
 //   - attention_shared_forward_cuda: the parent part. The rows of a run of
 //     sequences with one parent (the beams of one prompt) and the heads of one
 //     KV head are stacked into one query tile, so each parent key is read once
-//     per tile, not once per beam; the keys are split into chunks of
-//     ATTN_CUDA_CHUNK for parallelism (flash-decoding), and each (chunk, row,
-//     head) leaves a partial softmax state (max, sum, unnormalised output);
+//     per tile, not once per beam; the keys are split into chunks of `chunk`
+//     keys for parallelism (flash-decoding; attention_chunk_len picks it so
+//     the grid fills the GPU), and each (chunk, row, head) leaves a partial
+//     softmax state (max, sum, unnormalised output);
 //   - attention_cached_forward_cuda: the own part, flash-style tiles of up to
 //     ATTN_CUDA_BQ rows of one sequence against its own keys (causal), which
 //     then merges the row's parent partials and writes out [rows, H*E] dt.
 #define ATTN_CUDA_BQ 32
 #define ATTN_CUDA_BK 32
-#define ATTN_CUDA_CHUNK 256
+#define ATTN_CUDA_CHUNK 256 // the longest chunk of parent keys one block takes
+
+// Keys per parent chunk: a multiple of ATTN_CUDA_BK, at most ATTN_CUDA_CHUNK,
+// short enough that n_tiles parent tiles over max_parent keys make at least
+// two blocks per multiprocessor (a 150-token prompt's 32 tiles would
+// otherwise run as 32 blocks on a 132-multiprocessor GPU).
+int attention_chunk_len(int max_parent, int n_tiles, int n_sms);
 
 typedef struct {
     const void *k, *v;   // own cache of this layer, kv head 0 (kv head g at + g * cap * E)
@@ -87,9 +94,10 @@ typedef struct {
     int cap;             // parent entries per kv head (stride between heads)
 } AttnParentTileCuda;
 
-// part_m, part_l [max_chunks, rows, H], part_acc [max_chunks, rows, H, E].
+// part_m, part_l [max_chunks, rows, H], part_acc [max_chunks, rows, H, E];
+// chunk keys per chunk (a multiple of ATTN_CUDA_BK).
 void attention_shared_forward_cuda(float *part_m, float *part_l, float *part_acc, const float *q,
-                                   const AttnParentTileCuda *tiles, int n_tiles, int max_chunks, size_t rows,
+                                   const AttnParentTileCuda *tiles, int n_tiles, int max_chunks, int chunk, size_t rows,
                                    size_t H, size_t G, size_t E, size_t sq, CudaDtype dt, cudaStream_t st);
 void attention_cached_forward_cuda(void *out, const float *q, const AttnTileCuda *tiles, int n_tiles,
                                    const float *part_m, const float *part_l, const float *part_acc, size_t rows,
