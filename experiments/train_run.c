@@ -359,7 +359,7 @@ static void batch_build(TrainBatch *b, Trainer *t, const size_t *order, size_t i
         if (t->m.config.method == METHOD_GIST) { // targets see only the gist tokens and each other
             pack_mask_materialise(s);
             plan_mask_gist(s->mask_buf, s->kinds, len);
-        } else if (t->m.config.method == METHOD_ANLLM) { // earlier anchors and the own segment only
+        } else if (t->m.config.method == METHOD_ANLLM) { // earlier anchors, the instruction segment, own item
             pack_mask_materialise(s);
             plan_mask_anllm(s->mask_buf, s->kinds, len);
         }
