@@ -83,7 +83,7 @@ int pack_build(PackedSeq *s, const Pack *pk, const Dataset *d, const Prompter *p
     CHECK(pk->window >= 0 && pk->window < pk->first && pk->first <= pk->last && pk->last < len,
           "pack_build: bad pack (user %d, window %d, targets %d..%d of %d)", pk->user, pk->window, pk->first,
           pk->last, len);
-    const int L = p->code_levels, sep = p->comma >= 0 ? 1 : 0;
+    const int L = p->code_levels, sep = p->comma >= 0 ? 1 : 0, a = p->anchor >= 0 ? 1 : 0; // a: AnLLM's anchor
     const int m = pk->last - pk->window;       // history items in the shared part
     const int n_shared = shared_length(p, m);
     const int n_group = group_length(p);
@@ -98,12 +98,12 @@ int pack_build(PackedSeq *s, const Pack *pk, const Dataset *d, const Prompter *p
         s->positions[t] = t;
         s->labels[t] = -1;
     }
-    // Where item j (relative to the window) ends: its last code token.
+    // Where item j (relative to the window) ends: its last code token (AnLLM: its anchor).
     const int base = 1 + p->n_prefix_regs + p->n_before;
     int at = n_shared;
     for (int k = 0; k < n_targets; k++) {
         int i = pk->first + k;
-        int end = base + (i - 1 - pk->window) * (L + sep) + L - 1;
+        int end = base + (i - 1 - pk->window) * (L + a + sep) + L - 1 + a;
         const int *code = p->item_tokens + (size_t)items[i] * (size_t)L;
         int pos = end + 1;
         for (int w = 0; w < p->n_after; w++, at++) {
@@ -152,7 +152,7 @@ int pack_build(PackedSeq *s, const Pack *pk, const Dataset *d, const Prompter *p
     for (int r = 0; r < n_shared; r++) memset(s->mask + (size_t)r * (size_t)n, 1, (size_t)r + 1);
     for (int k = 0; k < n_targets; k++) {
         int i = pk->first + k;
-        int end = base + (i - 1 - pk->window) * (L + sep) + L - 1;
+        int end = base + (i - 1 - pk->window) * (L + a + sep) + L - 1 + a;
         int g0 = n_shared + k * n_group;
         for (int r = g0; r < g0 + n_group; r++) {
             uint8_t *row = s->mask + (size_t)r * (size_t)n;

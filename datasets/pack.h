@@ -20,6 +20,8 @@
 //              earlier tokens of its own group; shared tokens are causal;
 //   depth      from the kinds (plan_depth_for), as in the prompt.
 // The last code token of a target is left out: it predicts nothing.
+// AnLLM's prompts (PROMPT_FORM_ANCHORS) put an anchor after each item's code:
+// there "the last code token of item i-1" reads "the anchor of item i-1".
 //
 // Targets whose history window slides (i > max_history) start at different
 // items, so no two share a prefix exactly: each gets a sequence of its own

@@ -95,6 +95,7 @@ int prompter_init(Prompter *p, const Vocab *v, const Dataset *d, PromptTemplate 
     p->code_levels = d->code_levels;
     p->n_items = d->n_items;
     p->bos = v->bos;
+    p->anchor = -1;
     if (n_prefix_regs < 0 || n_prefix_regs > v->n_reg_pre || n_suffix_regs < 0 || n_suffix_regs > v->n_reg_suf)
         return err_set(e, "prompt: %d prefix / %d suffix registers asked, the vocabulary has %d / %d",
                        n_prefix_regs, n_suffix_regs, v->n_reg_pre, v->n_reg_suf);
@@ -114,10 +115,35 @@ int prompter_init(Prompter *p, const Vocab *v, const Dataset *d, PromptTemplate 
     } else {
         p->comma = -1;
     }
+    p->n_words_plain = p->n_before + p->n_after;
     return 0;
 fail:
     prompter_free(p);
     return -1;
+}
+
+PromptForm prompt_form_for_method(ModelMethod m) {
+    return m == METHOD_ANLLM ? PROMPT_FORM_ANCHORS : m == METHOD_POD ? PROMPT_FORM_NO_WORDS : PROMPT_FORM_PLAIN;
+}
+
+int prompter_init_form(Prompter *p, const Vocab *v, const Dataset *d, PromptTemplate t, int n_prefix_regs,
+                       int n_suffix_regs, PromptForm f, Error *e) {
+    if (prompter_init(p, v, d, t, n_prefix_regs, n_suffix_regs, e)) return -1;
+    if (f == PROMPT_FORM_ANCHORS) {
+        if (v->n_reg_suf < 1 || n_suffix_regs != 0) {
+            prompter_free(p);
+            return err_set(e, "prompt: anchors are the vocabulary's <reg_suf_0> and take no other suffix register "
+                           "(%d asked, the vocabulary has %d)", n_suffix_regs, v->n_reg_suf);
+        }
+        p->anchor = v->reg_suf[0];
+    } else if (f == PROMPT_FORM_NO_WORDS) {
+        p->n_before = p->n_after = 0;
+    }
+    return 0;
+}
+
+int prompter_length_plain(const Prompter *p, int n_history) {
+    return 1 + p->n_words_plain + history_tokens(p->tmpl, p->code_levels, n_history);
 }
 
 void prompter_free(Prompter *p) {
@@ -130,8 +156,9 @@ void prompter_free(Prompter *p) {
 }
 
 int prompter_length(const Prompter *p, int n_history, int with_target) {
-    return 1 + p->n_prefix_regs + p->n_before + history_tokens(p->tmpl, p->code_levels, n_history) + p->n_after +
-           p->n_suffix_regs + (with_target ? p->code_levels : 0);
+    int anchors = p->anchor >= 0 && n_history > 0 ? n_history : 0;
+    return 1 + p->n_prefix_regs + p->n_before + history_tokens(p->tmpl, p->code_levels, n_history) + anchors +
+           p->n_after + p->n_suffix_regs + (with_target ? p->code_levels : 0);
 }
 
 int prompter_build(int *tokens, uint8_t *kinds, const Prompter *p, const int *history, int n_history, int target) {
@@ -146,6 +173,7 @@ int prompter_build(int *tokens, uint8_t *kinds, const Prompter *p, const int *hi
         if (h > 0 && p->comma >= 0) EMIT(p->comma, TOKEN_KIND_HISTORY);
         const int *code = p->item_tokens + (size_t)history[h] * L;
         for (size_t j = 0; j < L; j++) EMIT(code[j], TOKEN_KIND_HISTORY);
+        if (p->anchor >= 0) EMIT(p->anchor, TOKEN_KIND_SUFFIX_REG);
     }
     for (int i = 0; i < p->n_after; i++) EMIT(p->after[i], TOKEN_KIND_INSTRUCTION);
     for (int i = 0; i < p->n_suffix_regs; i++) EMIT(p->reg_suf[i], TOKEN_KIND_SUFFIX_REG);

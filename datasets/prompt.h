@@ -57,13 +57,34 @@ typedef struct {
     int *before, n_before;    // template words before the history
     int *after, n_after;      // template words after the history
     int *item_tokens;         // [(n_items + 1) * code_levels] each item's code token ids
+    int anchor;               // PROMPT_FORM_ANCHORS: the anchor token id after each history item, else -1
+    int n_words_plain;        // instruction words of the plain form (before + after)
 } Prompter;
+
+// How a method's model reads the template:
+//   PLAIN    the template as written above;
+//   ANCHORS  AnLLM: an anchor right after each history item's code (before the
+//            "," that follows it): ... <a_58> <b_241> <c_151> <d_175> <anc> , <a_..> ... <anc> in ...
+//            The anchor is the vocabulary's <reg_suf_0> (kind 4, suffix register:
+//            the vocabulary format stays as it is); no other suffix registers.
+//   NO_WORDS POD: no instruction words (kind 2) at all; the P prefix registers
+//            right after <bos> stand in their place: <bos> [P regs] history [S regs].
+typedef enum { PROMPT_FORM_PLAIN = 0, PROMPT_FORM_ANCHORS = 1, PROMPT_FORM_NO_WORDS = 2 } PromptForm;
+// anllm: ANCHORS, pod: NO_WORDS, every other method: PLAIN.
+PromptForm prompt_form_for_method(ModelMethod m);
 
 // Fails when the vocabulary lacks a template word, a code token of d, or has
 // fewer registers than asked.
 int prompter_init(Prompter *p, const Vocab *v, const Dataset *d, PromptTemplate t, int n_prefix_regs,
                   int n_suffix_regs, Error *e);
+// prompter_init, then the form f (ANCHORS needs a suffix register in v and
+// n_suffix_regs = 0).
+int prompter_init_form(Prompter *p, const Vocab *v, const Dataset *d, PromptTemplate t, int n_prefix_regs,
+                       int n_suffix_regs, PromptForm f, Error *e);
 void prompter_free(Prompter *p);
+// Tokens of the plain prompt a full model reads for n_history items: no
+// registers, no anchors, every instruction word (the reference of KV reduction).
+int prompter_length_plain(const Prompter *p, int n_history);
 int prompter_length(const Prompter *p, int n_history, int with_target);
 // Writes prompter_length(p, n_history, target > 0) tokens and kinds and returns
 // that count. history: 1-based item ids, oldest first; target: an item id, or

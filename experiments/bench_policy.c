@@ -6,27 +6,68 @@
 
 #include "runtime/checkpoint.h"
 
-// skiplayers[:keep=M] or gist[:tokens=G]: a learned baseline's shape on the benched weights.
-static int parse_learned(BenchMethod *m, const char *name, const char *spec, Error *e) {
-    int gist = !strcmp(name, "gist");
-    const char *key = gist ? "tokens" : "keep";
-    int v = gist ? 1 : 0;
-    const char *kv = strchr(spec, ':');
-    if (kv) {
-        char *end;
-        size_t kl = strlen(key);
-        if (strncmp(kv + 1, key, kl) || kv[1 + kl] != '=')
-            return err_set(e, "%s: unknown key in '%s' (its only key is %s=N)", name, spec, key);
-        long x = strtol(kv + 2 + kl, &end, 10);
-        if (end == kv + 2 + kl || *end || x < 1 || x > 4096)
-            return err_set(e, "%s: %s must be an integer in 1..4096, found '%s'", name, key, kv + 2 + kl);
-        v = (int)x;
+// The learned baselines' keys: skiplayers keep=M, gist tokens=G, anllm items=N, pod regs=P,words=X.
+typedef struct {
+    const char *name, *keys; // keys: for the message
+    ModelMethod method;
+} LearnedShape;
+static const LearnedShape LEARNED[] = {
+    {"skiplayers", "keep", METHOD_SKIPLAYERS},
+    {"gist", "tokens", METHOD_GIST},
+    {"anllm", "items", METHOD_ANLLM},
+    {"pod", "regs, words", METHOD_POD},
+};
+#define N_LEARNED ((int)(sizeof LEARNED / sizeof LEARNED[0]))
+
+static const LearnedShape *learned_of(const char *name) {
+    for (int i = 0; i < N_LEARNED; i++)
+        if (!strcmp(LEARNED[i].name, name)) return &LEARNED[i];
+    return NULL;
+}
+
+static int learned_set(void *ctx, const char *key, const char *val, Error *e) {
+    BenchMethod *m = ctx;
+    const LearnedShape *ls = learned_of(m->name);
+    int *slot = NULL, lo = 1;
+    if (ls->method == METHOD_SKIPLAYERS && !strcmp(key, "keep")) slot = &m->keep_layers;
+    else if (ls->method == METHOD_GIST && !strcmp(key, "tokens")) slot = &m->gist_tokens;
+    else if (ls->method == METHOD_ANLLM && !strcmp(key, "items")) slot = &m->anllm_items;
+    else if (ls->method == METHOD_POD && !strcmp(key, "regs")) slot = &m->pod_regs;
+    else if (ls->method == METHOD_POD && !strcmp(key, "words")) { slot = &m->pod_words; lo = 0; }
+    if (!slot) return err_set(e, "%s: unknown key '%s' in '%s' (its keys: %s)", m->name, key, m->spec, ls->keys);
+    char *end;
+    long x = strtol(val, &end, 10);
+    if (end == val || *end || x < lo || x > 4096)
+        return err_set(e, "%s: %s must be an integer in %d..4096, found '%s'", m->name, key, lo, val);
+    *slot = (int)x;
+    return 0;
+}
+
+// A learned baseline's shape on the benched weights, e.g. gist:tokens=3. The
+// spec column: the entry with every value (defaults filled in where fixed).
+static int parse_learned(BenchMethod *m, const LearnedShape *ls, const char *spec, Error *e) {
+    m->method = ls->method;
+    snprintf(m->name, sizeof m->name, "%s", ls->name);
+    snprintf(m->spec, sizeof m->spec, "%s", spec); // for messages while parsing
+    m->gist_tokens = m->pod_regs = 1;
+    m->pod_words = -1; // the LC-Rec template's instruction words (bench_policy.h)
+    const char *colon = strchr(spec, ':');
+    if (colon) {
+        char *params = xmalloc(strlen(colon));
+        memcpy(params, colon + 1, strlen(colon));
+        int rc = spec_params_each(params, ls->name, spec, learned_set, m, e);
+        free(params);
+        if (rc) return -1;
     }
-    m->method = gist ? METHOD_GIST : METHOD_SKIPLAYERS;
-    if (gist) m->gist_tokens = v;
-    else m->keep_layers = v;
-    snprintf(m->name, sizeof m->name, "%s", name);
-    if (v) snprintf(m->spec, sizeof m->spec, "%s:%s=%d", name, key, v);
+    m->spec[0] = '\0';
+    if (ls->method == METHOD_SKIPLAYERS && m->keep_layers)
+        snprintf(m->spec, sizeof m->spec, "skiplayers:keep=%d", m->keep_layers);
+    if (ls->method == METHOD_GIST) snprintf(m->spec, sizeof m->spec, "gist:tokens=%d", m->gist_tokens);
+    if (ls->method == METHOD_ANLLM && m->anllm_items)
+        snprintf(m->spec, sizeof m->spec, "anllm:items=%d", m->anllm_items);
+    if (ls->method == METHOD_POD)
+        snprintf(m->spec, sizeof m->spec, m->pod_words >= 0 ? "pod:regs=%d,words=%d" : "pod:regs=%d", m->pod_regs,
+                 m->pod_words);
     return 0;
 }
 
@@ -42,13 +83,14 @@ static int parse_one(BenchMethod *m, const char *spec, Error *e) {
     char name[32];
     size_t n = strcspn(spec, ":");
     snprintf(name, sizeof name, "%.*s", (int)(n < sizeof name - 1 ? n : sizeof name - 1), spec);
-    if (!strcmp(name, "skiplayers") || !strcmp(name, "gist")) return parse_learned(m, name, spec, e);
+    if (learned_of(name)) return parse_learned(m, learned_of(name), spec, e);
     int is_kv = 0, is_pp = 0;
     for (int k = 1; k < KVP_COUNT; k++) is_kv |= !strcmp(name, kvpolicy_name((KVPolicyKind)k));
     for (int k = 1; k < PP_COUNT; k++) is_pp |= !strcmp(name, promptpolicy_name((PromptPolicyKind)k));
     if (!is_kv && !is_pp)
-        return err_set(e, "unknown method or policy '%s' (methods: full, earn, skiplayers, gist; KV policies: streaming, h2o, snapkv, "
-                       "pyramidkv, tova, knorm, random; prompt policies: truncate, selective)", name);
+        return err_set(e, "unknown method or policy '%s' (methods: full, earn, skiplayers, gist, anllm, pod; KV "
+                       "policies: streaming, h2o, snapkv, pyramidkv, tova, knorm, random; prompt policies: truncate, "
+                       "selective)", name);
     snprintf(m->name, sizeof m->name, "%s", name);
     if (is_kv) {
         m->has_kv = 1;

@@ -1,8 +1,13 @@
 // bench_policy.h: the entries of `earnest bench --method`: the model methods
-// (full, earn, and the learned baselines skiplayers[:keep=M] and
-// gist[:tokens=G], on the same random weights: skiplayers runs their first M
-// layers, default N/2; gist puts G gist tokens, default 1, after the prompt and
-// keeps only their KV) and every KV policy (runtime/kvpolicy.h) and prompt
+// (full, earn, and the learned baselines skiplayers[:keep=M],
+// gist[:tokens=G], anllm[:items=N] and pod[:regs=P,words=X], on the same random
+// weights: skiplayers runs their first M layers, default N/2; gist puts G gist
+// tokens, default 1, after the prompt and keeps only their KV; anllm reads the
+// last N items of --gen tokens of the L-token prompt (default: as many as fit
+// after one leading token) with an anchor after each (L + N tokens) under the
+// AnLLM mask and keeps the anchors and the L - N*gen tokens in front; pod drops
+// the prompt's X instruction words (default: the LC-Rec template's, 47) and puts
+// P soft-prompt registers (default 1) in front: L - X + P tokens) and every KV policy (runtime/kvpolicy.h) and prompt
 // policy (experiments/promptpolicy.h), each applied to the full model.
 //
 //   --method full,earn,snapkv:budget=0.3,window=16,streaming:tokens=64,rerotate=1,truncate:items=5
@@ -29,9 +34,12 @@
 #define BENCH_MAX_METHODS 32
 
 typedef struct {
-    ModelMethod method;  // METHOD_EARN, METHOD_SKIPLAYERS or METHOD_GIST for those entries, else METHOD_FINETUNE
+    ModelMethod method;  // METHOD_EARN or the learned baseline's method for those entries, else METHOD_FINETUNE
     int keep_layers;     // skiplayers: layers run (0: half the model's)
     int gist_tokens;     // gist: gist tokens (1)
+    int anllm_items;     // anllm: history items with an anchor (0: (L - 1) / gen)
+    int pod_regs;        // pod: soft-prompt registers (1)
+    int pod_words;       // pod: instruction words the soft prompt replaces (-1: the LC-Rec template's)
     char name[32];       // the CSV's method column: full, earn, or the policy's name
     char spec[2048];     // the CSV's policy column: the policy's full spec ("" for full and earn)
     int has_kv, has_prompt;

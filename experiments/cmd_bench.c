@@ -21,6 +21,7 @@
 #include "experiments/cli.h"
 #include "experiments/commands.h"
 #include "experiments/device.h"
+#include "datasets/prompt.h"
 #include "runtime/trie.h"
 #include "runtime/beam.h"
 #include "runtime/block.h"
@@ -48,8 +49,11 @@ static const char *BENCH_ABOUT =
     "  prefill_vs_sgemm the median of the per-repetition ratios, so a shared machine's load changes cancel out).\n"
     "  --method also takes KV policies (streaming, h2o, snapkv, pyramidkv, tova, knorm, random) and prompt\n"
     "  policies (truncate, selective) with eval's specs, each on the full model (CPU runtime), and the learned\n"
-    "  baselines' shapes on the same weights: skiplayers[:keep=M] (the first M layers, default N/2) and\n"
-    "  gist[:tokens=G] (G gist tokens after the prompt, only their KV kept; default 1), e.g.\n"
+    "  baselines' shapes on the same weights: skiplayers[:keep=M] (the first M layers, default N/2),\n"
+    "  gist[:tokens=G] (G gist tokens after the prompt, only their KV kept; default 1), anllm[:items=N]\n"
+    "  (the prompt's last N items of --gen tokens, default all that fit after one token, each followed by an\n"
+    "  anchor; only the anchors and the tokens in front keep KV) and pod[:regs=P,words=X] (the prompt without\n"
+    "  its X instruction words, default the LC-Rec template's 47, and P soft-prompt registers, default 1), e.g.\n"
     "  --method full,earn,snapkv:budget=0.3,window=16,truncate:items=5 (a field with '=' and no ':' continues\n"
     "  the policy before it). Random prompts are items of --gen tokens from the end; a prompt policy's\n"
     "  selection (median of --reps) is added to prefill_ms. Its row: method = the policy's name, policy = its\n"
@@ -166,10 +170,11 @@ static void decode_step_cost(double *bytes, double *flops, const ModelConfig *c,
 
 // The roofline columns of a row from each repetition's decode time td [reps] (s),
 // sgemm rate sg [reps] (GFLOP/s) and bandwidths cp, tr [reps] (GB/s).
-static void roofline_row(BenchRow *row, const ModelConfig *c, int regs, int G, int reps, const double *td,
+// kv_L, regs: the prompt's (L, r) of beam_kv_bytes_closed_form.
+static void roofline_row(BenchRow *row, const ModelConfig *c, int kv_L, int regs, int G, int reps, const double *td,
                          const double *sg, double *cp, double *tr) {
     double ratio[32], roof[32];
-    decode_step_cost(&row->step_bytes, &row->step_flops, c, row->L, regs, row->B, row->W, G);
+    decode_step_cost(&row->step_bytes, &row->step_flops, c, kv_L, regs, row->B, row->W, G);
     for (int r = 0; r < reps; r++) {
         double bw = cp[r] > tr[r] ? cp[r] : tr[r], t_mem = row->step_bytes / (bw * 1e9);
         double t_flop = row->step_flops / (sg[r] * 1e9);
@@ -205,6 +210,44 @@ static void bench_trie(Trie *t, int vocab, int G, int n_items, uint64_t seed, in
     free(it);
 }
 
+// The token kinds of a bench prompt of L random tokens (one set for all B
+// prompts): kinds [*T1] (allocated), and the closed form's (L, r) in kv_L, kv_r
+// (beam.h). c carries the method with its registers. Default: P prefix regs, L
+// history tokens, S suffix regs. AnLLM (bench_policy.h): front tokens
+// (instruction), then n items of G history tokens, each with its anchor. POD:
+// P registers, then the L - X tokens left of the prompt without its X words.
+static int bench_kinds(uint8_t **kinds, int *T1, int *kv_L, int *kv_r, const ModelConfig *c, const BenchMethod *bm,
+                       int L, int G, Error *e) {
+    int P = c->n_prefix_regs, S = c->n_suffix_regs, body = L, items = 0;
+    if (c->method == METHOD_ANLLM) {
+        items = bm->anllm_items ? bm->anllm_items : (L - 1) / G;
+        if (items < 1 || (long)items * G > L - 1)
+            return err_set(e, "--method %s: %d items of %d tokens do not fit a prompt of %d tokens after one leading "
+                           "token (--prompt-len, --gen)", bm->spec[0] ? bm->spec : "anllm", items, G, L);
+        body = L - items * G; // the instruction segment in front
+    } else if (c->method == METHOD_POD) {
+        int X = bm->pod_words >= 0 ? bm->pod_words : prompt_length(PROMPT_TEMPLATE_LCREC, 0, 0, 1, 0, 0) - 1;
+        if (X > L - 1)
+            return err_set(e, "--method %s: the prompt of %d tokens (--prompt-len) has no history left after its %d "
+                           "instruction words", bm->spec, L, X);
+        body = L - X;
+    }
+    *T1 = P + body + items * (G + 1) + S;
+    *kv_L = body;
+    *kv_r = P + items + S;
+    uint8_t *k = *kinds = xmalloc((size_t)*T1);
+    int at = 0;
+    for (int i = 0; i < P; i++) k[at++] = TOKEN_KIND_PREFIX_REG;
+    for (int i = 0; i < body; i++) k[at++] = items ? TOKEN_KIND_INSTRUCTION : TOKEN_KIND_HISTORY;
+    for (int it = 0; it < items; it++) {
+        for (int j = 0; j < G; j++) k[at++] = TOKEN_KIND_HISTORY;
+        k[at++] = TOKEN_KIND_SUFFIX_REG; // AnLLM's anchor
+    }
+    for (int i = 0; i < S; i++) k[at++] = TOKEN_KIND_SUFFIX_REG;
+    CHECK(at == *T1, "bench_kinds: %d kinds for %d tokens", at, *T1);
+    return 0;
+}
+
 // Runs one configuration on the runtime of dm; returns -1 with e set on failure.
 //   prefill: B prompts of L tokens (EARN: plus P + S registers) in one call;
 //   decode : constrained beam search of width W over a synthetic trie of G-token
@@ -217,20 +260,21 @@ static int bench_one(BenchRow *row, DeviceModel *dm, const BenchMethod *bm, int 
     ModelConfig *c = device_model_config(dm), saved = *c;
     c->method = method;
     c->layer_split_k = method == METHOD_EARN ? k : 0;
-    c->n_prefix_regs = method == METHOD_EARN ? P : 0;
+    c->n_prefix_regs = method == METHOD_EARN ? P : method == METHOD_POD ? bm->pod_regs : 0;
     c->n_suffix_regs = method == METHOD_EARN ? S : method == METHOD_GIST ? bm->gist_tokens : 0;
     if (method == METHOD_SKIPLAYERS) // the first M layers of the same weights (per-layer tensors are [N, ...])
         c->n_layers = bm->keep_layers ? bm->keep_layers : (saved.n_layers / 2 > 0 ? saved.n_layers / 2 : 1);
-    int regs = c->n_prefix_regs + c->n_suffix_regs, T1 = L + regs;
+    int T1 = 0, kv_L = 0, regs = 0;
+    uint8_t *kinds = NULL;
+    if (bench_kinds(&kinds, &T1, &kv_L, &regs, c, bm, L, G, e)) {
+        *c = saved;
+        return -1;
+    }
     Trie trie;
     int code_tok0;
     bench_trie(&trie, c->vocab_size, G, 4096, seed + 7, &code_tok0);
     int **prompts = xmalloc((size_t)B * sizeof(int *)), *lens = xmalloc((size_t)B * sizeof(int));
-    uint8_t *kinds = xmalloc((size_t)T1);
     const uint8_t **kp = xmalloc((size_t)B * sizeof(uint8_t *));
-    for (int i = 0; i < T1; i++)
-        kinds[i] = i < c->n_prefix_regs ? TOKEN_KIND_PREFIX_REG : i >= c->n_prefix_regs + L ? TOKEN_KIND_SUFFIX_REG
-                                                                                              : TOKEN_KIND_HISTORY;
     Rng rng;
     rng_seed(&rng, seed);
     for (int b = 0; b < B; b++) {
@@ -265,7 +309,7 @@ static int bench_one(BenchRow *row, DeviceModel *dm, const BenchMethod *bm, int 
     }
     if (!rc) {
         row->method = method == METHOD_EARN ? (so ? "earn+draft" : "earn") : (so ? "full+draft" : "full");
-        if (bm->has_kv || bm->has_prompt || method == METHOD_SKIPLAYERS || method == METHOD_GIST)
+        if (bm->has_kv || bm->has_prompt || (method != METHOD_FINETUNE && method != METHOD_EARN))
             row->method = bm->name;
         row->policy = bm->spec;
         row->gen_tokens = bs.gen_tokens;
@@ -289,7 +333,7 @@ static int bench_one(BenchRow *row, DeviceModel *dm, const BenchMethod *bm, int 
         double ratio[32];
         for (int r = 0; r < reps; r++) ratio[r] = bs.prefill_flops / tp[r] * 1e-9 / sg[r];
         row->prefill_vs_sgemm = median(ratio, reps);
-        if (sb && G >= 2 && !so) roofline_row(row, c, regs, G, reps, td, sg, cp, tr);
+        if (sb && G >= 2 && !so) roofline_row(row, c, kv_L, regs, G, reps, td, sg, cp, tr);
         row->sgemm_gflops = median(sg, reps);
     }
     if (bs_open) device_search_free(&bs);
@@ -362,7 +406,7 @@ static int parse_methods(BenchMethod *methods, const char *s, Device device, int
         return -1;
     }
     for (int i = 0; i < n; i++) {
-        int learned = methods[i].method == METHOD_SKIPLAYERS || methods[i].method == METHOD_GIST;
+        int learned = methods[i].method != METHOD_FINETUNE && methods[i].method != METHOD_EARN;
         if ((methods[i].has_kv || methods[i].has_prompt || learned) && device != DEVICE_CPU) {
             fprintf(stderr, "earnest bench: --method: %s runs on --device cpu only (the GPU KV cache keeps whole "
                     "layers)\n", methods[i].name);

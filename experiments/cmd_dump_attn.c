@@ -107,7 +107,9 @@ static int prompts_from_data(Prompts *ps, PromptTemplate *tmpl, const DumpArgs *
     if (dataset_load(&d, a->data_dir, e)) return -1;
     int rc = -1;
     if (model_vocab_load(&v, a->model_dir, &d, c, e)) goto no_vocab;
-    if (prompter_init(&pr, &v, &d, *tmpl, c->n_prefix_regs, c->n_suffix_regs, e)) goto no_prompter;
+    if (prompter_init_form(&pr, &v, &d, *tmpl, c->n_prefix_regs, c->n_suffix_regs, prompt_form_for_method(c->method),
+                           e))
+        goto no_prompter;
     SampleSet ss;
     samples_build(&ss, &d, split, SAMPLES_MAX_HISTORY);
     if (ss.n == 0) {
@@ -268,9 +270,13 @@ int cmd_dump_attn(int argc, char **argv) {
     if (!rc) {
         have_model = 1;
         model_allow_long(&m, a.allow_long, "dump-attn");
-        rc = a.data_dir     ? prompts_from_data(&ps, &tmpl, &a, &m.config, &e)
-             : a.texts.n    ? prompts_from_text(&ps, a.texts.v, a.texts.n, &a, m.config.vocab_size, &e)
-                            : prompts_from_tokens(&ps, &a, &m.config, &e);
+        if (m.config.method == METHOD_ANLLM)
+            rc = err_set(&e, "%s: an anllm model reads its prompt under the AnLLM mask, which dump-attn does not "
+                         "apply (dump its attention with a finetune model)", a.model_dir);
+        else
+            rc = a.data_dir  ? prompts_from_data(&ps, &tmpl, &a, &m.config, &e)
+                 : a.texts.n ? prompts_from_text(&ps, a.texts.v, a.texts.n, &a, m.config.vocab_size, &e)
+                             : prompts_from_tokens(&ps, &a, &m.config, &e);
     }
     rc = rc || dump_write(&ps, &m, &a, tmpl, &e);
     if (rc) cli_fail("dump-attn", &e);

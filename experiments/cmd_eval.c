@@ -280,7 +280,8 @@ static int load_model(EvalRun *run, const EvalArgs *a, PromptTemplate *tmpl, Err
     if (prompt_template_for_model(tmpl, a->tmpl, run->m.config.prompt_template, a->model_dir, e)) return -1;
     if (model_vocab_load(&run->v, a->model_dir, &run->d, &run->m.config, e)) return -1;
     run->have_vocab = 1;
-    if (prompter_init(&run->p, &run->v, &run->d, *tmpl, run->m.config.n_prefix_regs, run->m.config.n_suffix_regs, e))
+    if (prompter_init_form(&run->p, &run->v, &run->d, *tmpl, run->m.config.n_prefix_regs,
+                           run->m.config.n_suffix_regs, prompt_form_for_method(run->m.config.method), e))
         return err_prefix(e, "%s with dataset %s: ", a->model_dir, a->data);
     run->have_prompter = 1;
     return load_scorer(run, a, e);

@@ -16,6 +16,13 @@ static const char *TRAIN_ABOUT =
     "  method:  finetune   every layer sees every token (registers optional, default 0/0)\n"
     "           earn       layers >= k see only registers and targets (default k = N/4, 1 prefix +\n"
     "                      1 suffix register; at least one suffix register)\n"
+    "           skiplayers the first --keep-layers M layers of the starting model, fine-tuned alone\n"
+    "           gist       --suffix-regs G gist tokens (default 1) after the prompt; targets see only them\n"
+    "           anllm      an anchor (<reg_suf_0>) after each history item; a token sees the earlier anchors,\n"
+    "                      the instruction segment (<bos>, instruction words, targets) and its own\n"
+    "                      segment (one item + its anchor); inference keeps only anchor and instruction KV\n"
+    "           pod        --prefix-regs P learned soft-prompt vectors (default 1) replace the instruction\n"
+    "                      words; a full model otherwise\n"
     "           draft      an AtSpeed draft (a full model, the draft preset by default) distilled from a\n"
     "                      target through --teacher FILE (earnest teacher) with --kd LOSS:\n"
     "                      (1 - alpha) CE(ground truth) + alpha KD; on the samples the file covers\n"
@@ -63,7 +70,7 @@ int cmd_train(int argc, char **argv) {
         {"--out", CLI_STRING, &o.out_dir, .meta = "MODEL_DIR", .required = 1, .help = "model directory to write"},
         {"--init", CLI_STRING, &o.init_dir, .meta = "DIR", .help = "start from this checkpoint"},
         {"--preset", CLI_STRING, &o.preset, .choices = "tiny|small|draft|base", .help = "shape of a model trained from scratch (draft: an AtSpeed draft)"},
-        {"--method", CLI_STRING, &method_s, .choices = "finetune|earn|skiplayers|gist|draft", .help = "training method"},
+        {"--method", CLI_STRING, &method_s, .choices = "finetune|earn|skiplayers|gist|anllm|pod|draft", .help = "training method"},
         {"--teacher", CLI_STRING, &o.teacher, .meta = "FILE", .help = "draft: the teacher file (earnest teacher)"},
         {"--kd", CLI_STRING, &kd_s, .choices = "sft|wordkd|tvdkd|seqkd|atspeed-s|atspeed-r",
          .help = "draft: the loss mixed with the ground truth's cross-entropy"},
@@ -73,7 +80,7 @@ int cmd_train(int argc, char **argv) {
         {"--k", CLI_INT, &o.k, .lo = 1, .hi = 4096, .help = "EARN layer split (default N/4)"},
         {"--keep-layers", CLI_INT, &o.keep_layers, .lo = 1, .hi = 4096,
          .help = "skiplayers: the first M layers of the starting model are kept and trained"},
-        {"--prefix-regs", CLI_INT, &o.prefix_regs, .lo = 0, .hi = 1024, .help = "prefix registers (default: finetune 0, earn 1)"},
+        {"--prefix-regs", CLI_INT, &o.prefix_regs, .lo = 0, .hi = 1024, .help = "prefix registers (default: finetune 0, earn 1); pod: its soft-prompt vectors (1)"},
         {"--suffix-regs", CLI_INT, &o.suffix_regs, .lo = 0, .hi = 1024, .help = "suffix registers (default: finetune 0, earn 1); gist: its gist tokens (1)"},
         {"--template", CLI_STRING, &tmpl_s, .choices = "lcrec|tiger", .help = "prompt template"},
         {"--max-history", CLI_INT, &o.max_history, .lo = 0, .hi = 100000, .help = "history items kept per prompt"},
@@ -105,7 +112,7 @@ int cmd_train(int argc, char **argv) {
          .help = "tests: SIGKILL the process right after update N"},
     };
     CliSpec cli = {.verb = "train",
-                   .synopsis = "--data DATA_DIR (--preset tiny|small|draft | --init DIR) --method finetune|earn|skiplayers|gist --out MODEL_DIR\n"
+                   .synopsis = "--data DATA_DIR (--preset tiny|small|draft | --init DIR) --method finetune|earn|skiplayers|gist|anllm|pod --out MODEL_DIR\n"
                                "                     [--k K --prefix-regs P --suffix-regs S] [options]\n"
                                "       earnest train --data DATA_DIR --method draft --teacher FILE --kd LOSS --out MODEL_DIR\n"
                                "                     [--kd-alpha 0.7 --kd-temp 1 --kd-topk K] [options]",

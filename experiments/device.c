@@ -85,6 +85,9 @@ int device_model_open(DeviceModel *dm, Device d, const char *dtype, Model *m, Er
         if (m->config.method == METHOD_GIST)
             return err_set(e, "--device cuda: a gist model runs on the CPU runtime only (the GPU runtime has no "
                            "gist-only cache)");
+        if (m->config.method == METHOD_ANLLM)
+            return err_set(e, "--device cuda: an anllm model runs on the CPU runtime only (the GPU runtime has no "
+                           "prefill mask or anchor-only cache)");
         CudaDtype dt;
         CudaModel *cm = xcalloc(1, sizeof *cm);
         if (dtype_of(&dt, dtype, e) || cuda_model_upload(cm, m, dt, e)) {

@@ -138,10 +138,10 @@ static int rank_batch(RecEvalResult *r, EvalBufs *b, DeviceSearch *bs, const Rec
     if (bs->spec) spec_figures_add(&r->spec, &bs->spec->fig);
     ModelConfig full = in->model->config;
     full.method = METHOD_FINETUNE;
-    int regs = full.n_prefix_regs + full.n_suffix_regs;
-    for (int i = 0; i < nb; i++) { // the whole history's prompt, as if no prompt policy cut it
-        int whole = prompter_length(p, pick_sample(in, o, u0 + (size_t)i)->n_history, 0);
-        r->sigma_full_sum += (double)beam_kv_bytes_closed_form(&full, whole - regs, 0, b->hyps[i].n,
+    for (int i = 0; i < nb; i++) { // the whole history's plain prompt (no registers, anchors or dropped words),
+                                   // as if no prompt policy cut it
+        int whole = prompter_length_plain(p, pick_sample(in, o, u0 + (size_t)i)->n_history);
+        r->sigma_full_sum += (double)beam_kv_bytes_closed_form(&full, whole, 0, b->hyps[i].n,
                                                                in->data->code_levels - 1);
     }
     return 0;

@@ -283,7 +283,8 @@ static int gen_setup(TGen *g, Error *e) {
     PromptTemplate tmpl;
     if (prompt_template_for_model(&tmpl, o->tmpl, g->m.config.prompt_template, o->model_dir, e)) return -1;
     if (model_vocab_load(&g->v, o->model_dir, &g->d, &g->m.config, e)) return err_prefix(e, "--model: ");
-    if (prompter_init(&g->p, &g->v, &g->d, tmpl, g->m.config.n_prefix_regs, g->m.config.n_suffix_regs, e))
+    if (prompter_init_form(&g->p, &g->v, &g->d, tmpl, g->m.config.n_prefix_regs, g->m.config.n_suffix_regs,
+                           prompt_form_for_method(g->m.config.method), e))
         return err_prefix(e, "--model %s does not fit --data %s: ", o->model_dir, o->data_dir);
     g->L = g->d.code_levels;
     if (g->L < 2 || g->L > TEACHER_MAX_LEVELS)

@@ -288,6 +288,19 @@ static int config_apply(Trainer *t, Error *e) {
         c->layer_split_k = c->n_prefix_regs = 0;
         c->n_suffix_regs = o->suffix_regs >= 0 ? o->suffix_regs : 1;
         if (c->n_suffix_regs < 1) return err_set(e, "--method gist needs at least one gist token (--suffix-regs >= 1)");
+    } else if (o->method == METHOD_ANLLM) {
+        if (o->k || o->prefix_regs > 0 || o->suffix_regs > 0)
+            return err_set(e, "--method anllm: its anchor after each history item is the vocabulary's <reg_suf_0>; "
+                           "--k, --prefix-regs and --suffix-regs do not apply");
+        c->layer_split_k = c->n_prefix_regs = c->n_suffix_regs = 0;
+    } else if (o->method == METHOD_POD) {
+        if (o->k || o->suffix_regs > 0)
+            return err_set(e, "--method pod: its soft prompt is the prefix registers (--prefix-regs P); --k and "
+                           "--suffix-regs do not apply");
+        c->layer_split_k = c->n_suffix_regs = 0;
+        c->n_prefix_regs = o->prefix_regs >= 0 ? o->prefix_regs : 1;
+        if (c->n_prefix_regs < 1)
+            return err_set(e, "--method pod needs at least one soft-prompt vector (--prefix-regs >= 1)");
     } else {
         if (o->k)
             return err_set(e, "--k is an EARN setting; --method %s runs every token through every layer",
@@ -303,7 +316,8 @@ static int config_apply(Trainer *t, Error *e) {
     if (c->n_prefix_regs > t->v.n_reg_pre || c->n_suffix_regs > t->v.n_reg_suf)
         return err_set(e, "--prefix-regs %d / --suffix-regs %d do not fit the vocabulary, which has %d prefix and %d "
                        "suffix registers", c->n_prefix_regs, c->n_suffix_regs, t->v.n_reg_pre, t->v.n_reg_suf);
-    if (prompter_init(&t->p, &t->v, &t->d, o->tmpl, c->n_prefix_regs, c->n_suffix_regs, e))
+    if (prompter_init_form(&t->p, &t->v, &t->d, o->tmpl, c->n_prefix_regs, c->n_suffix_regs,
+                           prompt_form_for_method(c->method), e))
         return err_prefix(e, "the vocabulary does not fit the dataset: ");
     return 0;
 }
@@ -345,6 +359,9 @@ static void batch_build(TrainBatch *b, Trainer *t, const size_t *order, size_t i
         if (t->m.config.method == METHOD_GIST) { // targets see only the gist tokens and each other
             pack_mask_materialise(s);
             plan_mask_gist(s->mask_buf, s->kinds, len);
+        } else if (t->m.config.method == METHOD_ANLLM) { // earlier anchors, the instruction segment, own item
+            pack_mask_materialise(s);
+            plan_mask_anllm(s->mask_buf, s->kinds, len);
         }
         t->b_ntok[j] = len;
         t->b_masks[j] = s->mask;

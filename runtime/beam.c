@@ -23,6 +23,8 @@ int beam_run_check(size_t *T, const ModelConfig *c, int W, int n_users, const ui
     if (W < 1) return err_set(e, "beam search: the trie holds no item code");
     if (c->method == METHOD_EARN && !kinds)
         return err_set(e, "beam search: an EARN model needs the token kinds of the prompt (its layer plan)");
+    if (c->method == METHOD_ANLLM && !kinds)
+        return err_set(e, "beam search: an anllm model needs the token kinds of the prompt (its anchors and mask)");
     *T = 0;
     for (int u = 0; u < n_users; u++) {
         if (prompt_len[u] < 1) return err_set(e, "beam search: user %d has an empty prompt", u);
@@ -59,6 +61,7 @@ size_t beam_kv_bytes_closed_form(const ModelConfig *c, int L, int r, int beams, 
     if (c->method == METHOD_EARN)
         return bptl * ((size_t)c->layer_split_k * (size_t)L + N * ((size_t)r + tail));
     if (c->method == METHOD_GIST) return bptl * N * ((size_t)r + tail);
+    // finetune, skiplayers, POD (its L is the shorter prompt), AnLLM (L: its kept instruction segment, r: anchors)
     return bptl * N * ((size_t)L + (size_t)r + tail);
 }
 
@@ -241,6 +244,29 @@ static void gist_keep(KVCache *prompt, const ModelConfig *c, int n_users, const 
     }
 }
 
+// AnLLM: each prompt's mask (plan_mask_anllm over causal) for the prefill, and
+// after it each cache keeps only the instruction segment and the anchors.
+static uint8_t **anllm_masks(int n_users, const uint8_t *const *kinds, const int *prompt_len) {
+    uint8_t **mask = xmalloc((size_t)n_users * sizeof(uint8_t *));
+    for (int u = 0; u < n_users; u++) {
+        size_t n = (size_t)prompt_len[u];
+        mask[u] = xmalloc(n * n);
+        for (size_t i = 0; i < n; i++)
+            for (size_t j = 0; j < n; j++) mask[u][i * n + j] = j <= i;
+        plan_mask_anllm(mask[u], kinds[u], prompt_len[u]);
+    }
+    return mask;
+}
+
+static void anllm_keep(KVCache *prompt, int n_users, const uint8_t *const *kinds, const int *prompt_len) {
+    for (int u = 0; u < n_users; u++) {
+        uint8_t *keep = xmalloc((size_t)prompt_len[u]);
+        for (int j = 0; j < prompt_len[u]; j++) keep[j] = (uint8_t)plan_anllm_keeps(kinds[u][j]);
+        kvcache_keep_tokens(&prompt[u], keep, prompt_len[u]);
+        free(keep);
+    }
+}
+
 // Prefill: every user's prompt in one call; caches prompt[u] sized by the plan
 // (layer l holds the tokens whose depth exceeds l: exactly what is stored).
 // logits [n_users, V] receives each prompt's last row. On failure the caches
@@ -252,10 +278,15 @@ static int beam_prefill(float *logits, KVCache *prompt, BeamSearch *bs, int n_us
     beam_prompt_batch_init(&pb, prompt, c, n_users, prompts, kinds, prompt_len, T);
     ForwardBatch fb = pb.fb;
     double t0 = time_now_s();
+    uint8_t **masks = c->method == METHOD_ANLLM ? anllm_masks(n_users, kinds, prompt_len) : NULL;
+    fb.mask = (const uint8_t *const *)masks;
     int rc = bs->kv_policy && bs->kv_policy->kind != KVP_NONE
                  ? prefill_policy(logits, prompt, bs, &fb, e)
                  : model_forward(logits, bs->model, &fb, &bs->scratch, e);
     if (!rc && c->method == METHOD_GIST) gist_keep(prompt, c, n_users, prompt_len);
+    if (!rc && c->method == METHOD_ANLLM) anllm_keep(prompt, n_users, kinds, prompt_len);
+    for (int u = 0; masks && u < n_users; u++) free(masks[u]);
+    free(masks);
     bs->prefill_s = time_now_s() - t0;
     bs->prefill_flops = bs->scratch.last_flops;
     beam_prompt_batch_free(&pb);

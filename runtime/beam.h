@@ -118,6 +118,9 @@ void beam_prompt_batch_free(BeamPromptBatch *b);
 //   full: bptl * N * (L + beams * gen)        (registers, if any, counted in L)
 //   EARN: bptl * (k * L + N * (r + beams * gen))
 //   Gist: bptl * N * (r + beams * gen)          (the prompt's own KV is dropped)
+//   POD:  full's, L the prompt without its instruction words, r = P soft-prompt registers
+//   AnLLM: full's with L = kept instruction-segment tokens (<bos>, instruction
+//          words), r = anchors (one per history item): what the cache keeps
 // L = prompt tokens that are not registers, r = registers (Gist: gist tokens).
 size_t beam_kv_bytes_closed_form(const ModelConfig *c, int L, int r, int beams, int gen);
 

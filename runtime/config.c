@@ -23,6 +23,8 @@ const char *config_method_name(ModelMethod m) {
     case METHOD_EARN: return "earn";
     case METHOD_SKIPLAYERS: return "skiplayers";
     case METHOD_GIST: return "gist";
+    case METHOD_ANLLM: return "anllm";
+    case METHOD_POD: return "pod";
     }
     return "?";
 }
@@ -32,6 +34,8 @@ int config_method_parse(const char *s, ModelMethod *m) {
     else if (!strcmp(s, "earn")) *m = METHOD_EARN;
     else if (!strcmp(s, "skiplayers")) *m = METHOD_SKIPLAYERS;
     else if (!strcmp(s, "gist")) *m = METHOD_GIST;
+    else if (!strcmp(s, "anllm")) *m = METHOD_ANLLM;
+    else if (!strcmp(s, "pod")) *m = METHOD_POD;
     else return -1;
     return 0;
 }
@@ -102,6 +106,18 @@ int config_validate(const ModelConfig *c, const char *where, Error *e) {
             return err_set(e, "%s: a gist model needs earnest.suffix_regs >= 1 (its gist tokens), "
                            "earnest.prefix_regs = 0 and earnest.layer_split_k = 0; found %d, %d, %d", where,
                            c->n_suffix_regs, c->n_prefix_regs, c->layer_split_k);
+        break;
+    case METHOD_ANLLM: // its anchor is the vocabulary's <reg_suf_0>, placed by the prompt, not a register count
+        if (c->layer_split_k != 0 || c->n_prefix_regs != 0 || c->n_suffix_regs != 0)
+            return err_set(e, "%s: an anllm model has no layer split or registers (its anchor token is the "
+                           "vocabulary's <reg_suf_0>): earnest.layer_split_k, prefix_regs and suffix_regs must be "
+                           "0; found %d, %d, %d", where, c->layer_split_k, c->n_prefix_regs, c->n_suffix_regs);
+        break;
+    case METHOD_POD:
+        if (c->layer_split_k != 0 || c->n_prefix_regs < 1 || c->n_suffix_regs != 0)
+            return err_set(e, "%s: a pod model needs earnest.prefix_regs >= 1 (its soft-prompt vectors), "
+                           "earnest.suffix_regs = 0 and earnest.layer_split_k = 0; found %d, %d, %d", where,
+                           c->n_prefix_regs, c->n_suffix_regs, c->layer_split_k);
         break;
     default:
         return err_set(e, "%s: earnest.method: unknown method id %d", where, (int)c->method);
@@ -215,8 +231,8 @@ static int parse_earnest(ModelConfig *c, json_t *root, const char *path, Error *
         if (!json_is_string(m))
             return err_set(e, "%s: field \"earnest.method\" must be a string, found %s", path, json_kind(m));
         if (config_method_parse(json_string_value(m), &c->method) != 0)
-            return err_set(e, "%s: earnest.method: unknown method \"%s\" (finetune, earn, skiplayers or gist)", path,
-                           json_string_value(m));
+            return err_set(e, "%s: earnest.method: unknown method \"%s\" (finetune, earn, skiplayers, gist, anllm "
+                           "or pod)", path, json_string_value(m));
     }
     if (get_int(&c->layer_split_k, ea, "earnest.", "layer_split_k", 0, 0, path, e) != 0) return -1;
     if (get_int(&c->n_prefix_regs, ea, "earnest.", "prefix_regs", 0, 0, path, e) != 0) return -1;

@@ -17,6 +17,10 @@ typedef enum {
     METHOD_SKIPLAYERS = 2, // the first m layers of a deeper model, fine-tuned alone (n_layers = m)
     METHOD_GIST = 3,     // S gist tokens (the suffix registers) after the prompt; generated
                          // tokens see only them (and each other) in every layer
+    METHOD_ANLLM = 4,    // an anchor (<reg_suf_0>) after each history item; a token sees earlier
+                         // anchors and its own segment only (plan_mask_anllm); no registers
+    METHOD_POD = 5,      // P prefix registers (learned soft prompt) replace the instruction
+                         // words; a full model otherwise
 } ModelMethod;
 
 typedef struct {
@@ -36,7 +40,7 @@ typedef struct {
     // earnest-specific ("earnest" object in config.json)
     ModelMethod method;
     int layer_split_k;  // EARN: layers 0..k-1 see the whole prompt
-    int n_prefix_regs;  // EARN: register tokens before the prompt
+    int n_prefix_regs;  // EARN: register tokens before the prompt; POD: its soft-prompt vectors
     int n_suffix_regs;  // EARN: register tokens after the prompt; Gist: the gist tokens
     char prompt_template[16]; // the prompt template the model was trained with ("lcrec", "tiger"),
                               // "" when unknown; eval and dump-attn default to it
@@ -50,7 +54,7 @@ int config_validate(const ModelConfig *c, const char *where, Error *e);
 int config_load(ModelConfig *c, const char *path, Error *e);
 int config_save(const ModelConfig *c, const char *path, Error *e); // atomic
 const char *config_arch_name(ModelArch a);   // "LlamaForCausalLM", ...
-const char *config_method_name(ModelMethod m); // "finetune", "earn", "skiplayers", "gist"
+const char *config_method_name(ModelMethod m); // "finetune", "earn", "skiplayers", "gist", "anllm", "pod"
 int config_method_parse(const char *s, ModelMethod *m);
 
 #endif

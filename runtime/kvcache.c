@@ -88,3 +88,34 @@ void kvcache_gather(KVCache *dst, const KVCache *src, const int *idx, int n) {
     }
     dst->n_seen = base + n;
 }
+
+void kvcache_keep_tokens(KVCache *c, const uint8_t *keep, int n) {
+    const int L = c->n_layers, G = c->n_kv_heads;
+    const size_t E = (size_t)c->head_dim;
+    CHECK(c->parent == NULL, "kvcache_keep_tokens: a prompt cache without parent");
+    int kept_n = 0;
+    for (int j = 0; j < n; j++) kept_n += keep[j] != 0;
+    int *cap = xmalloc((size_t)L * sizeof(int));
+    for (int l = 0; l < L; l++) cap[l] = kept_n;
+    KVCache kept;
+    kvcache_init(&kept, L, G, c->head_dim, cap);
+    for (int l = 0; l < L; l++)
+        for (int g = 0; g < G; g++) {
+            CHECK(c->len[l * G + g] == n, "kvcache_keep_tokens: layer %d head %d holds %d entries, not the prompt's %d",
+                  l, g, c->len[l * G + g], n);
+            const int32_t *tok = kvcache_tok(c, l, g);
+            int at = 0;
+            for (int j = 0; j < n; j++) {
+                CHECK(tok[j] >= 0 && tok[j] < n, "kvcache_keep_tokens: entry of token %d in a prompt of %d", tok[j], n);
+                if (!keep[tok[j]]) continue;
+                memcpy(kvcache_k(&kept, l, g) + (size_t)at * E, kvcache_k(c, l, g) + (size_t)j * E, E * sizeof(float));
+                memcpy(kvcache_v(&kept, l, g) + (size_t)at * E, kvcache_v(c, l, g) + (size_t)j * E, E * sizeof(float));
+                kvcache_tok(&kept, l, g)[at++] = tok[j];
+            }
+            kept.len[l * G + g] = at;
+        }
+    kept.n_seen = c->n_seen;
+    kvcache_free(c);
+    *c = kept;
+    free(cap);
+}

@@ -45,6 +45,12 @@ void kvcache_copy(KVCache *dst, const KVCache *src);
 // dst->n_seen = base + n. dst and src: same shape, same parent, not the same cache.
 void kvcache_gather(KVCache *dst, const KVCache *src, const int *idx, int n);
 
+// A prompt cache (no parent) whose every layer and KV head holds all n tokens
+// of its prompt keeps only the tokens with keep[j] = 1 (keep [n], by sequence
+// index), at their original sequence indices; the allocation shrinks to them
+// (AnLLM: the instruction segment and the anchors). n_seen is unchanged.
+void kvcache_keep_tokens(KVCache *c, const uint8_t *keep, int n);
+
 static inline float *kvcache_k(const KVCache *c, int l, int g) {
     return c->k + (c->offset[l] + (size_t)g * (size_t)c->cap[l]) * (size_t)c->head_dim;
 }

@@ -27,6 +27,23 @@ void plan_mask_gist(uint8_t *mask, const uint8_t *kinds, int T) {
     }
 }
 
+// Segment of each token (plan.h): -1 the instruction segment, else its history segment.
+static int anllm_segment(uint8_t kind, int anchors_before) {
+    return kind == TOKEN_KIND_HISTORY || kind == TOKEN_KIND_SUFFIX_REG ? anchors_before : -1;
+}
+
+void plan_mask_anllm(uint8_t *mask, const uint8_t *kinds, int T) {
+    for (int i = 0, anchors_i = 0; i < T; anchors_i += kinds[i] == TOKEN_KIND_SUFFIX_REG, i++) {
+        const int seg_i = anllm_segment(kinds[i], anchors_i);
+        for (int j = 0, anchors_j = 0; j < i; anchors_j += kinds[j] == TOKEN_KIND_SUFFIX_REG, j++) {
+            const int seg_j = anllm_segment(kinds[j], anchors_j);
+            if (kinds[j] != TOKEN_KIND_SUFFIX_REG && seg_j != -1 && seg_j != seg_i) mask[(size_t)i * T + j] = 0;
+        }
+    }
+}
+
+int plan_anllm_keeps(uint8_t kind) { return kind != TOKEN_KIND_HISTORY; }
+
 void plan_pack_prompts(int *tokens, int *depth, const ModelConfig *c, int n_users, const int *const *prompts,
                        const uint8_t *const *kinds, const int *len) {
     for (int u = 0, at = 0; u < n_users; at += len[u], u++) {

@@ -24,7 +24,7 @@ typedef enum {
 void plan_depth_full(int *depth, int T, int n_layers);
 // depth [T] for the model's method: EARN = registers and targets through all
 // N layers, every other token (the prompt) through the first k; every other
-// method (finetune, skiplayers, gist) = full.
+// method (finetune, skiplayers, gist, anllm, pod) = full.
 void plan_depth_for(int *depth, const uint8_t *kinds, int T, const ModelConfig *c);
 // Gist's training mask: mask [T, T] (mask[i*T+j] = 1: token i may see token j <= i)
 // is narrowed so that a target token sees only suffix registers (the gist
@@ -32,6 +32,24 @@ void plan_depth_for(int *depth, const uint8_t *kinds, int T, const ModelConfig *
 // At inference the same rule is a cache that keeps only the gist tokens after
 // the prefill (beam.c).
 void plan_mask_gist(uint8_t *mask, const uint8_t *kinds, int T);
+// AnLLM's mask, in every layer, for a prompt with an anchor (kind 4, the
+// vocabulary's <reg_suf_0>) right after each history item's code:
+//   <bos> [words before] item_0 <anc> , item_1 <anc> ... [words after] [targets]
+// Segments: history tokens and anchors belong to history segment s = the number
+// of anchors before them (segment s = the "," in front of item s, its code, and
+// its anchor, which closes it); every other token (special, prefix register,
+// instruction word, target/generated) belongs to the one instruction segment.
+// Rule: token i sees token j <= i iff j is an anchor, j is in the instruction
+// segment, or i and j are in the same segment. So a history token sees <bos>,
+// the instruction words before it, the earlier anchors and its own item; the
+// instruction words after the history and the targets see the instruction
+// segment, every anchor and each other, never a history item's own tokens. mask [T, T] (mask[i*T+j] = 1: i may see j) is only
+// narrowed (a pack mask underneath stays in force).
+void plan_mask_anllm(uint8_t *mask, const uint8_t *kinds, int T);
+// AnLLM at inference: after the prefill under plan_mask_anllm, the prompt cache
+// keeps exactly what later tokens may see: every token that is not a history
+// token (the instruction segment and the anchors). 1: kept.
+int plan_anllm_keeps(uint8_t kind);
 // A batch of prompts packed for one forward: tokens [T] and depth [T], prompt u
 // at the sum of the earlier lengths; kinds NULL: every token through every layer.
 void plan_pack_prompts(int *tokens, int *depth, const ModelConfig *c, int n_users, const int *const *prompts,

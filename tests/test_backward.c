@@ -454,6 +454,8 @@ typedef struct {
     int with_mask;   // a random mask among the prompt (every token still sees itself and registers)
     int with_positions; // custom RoPE positions (gaps and repeats, as packed multi-target)
     int gist;        // Gist's mask (plan_mask_gist): the suffix registers are the gist tokens
+    int anllm;       // AnLLM's mask (plan_mask_anllm): <bos>, a word, items of 3 history tokens + anchor,
+                     // 2 words, then the targets
 } BatchSpec;
 
 // Builds a batch: per sequence [prefix regs][prompt][suffix regs][targets].
@@ -491,7 +493,7 @@ static void batch_make(Batch *b, const BatchSpec *sp, const ModelConfig *c, uint
                            (i >= prompt_end || (sp->k == 0 && rng_uniform(&r) < 0.5f));
             b->labels[t] = labelled ? b->tokens[t + 1] : -1;
         }
-        if (sp->with_mask || sp->gist) {
+        if (sp->with_mask || sp->gist || sp->anllm) {
             b->mask[s] = malloc((size_t)n * n);
             for (int i = 0; i < n; i++)
                 for (int j = 0; j < n; j++) b->mask[s][i * n + j] = !sp->with_mask || rng_uniform(&r) < 0.75f;
@@ -503,6 +505,17 @@ static void batch_make(Batch *b, const BatchSpec *sp, const ModelConfig *c, uint
                 kinds[i] = i >= n - sp->n_tgt ? TOKEN_KIND_TARGET : i >= prompt_end ? TOKEN_KIND_SUFFIX_REG
                                                                                    : TOKEN_KIND_HISTORY;
             plan_mask_gist(b->mask[s], kinds, n);
+        }
+        if (sp->anllm) {
+            uint8_t kinds[64];
+            assert_true(n <= 64);
+            for (int i = 0; i < n; i++)
+                kinds[i] = i >= n - sp->n_tgt  ? TOKEN_KIND_TARGET
+                           : i == 0            ? TOKEN_KIND_SPECIAL
+                           : i == 1 || i >= prompt_end - 2 ? TOKEN_KIND_INSTRUCTION
+                           : i % 4 == 1        ? TOKEN_KIND_SUFFIX_REG // items at 2..4, anchor at 5, ...
+                                               : TOKEN_KIND_HISTORY;
+            plan_mask_anllm(b->mask[s], kinds, n);
         }
         at += n;
     }
@@ -638,6 +651,18 @@ static void test_model_grads_gist(void **st) {
     check_model_grads("Gist, 2 gist tokens, 2 sequences", &c, &g2, 240);
     BatchSpec g1 = {.S = 1, .n = {13}, .n_suf = 1, .n_tgt = 3, .gist = 1, .with_mask = 1, .with_positions = 1};
     check_model_grads("Gist, 1 gist token, pack mask + positions", &c, &g1, 250);
+}
+
+// AnLLM: the full plan under AnLLM's mask (history rows see their own item and
+// the earlier anchors; words after the history and targets only the instruction
+// segment and the anchors), labels on prompt tokens too.
+static void test_model_grads_anllm(void **st) {
+    (void)st;
+    ModelConfig c = ref_config(MODEL_ARCH_LLAMA, 16, 24, 3, 4, 2, 19, 0);
+    BatchSpec a2 = {.S = 2, .n = {17, 13}, .n_tgt = 3, .anllm = 1};
+    check_model_grads("AnLLM, 3 and 2 items, 2 sequences", &c, &a2, 260);
+    BatchSpec a1 = {.S = 1, .n = {15}, .n_tgt = 3, .anllm = 1, .with_mask = 1, .with_positions = 1};
+    check_model_grads("AnLLM, pack mask + positions", &c, &a1, 270);
 }
 
 // The training forward's logits are model_forward's for the same batch.
@@ -799,6 +824,7 @@ int main(void) {
         cmocka_unit_test(test_model_grads_full),
         cmocka_unit_test(test_model_grads_earn),
         cmocka_unit_test(test_model_grads_gist),
+        cmocka_unit_test(test_model_grads_anllm),
         cmocka_unit_test(test_train_logits_match_inference),
         cmocka_unit_test(test_accumulation_and_determinism),
         cmocka_unit_test(test_bad_batches),

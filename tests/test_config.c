@@ -283,7 +283,7 @@ static void test_errors(void **state) {
                      " \"earnest\": {\"method\": \"earn\", \"layer_split_k\": 2, \"prefix_regs\": -1,"
                      " \"suffix_regs\": 3}}", "earnest.prefix_regs must be >= 0");
     expect_error(fx, "{" BASE ", \"hidden_size\": 8, \"num_attention_heads\": 2,"
-                     " \"earnest\": {\"method\": \"anllm\"}}", "unknown method \"anllm\" (finetune, earn, skiplayers or gist)");
+                     " \"earnest\": {\"method\": \"lora\"}}", "unknown method \"lora\" (finetune, earn, skiplayers, gist, anllm or pod)");
     expect_error(fx, "{" BASE ", \"hidden_size\": 8, \"num_attention_heads\": 2,"
                      " \"earnest\": {\"layer_split\": 2}}", "unknown field \"earnest.layer_split\"");
     expect_error(fx, "{" BASE ", \"hidden_size\": 8, \"num_attention_heads\": 2,"

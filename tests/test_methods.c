@@ -18,7 +18,19 @@
 //    model's own weights with n_layers = m), bit for bit; its KV bytes are a
 //    full model's with m layers.
 // 5. The configs: gist needs gist tokens and no split/prefix registers,
-//    skiplayers takes no split or registers (clear errors naming the field).
+//    skiplayers takes no split or registers, anllm none of them, pod its
+//    prefix registers only (clear errors naming the field).
+// 6. AnLLM's mask (plan_mask_anllm) equals its rule written out here the slow
+//    way (segments recounted for every pair), on random kinds over random pack
+//    masks, and on one hand-built prompt whose expected rows are spelled out.
+// 7. AnLLM's inference equals its training: the search (prefill under the
+//    mask, then only the instruction segment's and the anchors' KV kept) scores
+//    every code as the double-precision reference under the AnLLM mask does,
+//    |diff| < 1e-4; without the mask > 1e-3; KV bytes = bptl * N * (I + A + W *
+//    gen) with I the kept instruction-segment tokens and A the anchors, equal to
+//    the closed form and to the search's allocation.
+// 8. POD: its search is a full model's over its (shorter) prompt: scores equal
+//    the unmasked reference, KV bytes the full closed form of that prompt.
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -73,7 +85,8 @@ static void build_trie(Trie *t) {
 }
 
 // Reference score of one code after the prompt: sum_j log_softmax(row predicting code j)[code j].
-static double ref_score(const Model *m, const int *prompt, const uint8_t *kinds, int n, const int *code, int gist) {
+enum { RULE_NONE = 0, RULE_GIST = 1, RULE_ANLLM = 2 };
+static double ref_score(const Model *m, const int *prompt, const uint8_t *kinds, int n, const int *code, int rule) {
     const int T = n + 3, V = m->config.vocab_size;
     int *tok = malloc(sizeof(int) * T);
     uint8_t *kd = malloc((size_t)T), *mask = malloc((size_t)T * T);
@@ -85,7 +98,8 @@ static double ref_score(const Model *m, const int *prompt, const uint8_t *kinds,
     }
     for (int i = 0; i < T; i++)
         for (int j = 0; j < T; j++) mask[i * T + j] = j <= i;
-    if (gist) plan_mask_gist(mask, kd, T);
+    if (rule == RULE_GIST) plan_mask_gist(mask, kd, T);
+    if (rule == RULE_ANLLM) plan_mask_anllm(mask, kd, T);
     double *lg = malloc(sizeof(double) * (size_t)T * V), s = 0.0;
     ref_forward(lg, NULL, m, tok, NULL, NULL, mask, T);
     for (int j = 0; j < 4; j++) {
@@ -138,9 +152,9 @@ static void test_gist_search_and_kv(void **st) {
             assert_int_equal(h[u].n, 24);
             for (int b = 0; b < h[u].n; b++) {
                 const int *code = h[u].tokens + b * 4;
-                double d = fabs(h[u].scores[b] - ref_score(&m, prompts[u], kinds[u], lens[u], code, 1));
+                double d = fabs(h[u].scores[b] - ref_score(&m, prompts[u], kinds[u], lens[u], code, RULE_GIST));
                 worst = d > worst ? d : worst;
-                double d0 = fabs(h[u].scores[b] - ref_score(&m, prompts[u], kinds[u], lens[u], code, 0));
+                double d0 = fabs(h[u].scores[b] - ref_score(&m, prompts[u], kinds[u], lens[u], code, RULE_NONE));
                 unmasked = d0 > unmasked ? d0 : unmasked;
             }
             want_kv += bptl(&c) * (size_t)c.n_layers * ((size_t)G + (size_t)W * 3);
@@ -220,10 +234,210 @@ static void test_method_configs(void **st) {
     assert_int_equal(config_method_parse("skiplayers", &mm), 0);
     assert_string_equal(config_method_name(mm), "skiplayers");
     assert_int_equal(config_method_parse("gists", &mm), -1);
+    ModelConfig a = c; // anllm: no split, no registers (its anchor is the vocabulary's <reg_suf_0>)
+    a.method = METHOD_ANLLM;
+    assert_int_equal(config_validate(&a, "test", &(Error){{0}}), 0);
+    a.n_suffix_regs = 1;
+    expect_invalid(&a, "an anllm model has no layer split or registers");
+    a.n_suffix_regs = 0;
+    a.layer_split_k = 1;
+    expect_invalid(&a, "earnest.layer_split_k, prefix_regs and suffix_regs must be 0");
+    ModelConfig p = c; // pod: its soft prompt is the prefix registers
+    p.method = METHOD_POD;
+    expect_invalid(&p, "earnest.prefix_regs >= 1");
+    p.n_prefix_regs = 3;
+    assert_int_equal(config_validate(&p, "test", &(Error){{0}}), 0);
+    p.n_suffix_regs = 1;
+    expect_invalid(&p, "earnest.suffix_regs = 0");
+    assert_int_equal(config_method_parse("anllm", &mm), 0);
+    assert_string_equal(config_method_name(mm), "anllm");
+    assert_int_equal(config_method_parse("pod", &mm), 0);
+    assert_string_equal(config_method_name(mm), "pod");
+}
+
+// ---------------------------------------------------------------------------
+// AnLLM
+
+// The rule of plan.h, pair by pair: the segment of token t is recounted from
+// scratch (anchors before it) for a history token or an anchor, -1 otherwise.
+static int slow_segment(const uint8_t *kinds, int t) {
+    if (kinds[t] != TOKEN_KIND_HISTORY && kinds[t] != TOKEN_KIND_SUFFIX_REG) return -1;
+    int s = 0;
+    for (int u = 0; u < t; u++) s += kinds[u] == TOKEN_KIND_SUFFIX_REG;
+    return s;
+}
+
+static void test_anllm_mask_rule(void **st) {
+    (void)st;
+    Rng r;
+    rng_seed(&r, 43);
+    for (int trial = 0; trial < 60; trial++) {
+        int T = 2 + (int)(rng_u64(&r) % 34);
+        uint8_t *kinds = malloc((size_t)T), *mask = malloc((size_t)T * T), *under = malloc((size_t)T * T);
+        for (int i = 0; i < T; i++) kinds[i] = (uint8_t)(rng_u64(&r) % TOKEN_KIND_COUNT);
+        for (int i = 0; i < T; i++)
+            for (int j = 0; j < T; j++)
+                under[i * T + j] = j <= i && (j == i || trial % 2 == 0 || rng_uniform(&r) < 0.7f);
+        memcpy(mask, under, (size_t)T * T);
+        plan_mask_anllm(mask, kinds, T);
+        for (int i = 0; i < T; i++)
+            for (int j = 0; j < T; j++) {
+                int rule = kinds[j] == TOKEN_KIND_SUFFIX_REG || slow_segment(kinds, j) == -1 ||
+                           slow_segment(kinds, i) == slow_segment(kinds, j);
+                assert_int_equal(mask[i * T + j], under[i * T + j] && rule);
+            }
+        free(kinds); free(mask); free(under);
+    }
+    // By hand: <bos> w w | h h A | , h h A | w w | t t   (A anchor, w instruction word, t target)
+    enum { S0 = TOKEN_KIND_SPECIAL, W0 = TOKEN_KIND_INSTRUCTION, H0 = TOKEN_KIND_HISTORY, A0 = TOKEN_KIND_SUFFIX_REG,
+           T0 = TOKEN_KIND_TARGET };
+    const uint8_t k[15] = {S0, W0, W0, H0, H0, A0, H0, H0, H0, A0, W0, W0, T0, T0, T0};
+    const char *want[15] = { // row i: which j <= i it sees
+        "1", "11", "111", "1111", "11111", "111111",
+        "1110011",       // "," of item 1: the instruction words before, anchor 0, itself
+        "11100111", "111001111", "1110011111",
+        "11100100011",   // words after: the instruction segment and both anchors, no history token
+        "111001000111", "1110010001111", "11100100011111", "111001000111111"};
+    uint8_t mask[15 * 15];
+    for (int i = 0; i < 15; i++)
+        for (int j = 0; j < 15; j++) mask[i * 15 + j] = j <= i;
+    plan_mask_anllm(mask, k, 15);
+    for (int i = 0; i < 15; i++) {
+        assert_int_equal((int)strlen(want[i]), i + 1);
+        for (int j = 0; j <= i; j++) assert_int_equal(mask[i * 15 + j], want[i][j] == '1');
+    }
+    int kept = 0;
+    for (int i = 0; i < 12; i++) kept += plan_anllm_keeps(k[i]);
+    assert_int_equal(kept, 7); // <bos>, 4 words, 2 anchors
+}
+
+// An AnLLM prompt: <bos>, n_w words, n_items items of 3 history tokens + anchor, 2 words after.
+static int anllm_prompt(int *tok, uint8_t *kind, Rng *r, int n_w, int n_items, int anchor) {
+    int n = 0;
+    tok[n] = 1; kind[n++] = TOKEN_KIND_SPECIAL;
+    for (int i = 0; i < n_w; i++) { tok[n] = 2 + (int)(rng_u64(r) % 8); kind[n++] = TOKEN_KIND_INSTRUCTION; }
+    for (int it = 0; it < n_items; it++) {
+        for (int j = 0; j < 3; j++) { tok[n] = 10 + (int)(rng_u64(r) % 20); kind[n++] = TOKEN_KIND_HISTORY; }
+        tok[n] = anchor; kind[n++] = TOKEN_KIND_SUFFIX_REG;
+    }
+    for (int i = 0; i < 2; i++) { tok[n] = 2 + (int)(rng_u64(r) % 8); kind[n++] = TOKEN_KIND_INSTRUCTION; }
+    return n;
+}
+
+// Runs the search of model m on the U prompts; worst |score - reference| under
+// `rule` and without a mask; checks the KV bytes against want_kv.
+static void search_vs_reference(const Model *mc, int U, int *const *prompts, uint8_t *const *kinds, const int *lens,
+                                int rule, double *worst, double *unmasked, size_t *kv) {
+    Model m = *mc;
+    Trie t;
+    build_trie(&t);
+    Error e;
+    BeamSearch bs;
+    assert_int_equal(beam_search_init(&bs, &m, &t, 24, &e), 0);
+    BeamHyps h[4];
+    assert_true(U <= 4);
+    int rc = beam_search_run(h, &bs, U, (const int *const *)prompts, (const uint8_t *const *)kinds, lens, &e);
+    if (rc) print_message("%s\n", e.msg);
+    assert_int_equal(rc, 0);
+    *worst = *unmasked = 0.0;
+    for (int u = 0; u < U; u++) {
+        assert_int_equal(h[u].n, 24);
+        for (int b = 0; b < h[u].n; b++) {
+            const int *code = h[u].tokens + b * 4;
+            double d = fabs(h[u].scores[b] - ref_score(&m, prompts[u], kinds[u], lens[u], code, rule));
+            *worst = d > *worst ? d : *worst;
+            double d0 = fabs(h[u].scores[b] - ref_score(&m, prompts[u], kinds[u], lens[u], code, RULE_NONE));
+            *unmasked = d0 > *unmasked ? d0 : *unmasked;
+        }
+        beam_hyps_free(&h[u]);
+    }
+    *kv = bs.kv_bytes;
+    beam_search_free(&bs);
+    trie_free(&t);
+}
+
+static void test_anllm_search_and_kv(void **st) {
+    (void)st;
+    for (int v = 0; v < 2; v++) {
+        ModelConfig c = ref_config(v ? MODEL_ARCH_QWEN2 : MODEL_ARCH_LLAMA, 16, 24, 3, 4, v ? 1 : 2, 40, v);
+        c.method = METHOD_ANLLM;
+        Error e;
+        assert_int_equal(config_validate(&c, "test", &e), 0);
+        Model m;
+        model_init_random(&m, &c, 17 + (uint64_t)v, 0.4f);
+        const int U = 3, n_w[3] = {3, 0, 5}, n_items[3] = {3, 1, 4}, W = 24;
+        int *prompts[3], lens[3];
+        uint8_t *kinds[3];
+        Rng r;
+        rng_seed(&r, 9 + (uint64_t)v);
+        size_t want_kv = 0;
+        for (int u = 0; u < U; u++) {
+            prompts[u] = malloc(sizeof(int) * 64);
+            kinds[u] = malloc(64);
+            lens[u] = anllm_prompt(prompts[u], kinds[u], &r, n_w[u], n_items[u], 39);
+            int I = 1 + n_w[u] + 2, A = n_items[u]; // kept: <bos>, the words, the anchors
+            size_t kv = bptl(&c) * (size_t)c.n_layers * ((size_t)I + (size_t)A + (size_t)W * 3);
+            assert_int_equal(beam_kv_bytes_closed_form(&c, I, A, W, 3), kv);
+            want_kv += kv;
+        }
+        double worst, unmasked;
+        size_t got_kv;
+        search_vs_reference(&m, U, prompts, kinds, lens, RULE_ANLLM, &worst, &unmasked, &got_kv);
+        print_message("  anllm (%s): |score - masked reference| <= %.2e; without the mask %.2e; KV %zu B\n",
+                      v ? "qwen2, 1 kv head" : "llama, 2 kv heads", worst, unmasked, got_kv);
+        assert_true(worst < 1e-4);
+        assert_true(unmasked > 1e-3);
+        assert_int_equal(got_kv, want_kv);
+        for (int u = 0; u < U; u++) { free(prompts[u]); free(kinds[u]); }
+        model_free(&m);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// POD: a full model over <bos> [P regs] history: nothing is masked or dropped.
+
+static void test_pod_search_and_kv(void **st) {
+    (void)st;
+    ModelConfig c = ref_config(MODEL_ARCH_LLAMA, 16, 24, 3, 4, 2, 40, 0);
+    c.method = METHOD_POD;
+    c.n_prefix_regs = 3;
+    Error e;
+    assert_int_equal(config_validate(&c, "test", &e), 0);
+    Model m;
+    model_init_random(&m, &c, 23, 0.4f);
+    const int U = 2, lens[2] = {12, 7}, P = 3, W = 24;
+    int *prompts[2];
+    uint8_t *kinds[2];
+    Rng r;
+    rng_seed(&r, 3);
+    size_t want_kv = 0;
+    for (int u = 0; u < U; u++) {
+        prompts[u] = malloc(sizeof(int) * lens[u]);
+        kinds[u] = malloc((size_t)lens[u]);
+        for (int i = 0; i < lens[u]; i++) {
+            int reg = i >= 1 && i <= P;
+            prompts[u][i] = i == 0 ? 1 : reg ? 36 + i : 10 + (int)(rng_u64(&r) % 20);
+            kinds[u][i] = i == 0 ? TOKEN_KIND_SPECIAL : reg ? TOKEN_KIND_PREFIX_REG : TOKEN_KIND_HISTORY;
+        }
+        size_t kv = bptl(&c) * (size_t)c.n_layers * ((size_t)lens[u] + (size_t)W * 3);
+        assert_int_equal(beam_kv_bytes_closed_form(&c, lens[u] - P, P, W, 3), kv);
+        want_kv += kv;
+    }
+    double worst, unmasked;
+    size_t got_kv;
+    search_vs_reference(&m, U, prompts, kinds, lens, RULE_NONE, &worst, &unmasked, &got_kv);
+    print_message("  pod P=3: |score - reference| <= %.2e; KV %zu B\n", worst, got_kv);
+    assert_true(worst < 1e-4);
+    assert_int_equal(got_kv, want_kv);
+    for (int u = 0; u < U; u++) { free(prompts[u]); free(kinds[u]); }
+    model_free(&m);
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_gist_mask_rule), cmocka_unit_test(test_gist_search_and_kv),
-                                       cmocka_unit_test(test_keep_layers), cmocka_unit_test(test_method_configs)};
+                                       cmocka_unit_test(test_keep_layers), cmocka_unit_test(test_method_configs),
+                                       cmocka_unit_test(test_anllm_mask_rule),
+                                       cmocka_unit_test(test_anllm_search_and_kv),
+                                       cmocka_unit_test(test_pod_search_and_kv)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

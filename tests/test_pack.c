@@ -7,7 +7,9 @@
 //  - the logits at every label position of a packed sequence equal the logits
 //    of the same position in the sample's own prompt (rel err < 1e-5), for
 //    finetune and EARN plans (several k and register counts), both templates,
-//    users longer than max_history + 1 (sliding windows);
+//    users longer than max_history + 1 (sliding windows); AnLLM's prompts
+//    (an anchor after each item, its mask narrowing the pack's) and POD's
+//    (no instruction words, prefix registers in their place);
 //  - shuffling and batching are deterministic permutations / partitions.
 // The loss/gradient equivalence lives in test_train_loop.c (it needs the
 // backward pass).
@@ -49,6 +51,15 @@ static void make_dataset(Dataset *d, uint64_t seed) {
 }
 
 static void free_dataset(Dataset *d) { fixture_dataset_free(d); }
+
+static void make_prompter_form(Prompter *p, Vocab *v, const Dataset *d, PromptTemplate t, int P, int S,
+                               PromptForm f) {
+    Error e = {{0}};
+    assert_int_equal(prompt_vocab_build(v, d, 4, 4, &e), 0);
+    int rc = prompter_init_form(p, v, d, t, P, S, f, &e);
+    if (rc) fprintf(stderr, "%s\n", e.msg);
+    assert_int_equal(rc, 0);
+}
 
 static void make_prompter(Prompter *p, Vocab *v, const Dataset *d, PromptTemplate t, int P, int S) {
     Error e = {{0}};
@@ -118,6 +129,15 @@ static void test_plan_covers_samples(void **state) {
     make_prompter(&pt, &v, &d, PROMPT_TEMPLATE_TIGER, 0, 0);
     check_plan(&d, &pt, 20, 60);
     prompter_free(&pt);
+    vocab_free(&v);
+    Prompter pa; // AnLLM's anchors and POD's missing words change every length
+    make_prompter_form(&pa, &v, &d, PROMPT_TEMPLATE_LCREC, 0, 0, PROMPT_FORM_ANCHORS);
+    check_plan(&d, &pa, 20, 300);
+    prompter_free(&pa);
+    vocab_free(&v);
+    make_prompter_form(&pa, &v, &d, PROMPT_TEMPLATE_LCREC, 2, 0, PROMPT_FORM_NO_WORDS);
+    check_plan(&d, &pa, 5, 0);
+    prompter_free(&pa);
     vocab_free(&v);
     free_dataset(&d);
 }
@@ -220,6 +240,15 @@ static double row_rel_err(const float *a, const float *b, size_t n) {
     return den > 0 ? num / den : num;
 }
 
+// AnLLM's mask over a plainly causal prompt of n tokens (allocated).
+static uint8_t *causal_anllm_mask(const uint8_t *kinds, int n) {
+    uint8_t *mask = xmalloc((size_t)n * (size_t)n);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) mask[(size_t)i * n + j] = j <= i;
+    plan_mask_anllm(mask, kinds, n);
+    return mask;
+}
+
 typedef struct {
     ModelMethod method;
     int k, P, S;
@@ -232,7 +261,7 @@ static void check_logits(const PackCase *pc) {
     make_dataset(&d, 3);
     Vocab v;
     Prompter p;
-    make_prompter(&p, &v, &d, pc->tmpl, pc->P, pc->S);
+    make_prompter_form(&p, &v, &d, pc->tmpl, pc->P, pc->S, prompt_form_for_method(pc->method));
     ModelConfig c = ref_config(MODEL_ARCH_LLAMA, 32, 48, 4, 4, 2, v.size, 1);
     c.method = pc->method;
     c.layer_split_k = pc->k;
@@ -258,11 +287,17 @@ static void check_logits(const PackCase *pc) {
         multi += seq.n_targets > 1;
         sliding += pk->window > 0;
         float *lp = xmalloc((size_t)n * V * sizeof(float));
+        if (pc->method == METHOD_ANLLM) { // as train_run narrows it
+            pack_mask_materialise(&seq);
+            plan_mask_anllm(seq.mask_buf, seq.kinds, n);
+        }
         forward_one(lp, &m, seq.tokens, seq.kinds, seq.positions, seq.mask, n);
         for (int t = pk->first; t <= pk->last; t++) {
             int na = prompter_build(tok, kind, &p, items + pk->window, t - pk->window, items[t]);
             float *la = xmalloc((size_t)na * V * sizeof(float));
-            forward_one(la, &m, tok, kind, NULL, NULL, na);
+            uint8_t *ma = pc->method == METHOD_ANLLM ? causal_anllm_mask(kind, na) : NULL;
+            forward_one(la, &m, tok, kind, NULL, ma, na);
+            free(ma);
             for (int j = 0; j < LEVELS; j++) {
                 int at = seq.label_at[(t - pk->first) * LEVELS + j];
                 int q = na - LEVELS - 1 + j;
@@ -309,6 +344,20 @@ static void test_logits_earn(void **state) {
         {METHOD_EARN, 2, 0, 2, PROMPT_TEMPLATE_LCREC, 20, 300},
         {METHOD_EARN, 3, 3, 2, PROMPT_TEMPLATE_LCREC, 8, 0},
         {METHOD_EARN, 2, 2, 1, PROMPT_TEMPLATE_TIGER, 20, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_logits(&cases[i]);
+}
+
+// AnLLM (anchors after every history item, the AnLLM mask over the pack mask)
+// and POD (no instruction words, prefix registers in their place).
+static void test_logits_anllm_pod(void **state) {
+    (void)state;
+    PackCase cases[] = {
+        {METHOD_ANLLM, 0, 0, 0, PROMPT_TEMPLATE_LCREC, 20, 0},
+        {METHOD_ANLLM, 0, 0, 0, PROMPT_TEMPLATE_LCREC, 6, 250},
+        {METHOD_ANLLM, 0, 0, 0, PROMPT_TEMPLATE_TIGER, 20, 0}, // the decision token is an anchor in the shared part
+        {METHOD_POD, 0, 2, 0, PROMPT_TEMPLATE_LCREC, 20, 0},
+        {METHOD_POD, 0, 1, 0, PROMPT_TEMPLATE_LCREC, 6, 200},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_logits(&cases[i]);
 }
@@ -366,6 +415,7 @@ int main(void) {
         cmocka_unit_test(test_pack_matches_prompts),
         cmocka_unit_test(test_logits_finetune),
         cmocka_unit_test(test_logits_earn),
+        cmocka_unit_test(test_logits_anllm_pod),
         cmocka_unit_test(test_shuffle_batches),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

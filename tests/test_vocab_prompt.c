@@ -281,6 +281,57 @@ static void test_prompt_tiger(void **state) {
     vocab_free(&v);
 }
 
+// The method forms: AnLLM's anchors and POD's prompt without instruction words,
+// as decoded text, kinds and lengths; prompter_length_plain is the plain prompt.
+static void test_prompt_forms(void **state) {
+    (void)state;
+    Dataset d;
+    tiny_dataset(&d);
+    Vocab v;
+    build_vocab(&v, &d, 4, 4);
+    Prompter p;
+    Error e = {{0}};
+    int tokens[256];
+    uint8_t kinds[256];
+    char got[4096];
+    assert_int_equal(prompter_init_form(&p, &v, &d, PROMPT_TEMPLATE_TIGER, 0, 0, PROMPT_FORM_ANCHORS, &e), 0);
+    int n = prompter_build(tokens, kinds, &p, (int[]){5, 2}, 2, 6);
+    vocab_decode(got, sizeof got, &v, tokens, n);
+    assert_string_equal(got, "<bos> <a_2> <b_3> <c_4> <reg_suf_0> <a_0> <b_1> <c_3> <reg_suf_0> <a_1> <b_2> <c_0>");
+    static const uint8_t want_kinds[12] = {0, 3, 3, 3, 4, 3, 3, 3, 4, 5, 5, 5};
+    assert_int_equal(n, 12);
+    assert_memory_equal(kinds, want_kinds, 12);
+    assert_int_equal(prompter_length(&p, 2, 1), 12);
+    assert_int_equal(prompter_length_plain(&p, 2), 7);
+    prompter_free(&p);
+    // LC-Rec: the anchor sits before the "," that follows its item.
+    assert_int_equal(prompter_init_form(&p, &v, &d, PROMPT_TEMPLATE_LCREC, 0, 0, PROMPT_FORM_ANCHORS, &e), 0);
+    n = prompter_build(tokens, kinds, &p, (int[]){5, 2}, 2, 0);
+    vocab_decode(got, sizeof got, &v, tokens, n);
+    assert_true(st_fixture_contains(got, "items <a_2> <b_3> <c_4> <reg_suf_0> , <a_0> <b_1> <c_3> <reg_suf_0> in "));
+    assert_int_equal(n, 1 + 47 + 2 * 3 + 1 + 2);
+    assert_int_equal(prompter_length(&p, 2, 0), n);
+    assert_int_equal(prompter_length_plain(&p, 2), n - 2);
+    prompter_free(&p);
+    // POD: <bos>, the soft prompt, the history; no instruction word.
+    assert_int_equal(prompter_init_form(&p, &v, &d, PROMPT_TEMPLATE_LCREC, 3, 0, PROMPT_FORM_NO_WORDS, &e), 0);
+    n = prompter_build(tokens, kinds, &p, (int[]){5, 2}, 2, 6);
+    vocab_decode(got, sizeof got, &v, tokens, n);
+    assert_string_equal(got, "<bos> <reg_pre_0> <reg_pre_1> <reg_pre_2> <a_2> <b_3> <c_4> , <a_0> <b_1> <c_3> "
+                             "<a_1> <b_2> <c_0>");
+    for (int i = 0; i < n; i++) assert_int_not_equal(kinds[i], TOKEN_KIND_INSTRUCTION);
+    assert_int_equal(prompter_length(&p, 2, 1), n);
+    assert_int_equal(prompter_length_plain(&p, 2), 1 + 47 + 7);
+    prompter_free(&p);
+    // Anchors take no other suffix register.
+    assert_int_equal(prompter_init_form(&p, &v, &d, PROMPT_TEMPLATE_TIGER, 0, 1, PROMPT_FORM_ANCHORS, &e), -1);
+    assert_true(st_fixture_contains(e.msg, "anchors are the vocabulary's <reg_suf_0>"));
+    assert_int_equal(prompt_form_for_method(METHOD_ANLLM), PROMPT_FORM_ANCHORS);
+    assert_int_equal(prompt_form_for_method(METHOD_POD), PROMPT_FORM_NO_WORDS);
+    assert_int_equal(prompt_form_for_method(METHOD_GIST), PROMPT_FORM_PLAIN);
+    vocab_free(&v);
+}
+
 static void test_prompter_errors(void **state) {
     (void)state;
     Dataset d;
@@ -324,6 +375,7 @@ int main(void) {
         cmocka_unit_test(test_vocab_build_errors),
         cmocka_unit_test(test_prompt_lcrec),
         cmocka_unit_test(test_prompt_tiger),
+        cmocka_unit_test(test_prompt_forms),
         cmocka_unit_test(test_prompter_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
