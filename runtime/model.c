@@ -435,12 +435,12 @@ static void forward_attention(float *att, const ForwardBufs *fw, const Model *m,
 // attention tasks shared out inside the same region. Products round
 // differently from sgemm's (tests: within the reference tolerances); a row's
 // result does not depend on the thread count or on the other rows.
-// The region runs on ONE thread: with ~40 barriers per step, a thread that the
-// OS deschedules stalls its partner at every barrier; two 2-thread processes on
-// 2 cores (ctest -j2) made a decode step 12x slower than the sgemm path
-// (tiny, 20 beams: 600 ms vs 40-50 ms per decode phase). One thread keeps the
-// single-pass products' gain without barriers. Up to 8 rows (batch decode);
-// 20 beams take the sgemm path with its parallel attention.
+// With ~40 barriers per step, a thread that the OS deschedules stalls its
+// partner at every barrier: two 2-thread processes on 2 cores (ctest -j2) made
+// a decode step 12x slower than the sgemm path. So the region's thread count is
+// chosen by timing (FusedThreads in model.h): all threads on idle cores, one
+// when they are oversubscribed. Up to 8 rows (batch decode); 20 beams take the
+// sgemm path with its parallel attention.
 // [*o0, *o1): thread th's share of n columns, cut at multiples of `unit`.
 static void col_slice(size_t *o0, size_t *o1, size_t n, size_t unit, int th, int nt) {
     size_t chunk = ((n + (size_t)nt - 1) / (size_t)nt + unit - 1) / unit * unit;
@@ -450,6 +450,32 @@ static void col_slice(size_t *o0, size_t *o1, size_t n, size_t unit, int th, int
 
 static int use_fused(const ForwardBatch *fb, size_t rows) {
     return rows <= FUSED_MAX_ROWS && (!fb->attn_hook || fb->attn_hook_concurrent);
+}
+
+int fused_threads_pick(FusedThreads *f, int max_threads) {
+    if (f->fixed > 0) return f->fixed < max_threads ? f->fixed : max_threads;
+    if (max_threads < 2) return 1;
+    f->calls++;
+    if (!f->measured[1]) return max_threads;
+    if (!f->measured[0]) return 1;
+    int i = f->calls >= f->next_try ? !f->best : f->best;
+    return i ? max_threads : 1;
+}
+
+void fused_threads_update(FusedThreads *f, int n_threads, int max_threads, double layer_s) {
+    if (f->fixed > 0 || max_threads < 2) return;
+    const int i = n_threads > 1;
+    const int first = !f->measured[0] || !f->measured[1];
+    if (i == f->best && !first) f->layer_s[i] = 0.8 * f->layer_s[i] + 0.2 * layer_s;
+    else f->layer_s[i] = layer_s; // a re-try: the load may have changed since the last one
+    f->measured[i]++;
+    if (!f->measured[0] || !f->measured[1]) return;
+    if (first || i != f->best) {
+        int best = f->layer_s[1] < f->layer_s[0];
+        f->interval = first || best != f->best ? 8 : (f->interval < 1024 ? 2 * f->interval : 1024);
+        f->best = best;
+        f->next_try = f->calls + f->interval;
+    }
 }
 
 // q, k, v of this thread's heads (slices cut at whole heads): the products, RoPE,
@@ -479,13 +505,14 @@ static void fused_qkv(ForwardBufs *fw, const float *xn, const Model *m, const Fo
 // normalises all rows into its own xn (a few hundred floats: cheaper than a
 // barrier), so the layer has four barriers: after q/k/v, the attention, the
 // output projection, and gate/up.
-static void layer_fused(ForwardBufs *fw, const Model *m, const ForwardBatch *fb, const BatchIndex *bi, int l) {
+static void layer_fused(ForwardBufs *fw, const Model *m, const ForwardBatch *fb, const BatchIndex *bi, int l,
+                        int n_threads) {
     const ModelConfig *c = &m->config;
     const ModelParams *w = &m->params;
     const size_t D = (size_t)c->dim, QD = (size_t)c->n_heads * (size_t)c->head_dim, F = (size_t)c->hidden_dim;
     const size_t rows = bi->rows;
     const int n_tasks = bi->task_start[bi->n_groups];
-    #pragma omp parallel num_threads(1)
+    #pragma omp parallel num_threads(n_threads)
     {
         const int th = omp_get_thread_num(), nt = omp_get_num_threads();
         float *xn = fw->xn_own + (size_t)th * fw->xn_stride;
@@ -527,7 +554,7 @@ static void attention_flops(double *flops, const ModelConfig *c, const ForwardBa
 // Logits from the final norm and the output head of the rows leaving the last
 // layer (x [rows, D]; xn is work space). Returns the FLOPs.
 static double gather_logits(float *logits, float *xn, const Model *m, const ForwardBatch *fb, const BatchIndex *bi,
-                            const float *x) {
+                            const float *x, int n_threads) {
     const ModelConfig *c = &m->config;
     const ModelParams *w = &m->params;
     const int S = fb->n_seqs;
@@ -538,7 +565,7 @@ static double gather_logits(float *logits, float *xn, const Model *m, const Forw
             memcpy(xn + (size_t)b * D, x + (size_t)(bi->row_start[b + 1] - 1) * D, D * sizeof(float));
         rmsnorm_forward(xn, xn, w->final_norm, (size_t)S, D, c->rms_eps);
         if (use_fused(fb, (size_t)S)) {
-            #pragma omp parallel
+            #pragma omp parallel num_threads(n_threads)
             {
                 size_t a, b;
                 col_slice(&a, &b, V, 16, omp_get_thread_num(), omp_get_num_threads());
@@ -625,13 +652,18 @@ int model_forward(float *logits, Model *m, const ForwardBatch *fb, ForwardScratc
     ForwardBufs fw;
     forward_layout(&bi, &fw, s, m, fb);
     batch_index_build(&bi, fw.x, m, fb);
-    double flops = 0.0;
+    double flops = 0.0, fused_s = 0.0;
+    int n_fused = 0, nt = 0; // the fused layers' threads, picked at the first one
     for (int l = 0; l < c->n_layers; l++) {
         compact_rows(&bi, fw.x, fb, c, l);
         if (bi.rows == 0) continue;
         flops += flops_qkv(c, bi.rows);
         if (use_fused(fb, bi.rows)) {
-            layer_fused(&fw, m, fb, &bi, l);
+            if (!nt) nt = fused_threads_pick(&s->fused, omp_get_max_threads());
+            double t0 = time_now_s();
+            layer_fused(&fw, m, fb, &bi, l, nt);
+            fused_s += time_now_s() - t0;
+            n_fused++;
             attention_flops(&flops, c, fb, &bi, l);
             flops += flops_out_mlp(c, bi.rows);
             continue;
@@ -645,7 +677,8 @@ int model_forward(float *logits, Model *m, const ForwardBatch *fb, ForwardScratc
         flops += flops_out_mlp(c, bi.rows);
     }
     for (int b = 0; b < fb->n_seqs; b++) fb->caches[b]->n_seen += fb->n_new[b];
-    flops += gather_logits(logits, fw.xn, m, fb, &bi, fw.x);
+    flops += gather_logits(logits, fw.xn, m, fb, &bi, fw.x, nt ? nt : omp_get_max_threads());
+    if (n_fused) fused_threads_update(&s->fused, nt, omp_get_max_threads(), fused_s / n_fused);
     s->last_flops = flops;
     return 0;
 }

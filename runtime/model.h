@@ -123,11 +123,36 @@ typedef struct {
                               // per-(sequence, head) state only), so attention stays parallel
 } ForwardBatch;
 
+// The thread count of the fused small-batch layer (at most 8 rows: decode).
+// Its threads meet at four barriers per layer, which on idle cores costs
+// nothing (2 threads: 1.0-1.2 ms per batch-1 step of the small preset, 1
+// thread: 1.7) and on oversubscribed cores costs a scheduler slice each (a
+// peer descheduled at a barrier: 10x slower). So the forward times its fused
+// layers, keeps the faster of one thread and all threads, and re-tries the
+// other at calls spaced 8, 16, ... 1,024 apart. Both give the same bits.
+typedef struct {
+    int fixed;          // > 0: always min(fixed, threads) (tests); 0: chosen by timing
+    double layer_s[2];  // seconds per fused layer: [0] one thread, [1] all threads
+    int measured[2];    // samples behind layer_s
+    int best;           // 0 or 1
+    long calls, next_try;
+    int interval;
+} FusedThreads;
+// The thread count for a call's fused layers (1 or max_threads): the best so
+// far, or the other one when its re-try is due; each is measured first.
+int fused_threads_pick(FusedThreads *f, int max_threads);
+// Books a call's seconds per fused layer on n_threads. The best choice's
+// figure is a running average (0.8 old + 0.2 new); a re-try's replaces the
+// other's, and wins when faster (re-tries again 8 calls later), else the next
+// re-try waits twice as long (at most 1,024 calls).
+void fused_threads_update(FusedThreads *f, int n_threads, int max_threads, double layer_s);
+
 // Scratch space for one forward call; grows as needed, reused across calls.
 typedef struct {
     float *memory;
     size_t capacity;   // floats
     double last_flops; // multiply-adds x2 done by the last call (matrix products and attention)
+    FusedThreads fused;
 } ForwardScratch;
 void forward_scratch_free(ForwardScratch *s);
 

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include <omp.h>
 
 #include "helpers/ref_model.h"
 #include "runtime/kvcache.h"
@@ -360,6 +361,83 @@ static void test_attention_hook(void **st) {
     free(attn);
 }
 
+// The fused small-batch layer gives the same bits on one thread and on two
+// (its threads own whole output columns and whole heads), so the forward may
+// pick either; and the picking rule (FusedThreads) on synthetic timings.
+static void test_fused_threads(void **st) {
+    (void)st;
+    ModelConfig c = ref_config(MODEL_ARCH_LLAMA, 96, 160, 3, 6, 3, 83, 0);
+    Model m;
+    model_init_random(&m, &c, 31, 0.3f);
+    enum { NS = 3, P = 12, STEPS = 5 };
+    int tok[NS * (P + STEPS)], lens[NS] = {P, P - 3, P - 7};
+    random_tokens(tok, NS * (P + STEPS), c.vocab_size, 32);
+    size_t V = (size_t)c.vocab_size;
+    float *lg[2] = {malloc(sizeof(float) * NS * V), malloc(sizeof(float) * NS * V)};
+    KVCache kv[2][NS];
+    KVCache *kvs[2][NS];
+    ForwardScratch s[2] = {{0}, {0}};
+    Error e;
+    const int threads = omp_get_max_threads();
+    for (int r = 0; r < 2; r++) {
+        s[r].fused.fixed = r + 1; // 1 thread, then 2
+        for (int b = 0; b < NS; b++) {
+            cache_for(&kv[r][b], &c, P + STEPS);
+            kvs[r][b] = &kv[r][b];
+        }
+        ForwardBatch fb = {.n_seqs = NS, .n_new = lens, .tokens = tok, .caches = kvs[r], .logits_mode = LOGITS_LAST};
+        assert_int_equal(model_forward(lg[r], &m, &fb, &s[r], &e), 0);
+    }
+    int ones[NS] = {1, 1, 1};
+    for (int t = 0; t < STEPS; t++) {
+        for (int r = 0; r < 2; r++) {
+            ForwardBatch step = {.n_seqs = NS, .n_new = ones, .tokens = tok + NS * (P + t), .caches = kvs[r],
+                                 .logits_mode = LOGITS_LAST};
+            assert_int_equal(model_forward(lg[r], &m, &step, &s[r], &e), 0);
+        }
+        assert_memory_equal(lg[0], lg[1], sizeof(float) * NS * V);
+    }
+    print_message("  fused layer: 1 and %d threads give equal logits over %d decode steps of %d rows\n",
+                  threads < 2 ? 1 : 2, STEPS, NS);
+    for (int r = 0; r < 2; r++) {
+        for (int b = 0; b < NS; b++) kvcache_free(&kv[r][b]);
+        forward_scratch_free(&s[r]);
+        free(lg[r]);
+    }
+    model_free(&m);
+
+    // The rule: all threads first, then one, then the faster, re-trying the other.
+    FusedThreads f = {0};
+    assert_int_equal(fused_threads_pick(&f, 2), 2);
+    fused_threads_update(&f, 2, 2, 1.0);
+    assert_int_equal(fused_threads_pick(&f, 2), 1);
+    fused_threads_update(&f, 1, 2, 2.0);
+    assert_int_equal(f.best, 1);
+    int trials = 0;
+    for (int i = 0; i < 8; i++) { // the re-try of one thread comes after 8 calls
+        int nt = fused_threads_pick(&f, 2);
+        trials += nt == 1;
+        fused_threads_update(&f, nt, 2, nt == 1 ? 3.0 : 1.0);
+    }
+    assert_int_equal(trials, 1);
+    assert_int_equal(f.best, 1);
+    assert_int_equal(f.interval, 16); // it lost: the next re-try waits twice as long
+    // The cores fill up: all threads now take 10 s per layer; the next re-try of one thread wins.
+    int switched_at = -1;
+    for (int i = 0; i < 40 && switched_at < 0; i++) {
+        int nt = fused_threads_pick(&f, 2);
+        fused_threads_update(&f, nt, 2, nt == 1 ? 2.0 : 10.0);
+        if (f.best == 0) switched_at = i;
+    }
+    assert_true(switched_at >= 0 && switched_at <= 16);
+    assert_int_equal(fused_threads_pick(&f, 2), 1);
+    FusedThreads fixed = {.fixed = 2};
+    assert_int_equal(fused_threads_pick(&fixed, 1), 1); // never more than there are
+    assert_int_equal(fused_threads_pick(&fixed, 4), 2);
+    FusedThreads one = {0};
+    assert_int_equal(fused_threads_pick(&one, 1), 1);
+}
+
 static void test_bad_input(void **st) {
     (void)st;
     ModelConfig c = ref_config(MODEL_ARCH_LLAMA, 16, 32, 2, 2, 2, 10, 1);
@@ -498,6 +576,7 @@ int main(void) {
         cmocka_unit_test(test_explicit_mask),
         cmocka_unit_test(test_shared_parent),
         cmocka_unit_test(test_attention_hook),
+        cmocka_unit_test(test_fused_threads),
         cmocka_unit_test(test_bad_input),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
