@@ -16,12 +16,7 @@
 #   hf.csv             HF generate on that checkpoint, same run
 #   lengths_1k.csv     EARN vs full at 1,024 tokens, batch 1, 16, 64 (when time allows)
 set -uo pipefail
-OUT="${OUT:-$PWD/gpu-out}"
-mkdir -p "$OUT"
-EG=/tmp/earnest-gpu
-rm -rf "$EG" && mkdir -p "$EG" && tar -xJf .gpucarry/pkg.tar.xz -C "$EG" || exit 1
-export LD_LIBRARY_PATH="$EG/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" OMP_NUM_THREADS=16
-E="$EG/earnest"
+. experiments/gpu/unpack.sh # EG, E, OUT, library path, threads
 LOG="$OUT/probe.log"
 : > "$LOG"
 run() { echo "+ $*" | tee -a "$LOG"; "$@" 2>&1 | tee -a "$LOG"; return "${PIPESTATUS[0]}"; }

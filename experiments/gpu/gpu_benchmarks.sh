@@ -17,14 +17,7 @@
 # second run (FlashAttention-2-style prefill, HF skipped); hf.csv and earnest_hf.csv
 # come from the first run (benchmarks_run1.log, wmma prefill kernel).
 set -uo pipefail
-OUT="${OUT:-$PWD/gpu-out}"
-mkdir -p "$OUT"
-EG=/tmp/earnest-gpu
-rm -rf "$EG" && mkdir -p "$EG" && tar -xJf .gpucarry/pkg.tar.xz -C "$EG" || exit 1
-export LD_LIBRARY_PATH="$EG/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" OMP_NUM_THREADS=16
-# The sweep scripts call /usr/bin/python3; an image without it names its own.
-[ -x /usr/bin/python3 ] || export EARNEST_PYTHON="$(command -v python3)"
-E="$EG/earnest"
+. experiments/gpu/unpack.sh # EG, E, OUT, library path, threads
 LOG="$OUT/benchmarks.log"
 : > "$LOG"
 run() { echo "+ $*" | tee -a "$LOG"; "$@" 2>&1 | tee -a "$LOG"; }
