@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# draft_alignment.sh: the draft-alignment table (issue 12) on the synthetic
-# default dataset: one target, one teacher file, a draft per KD loss, each
-# draft under strict and relaxed verification at beam 10 and 20.
+# draft_alignment.sh: the draft-alignment table (issue 12): one target, one
+# teacher file, a draft per KD loss, each draft under strict and relaxed
+# verification at beam 10 and 20.
 #
 #   experiments/draft_alignment.sh [WORK_DIR]
-#   env: TARGET_MINUTES=7 (target training cap), TEACHER_USERS=60 (users of the
+#   env: DATASET=synthetic (or games, beauty: prepared from EARNEST_DATA_MIRROR
+#        into WORK_DIR/data), TEMPLATE=tiger, TARGET_METHOD=finetune (or earn:
+#        k = N/4, 1+1 registers), TARGET_EPOCHS=2, TARGET_MINUTES=7 (time slice
+#        per run of each training: a training it cuts makes the script exit 75;
+#        run it again to continue with --resume), TEACHER_USERS=60 (users of the
 #        teacher file = the drafts' training samples), DRAFT_EPOCHS=3,
-#        EVAL_USERS=100 (test users ranked), THREADS=2, BEAMS=20 ("10 20": both)
+#        EVAL_USERS=100 (test users ranked; 0: all), THREADS=2, BEAMS=20 ("10 20": both)
 #
-# Target: the small preset (8 layers, d=256), tiger template, finetune. Drafts:
-# the draft preset (2 layers, d=128), one per loss (sft wordkd tvdkd seqkd
-# atspeed-s atspeed-r), alpha 0.7, T 1, trained on the same teacher file.
+# Target: the small preset (8 layers, d=256). Drafts: the draft preset (2
+# layers, d=128), one per loss (sft wordkd tvdkd seqkd atspeed-s atspeed-r),
+# alpha 0.7, T 1, trained on the same teacher file, --patience 0 (every epoch
+# runs; the best valid epoch is kept).
 # Speedups are omega from `eval --baseline`: the same target's ordinary beam
 # search on the same users and threads, run right before each speculative run;
 # on a shared machine they are still noisy, target_calls_per_user and the
@@ -20,6 +25,10 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 B=${EARNEST_BIN:-$HERE/../build/earnest}
 W=${1:-out/draft_alignment}
+DATASET=${DATASET:-synthetic}
+TEMPLATE=${TEMPLATE:-tiger}
+TARGET_METHOD=${TARGET_METHOD:-finetune}
+TARGET_EPOCHS=${TARGET_EPOCHS:-2}
 TARGET_MINUTES=${TARGET_MINUTES:-7}
 TEACHER_USERS=${TEACHER_USERS:-60}
 DRAFT_EPOCHS=${DRAFT_EPOCHS:-3}
@@ -27,22 +36,49 @@ EVAL_USERS=${EVAL_USERS:-100}
 THREADS=${THREADS:-2}
 BEAMS=${BEAMS:-20}
 LOSSES="sft wordkd tvdkd seqkd atspeed-s atspeed-r"
+case "$DATASET" in synthetic|games|beauty) ;; *) echo "DATASET: '$DATASET' is not synthetic, games or beauty" >&2; exit 2 ;; esac
+case "$TARGET_METHOD" in finetune|earn) ;; *) echo "TARGET_METHOD: '$TARGET_METHOD' is not finetune or earn" >&2; exit 2 ;; esac
 mkdir -p "$W"
 cd "$W"
+B=$(cd "$(dirname "$B")" && pwd)/$(basename "$B")
 
-[ -d syn ] || "$B" prepare synthetic --out syn > /dev/null
-if [ ! -f target/summary.json ]; then
-    "$B" train --data syn --preset small --method finetune --template tiger --epochs 2 \
-        --max-minutes "$TARGET_MINUTES" --eval-users 200 --threads "$THREADS" --quiet --force --out target
+if [ "$DATASET" = synthetic ]; then
+    D=syn
+    [ -d syn ] || "$B" prepare synthetic --out syn > /dev/null
+else
+    D=data/$DATASET
+    [ -f "$D/meta.json" ] || make -s -f "$HERE/../Makefile.data" "$DATASET" DATA="$PWD/data" EARNEST="$B"
 fi
-[ -f teacher.bin ] || "$B" teacher --model target --data syn --users "$TEACHER_USERS" --threads "$THREADS" \
-    --quiet --out teacher.bin
+
+# train_resumable DIR ARGS...: trains into DIR, continuing a cut run; exits 75
+# (run again) when this run's time slice cut it.
+train_resumable() {
+    local dir=$1; shift
+    local stopped
+    stopped=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["stopped"])' "$dir/summary.json" 2>/dev/null || echo none)
+    case "$stopped" in completed|early_stop) return 0 ;; esac
+    local resume=(--force)
+    [ -f "$dir/state/LATEST" ] && resume=(--resume)
+    rm -f "$dir/summary.json"
+    "$B" train "$@" --max-minutes "$TARGET_MINUTES" --threads "$THREADS" --quiet "${resume[@]}" --out "$dir"
+    stopped=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["stopped"])' "$dir/summary.json")
+    if [ "$stopped" = time_limit ]; then
+        echo "draft_alignment: $dir cut by its ${TARGET_MINUTES}-minute slice; run again to continue" >&2
+        exit 75
+    fi
+}
+
+TARGS=(--data "$D" --preset small --method "$TARGET_METHOD" --template "$TEMPLATE" --epochs "$TARGET_EPOCHS" --eval-users 200)
+train_resumable target "${TARGS[@]}"
+[ -f teacher.bin ] || "$B" teacher --model target --data "$D" --template "$TEMPLATE" --users "$TEACHER_USERS" \
+    --threads "$THREADS" --quiet --out teacher.bin
 for kd in $LOSSES; do
-    [ -f "drafts/$kd/summary.json" ] || "$B" train --data syn --method draft --teacher teacher.bin --kd "$kd" \
-        --template tiger --epochs "$DRAFT_EPOCHS" --eval-users 200 --threads "$THREADS" --quiet --force \
-        --out "drafts/$kd"
+    train_resumable "drafts/$kd" --data "$D" --method draft --teacher teacher.bin --kd "$kd" --template "$TEMPLATE" \
+        --epochs "$DRAFT_EPOCHS" --eval-users 200 --patience 0
 done
-E=(--data syn --template tiger --limit-users "$EVAL_USERS" --threads "$THREADS")
+LIMIT=()
+[ "$EVAL_USERS" = 0 ] || LIMIT=(--limit-users "$EVAL_USERS")
+E=(--data "$D" --template "$TEMPLATE" "${LIMIT[@]}" --threads "$THREADS")
 mkdir -p evals
 for beam in $BEAMS; do
     [ -f "evals/plain_b$beam.json" ] || "$B" eval --model target "${E[@]}" --beam "$beam" \
