@@ -4,7 +4,7 @@
 # thread (every trained method, and the KV and prompt policies on the finetune
 # model), copies its tidy CSV to experiments/results/baselines/ and renders
 # experiments/results/baselines/beauty_lcrec_table.md (methods as rows: Recall and
-# NDCG@10/20, omega, the prefill/decode split, gamma, KV bytes per user; the points
+# NDCG@10/20, omega (bench and eval), the prefill/decode split, gamma, KV bytes per user; the points
 # not finished yet listed as such).
 #
 # The campaign takes about 11 hours on 2 cores (the spec's header has the estimate).

@@ -14,6 +14,9 @@ so a table drawn mid-campaign says what is missing.
                over `full`'s on the same weights in the same `earnest bench` run,
                at the sweep's bench prompt length (bench_speedup)
   prefill, decode  the point's own bench row, in ms
+  omega (eval) the finetune point's evaluation time (prefill + decode over the test
+               users, real prompts) over this point's: end to end, but from runs at
+               different moments of a possibly shared machine
   gamma        KV reduction in % against the finetune point of the same dataset,
                template, preset and seed: 100 (1 - sigma / sigma_finetune). It equals
                eval's own gamma for every method but skiplayers, whose eval compares
@@ -26,8 +29,8 @@ import json
 import os
 import sys
 
-COLUMNS = ["method", "Recall@10", "NDCG@10", "Recall@20", "NDCG@20", "omega", "prefill ms", "decode ms", "gamma %",
-           "KV bytes / user"]
+COLUMNS = ["method", "Recall@10", "NDCG@10", "Recall@20", "NDCG@20", "omega", "prefill ms", "decode ms", "omega (eval)",
+           "gamma %", "KV bytes / user"]
 # Row labels of the trained methods, from a point's parameters (a method without one: its name).
 LABELS = {
     "finetune": lambda r: "Finetune",
@@ -70,24 +73,25 @@ def group_key(r):
     return tuple(r.get(k, "") for k in ("dataset", "template", "preset", "seed"))
 
 
-def finetune_sigma(rows):
-    """(dataset, template, preset, seed) -> the plain finetune point's sigma."""
+def finetune_figures(rows):
+    """(dataset, template, preset, seed) -> the plain finetune point's (sigma, eval total ms)."""
     out = {}
     for r in rows:
         if r["method"] == "finetune" and (r.get("policy") or "none") == "none" and num(r, "eval_sigma"):
-            out[group_key(r)] = num(r, "eval_sigma")
+            out[group_key(r)] = (num(r, "eval_sigma"), num(r, "eval_total_ms"))
     return out
 
 
-def table_row(r, sig0):
+def table_row(r, ft):
     if r.get("status", "done") != "done":
-        return [label(r)] + [""] * 8 + ["(%s%s)" % (r.get("status"), ": " + r["note"] if r.get("note") else "")]
-    sigma = num(r, "eval_sigma")
-    base = sig0.get(group_key(r))
+        return [label(r)] + [""] * 9 + ["(%s%s)" % (r.get("status"), ": " + r["note"] if r.get("note") else "")]
+    sigma, ms = num(r, "eval_sigma"), num(r, "eval_total_ms")
+    base, base_ms = ft.get(group_key(r), (None, None))
     gamma = 100.0 * (1.0 - sigma / base) if sigma is not None and base else None
+    omega_eval = base_ms / ms if base_ms and ms else None
     return [label(r), fmt(num(r, "recall@10"), "%.4f"), fmt(num(r, "ndcg@10"), "%.4f"), fmt(num(r, "recall@20"), "%.4f"),
             fmt(num(r, "ndcg@20"), "%.4f"), fmt(num(r, "bench_speedup"), "%.2f"), fmt(num(r, "bench_prefill_ms"), "%.2f"),
-            fmt(num(r, "bench_decode_ms"), "%.2f"), fmt(gamma, "%.1f"), fmt(sigma, "%.0f")]
+            fmt(num(r, "bench_decode_ms"), "%.2f"), fmt(omega_eval, "%.2f"), fmt(gamma, "%.1f"), fmt(sigma, "%.0f")]
 
 
 def order(rows):
@@ -104,29 +108,29 @@ def missing_rows(grid_path, have):
     for p in grid["points"]:
         if p["id"] not in have:
             r = {k: str(v) for k, v in p["params"].items()}
-            out.append([label(r)] + [""] * 8 + ["(not yet run)"])
+            out.append([label(r)] + [""] * 9 + ["(not yet run)"])
     return out
 
 
 def render(rows, extra, title):
-    sig0 = finetune_sigma(rows)
+    ft = finetune_figures(rows)
     lines = ["# %s" % title, "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in order(rows):
-        lines.append("| " + " | ".join(table_row(r, sig0)) + " |")
+        lines.append("| " + " | ".join(table_row(r, ft)) + " |")
     for cells in extra:
         lines.append("| " + " | ".join(cells) + " |")
     mp = [r for r in rows if num(r, "mostpop_recall@10") is not None]
     if mp:
         r = mp[0]
-        lines.append("| MostPop | %s | %s | %s | %s | | | | | |" % tuple(
+        lines.append("| MostPop | %s | %s | %s | %s | | | | | | |" % tuple(
             fmt(num(r, "mostpop_" + k), "%.4f") for k in ("recall@10", "ndcg@10", "recall@20", "ndcg@20")))
     done = [r for r in rows if r.get("status", "done") == "done"]
     if done:
         r = done[0]
         lines += ["", "%s, %s template, %s preset, seed %s, %s split (%s users), beam %s; %s epoch(s) per training. "
                   "omega, prefill and decode: `earnest bench` at %s prompt tokens (batch %s, beam %s, median of %s) "
-                  "against `full` on the same weights in the same run; gamma against the finetune row's KV bytes "
-                  "per user." % (r.get("dataset"), r.get("template"), r.get("preset"), r.get("seed"),
+                  "against `full` on the same weights in the same run; omega (eval) and gamma against the finetune "
+                  "row's evaluation time and KV bytes per user." % (r.get("dataset"), r.get("template"), r.get("preset"), r.get("seed"),
                                  r.get("eval_split"), r.get("n_users"), r.get("beam"), r.get("epochs"),
                                  r.get("prompt_len"), r.get("bench_batch"), r.get("bench_beam"), r.get("bench_reps"))]
     return "\n".join(lines) + "\n"
