@@ -7,7 +7,7 @@
 # NDCG@10/20, omega (bench and eval), the prefill/decode split, gamma, KV bytes per user; the points
 # not finished yet listed as such).
 #
-# The campaign takes about 11 hours on 2 cores (the spec's header has the estimate).
+# The campaign takes about 8 hours on 2 cores (the spec's header has the estimate).
 # Each run gives every unfinished training one max_minutes slice (50 min) and
 # evaluates what is trained, so a run fits a 3-hour session; running this script
 # again continues the campaign (a run killed at any moment loses at most the work

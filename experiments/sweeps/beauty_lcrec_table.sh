@@ -24,13 +24,19 @@
 # item, median 5 items; mean 83.7, 90th percentile 137), AnLLM's bench prompt with 5
 # items. Medians of 5 repetitions.
 #
-# Cost (a 30 s training probe and a 100-user eval probe of the finetune model on the
-# 2-core machine, shared, so indicative): ~1,960 tokens/s of training at 2 threads, an
-# epoch 4.22 M packed tokens = ~36 min; the six trainings ~8.2 h (EARN, skiplayers
-# and POD cost 0.3-0.5 of finetune's, AnLLM ~1.1), 14 test evaluations of 3,553 users
-# ~2.5 h: about 11 hours on 2 cores (22 CPU-hours). max_minutes=50 with 2 jobs: a
-# run gives each unfinished training one 50-minute slice (3 rounds of 2, 2.5 h), so
-# one run fits a 3-hour session and the next run continues (about 4-5 runs in all).
+# Cost, from 30 s training probes and 100-user eval probes of the finetune model on the
+# 2-core machine while others loaded it (load average 5), so indicative: at 1 thread a
+# training runs ~1,200 tokens/s and an epoch is 4.22 M packed tokens = ~59 min; at 2
+# threads under that load ~1,960 tokens/s, and the eval and bench slowed 4-40x
+# (threads spinning at barriers on busy cores), so the campaign runs 2 jobs x 1
+# thread (threads=1: more jobs, not more threads, on a bigger machine). Six trainings of
+# 3 epochs = ~4.9 finetune trainings (EARN 0.49 of finetune's time in the committed tiger
+# sweep; assumed from their shapes: skiplayers ~0.35, POD ~0.45, gist 1, AnLLM ~1.1) = ~14.4 job-hours, ~7.2 h with 2 jobs;
+# 14 test evaluations of 3,553 users at ~0.045 s a user = ~2.6 min each, well under
+# 1 h with the policies' extra work: about 8 hours on 2 cores (16 CPU-hours).
+# max_minutes=50 with 2 jobs: a run gives each unfinished training one 50-minute slice
+# (3 rounds of 2 = 2.5 h), so one run fits a 3-hour session and the next run
+# continues: about 4 runs in all.
 #
 #   experiments/beauty_table.sh      (or: experiments/sweep.sh THIS_FILE --jobs 2)
 name=beauty_lcrec_table
@@ -39,6 +45,7 @@ template=lcrec
 preset=small
 seed=1
 device=cpu
+threads=1
 epochs=3
 max_minutes=50
 train_args="--batch-tokens 1024"
