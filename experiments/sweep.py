@@ -11,7 +11,9 @@
         this sweep only, and (unless --dry-run) writes RESULTS/sweep.json,
         RESULTS/grid.json, RESULTS/points/<id>/params.json and RESULTS/todo.txt.
         Prints the plan on stderr and shell assignments for sweep.sh on stdout.
-    sweep.py env R ID        shell `export` lines of point ID's parameters and paths
+    sweep.py env R ID        shell `export` lines of point ID's parameters and paths, and what
+                             sweep_work.sh runs for its method or policy (method_env: SWEEP_TRAIN_FLAGS,
+                             SWEEP_BENCH_METHODS, SWEEP_BENCH_OWN, SWEEP_BENCH_ON, SWEEP_POLICY_FLAG)
     sweep.py finish R ID --seconds S --threads T
         point.json from params.json + metrics.json (the point command's), atomically
     sweep.py collect R       RESULTS/sweep.csv from every point.json of the grid,
