@@ -11,7 +11,9 @@
         this sweep only, and (unless --dry-run) writes RESULTS/sweep.json,
         RESULTS/grid.json, RESULTS/points/<id>/params.json and RESULTS/todo.txt.
         Prints the plan on stderr and shell assignments for sweep.sh on stdout.
-    sweep.py env R ID        shell `export` lines of point ID's parameters and paths
+    sweep.py env R ID        shell `export` lines of point ID's parameters and paths, and what
+                             sweep_work.sh runs for its method or policy (method_env: SWEEP_TRAIN_FLAGS,
+                             SWEEP_BENCH_METHODS, SWEEP_BENCH_OWN, SWEEP_BENCH_ON, SWEEP_POLICY_FLAG)
     sweep.py finish R ID --seconds S --threads T
         point.json from params.json + metrics.json (the point command's), atomically
     sweep.py collect R       RESULTS/sweep.csv from every point.json of the grid,
@@ -32,8 +34,45 @@ import sys
 US = "\037"
 # The grid axes, in the order of the CSV columns. regs = "P,S" pairs (an
 # alternative to the prefix_regs x suffix_regs product).
-AXES = ["dataset", "template", "preset", "method", "k", "prefix_regs", "suffix_regs", "prompt_len", "seed", "device"]
+AXES = ["dataset", "template", "preset", "method", "k", "prefix_regs", "suffix_regs", "prompt_len", "seed", "device",
+        "keep_layers", "policy"]
 AXIS_INPUTS = AXES + ["regs"]
+# The trained methods (earnest train --method): adding one is one line here. Fields:
+#   k      the EARN split k is a knob (1 <= k < N, default N/4); otherwise k = 0
+#   keep   skiplayers' keep_layers is a knob (1 <= M < N, default N/4: EARN's k, the same prompt compute)
+#   regs   (P, S) when the spec gives none; "any": any pair; "P>=1" / "S>=1": that count is the method's
+#          knob (at least 1) and the other must be 0; "none": no registers (0,0 only)
+#   bench  the method's `earnest bench --method` entry ({P}, {S}, {M}: its knobs) beside `full`
+#   train  its `earnest train` flags beyond the common ones
+#   on     where bench runs it: "model" (the point's weights) or "preset" (random weights of the preset's
+#          N-layer shape and the model's vocabulary: a skiplayers model lacks the layers `full` needs)
+METHODS = {
+    "finetune":   dict(k=False, keep=False, regs=((0, 0), "any"), bench="", on="model",
+                       train="--prefix-regs {P} --suffix-regs {S}"),
+    "earn":       dict(k=True, keep=False, regs=((1, 1), "any"), bench="earn", on="model",
+                       train="--prefix-regs {P} --suffix-regs {S} --k {K}"),
+    "skiplayers": dict(k=False, keep=True, regs=((0, 0), "none"), bench="skiplayers:keep={M}", on="preset",
+                       train="--keep-layers {M}"),
+    "gist":       dict(k=False, keep=False, regs=((0, 1), "S>=1"), bench="gist:tokens={S}", on="model",
+                       train="--suffix-regs {S}"),
+    "anllm":      dict(k=False, keep=False, regs=((0, 0), "none"), bench="anllm{ITEMS}", on="model", train=""),
+    "pod":        dict(k=False, keep=False, regs=((1, 0), "P>=1"), bench="pod:regs={P}{WORDS}", on="model",
+                       train="--prefix-regs {P}"),
+}
+# Training-free policies (policy=NAME[:key=value,...]) on the finetune model of the same dataset, template,
+# preset and seed: KV policies (earnest eval --kv-policy) and prompt policies (--prompt-policy), with
+# their keys (runtime/kvpolicy.h, experiments/promptpolicy.h). earnest checks the values again.
+KV_BUDGET_KEYS = ("budget", "ratio", "tokens")
+POLICIES = {
+    "streaming": ("kv", KV_BUDGET_KEYS + ("sink", "rerotate")), "h2o": ("kv", KV_BUDGET_KEYS + ("recent",)),
+    "snapkv": ("kv", KV_BUDGET_KEYS + ("window", "kernel", "pool")),
+    "pyramidkv": ("kv", KV_BUDGET_KEYS + ("window", "kernel", "pool", "beta")), "tova": ("kv", KV_BUDGET_KEYS),
+    "knorm": ("kv", KV_BUDGET_KEYS), "random": ("kv", KV_BUDGET_KEYS + ("seed",)),
+    "truncate": ("prompt", ("items",)), "selective": ("prompt", ("ratio", "lm")),
+}
+NO_POLICY = "none"
+# Methods whose attention dump-attn cannot show (it does not apply AnLLM's mask): their points skip attn_samples.
+NO_ATTN = {"anllm"}
 # Settings: one value per sweep. hashed = part of every point's parameters (and id).
 SETTINGS = {
     "name": ("name", None, False), "results": ("path", None, False), "data": ("path", None, False),
@@ -41,12 +80,15 @@ SETTINGS = {
     "eval_split": ("choice:test|valid", "test", True), "eval_limit": ("int", 0, True), "beam": ("int", 20, True),
     "bench_reps": ("int", 3, True), "bench_batch": ("int", 1, True), "bench_beam": ("int", 20, True),
     "dtype": ("choice:f32|bf16", "f32", True),
-    "attn_samples": ("int", 0, True), "train_args": ("str", "", True),
+    "attn_samples": ("int", 0, True), "train_args": ("str", "", True), "bench_items": ("int", 0, True),
     "threads": ("int", 0, False), "slurm_limit": ("int", 16, False), "point_cmd": ("str", "", False),
     "hist_buckets": ("str", "1-3 4-5 6-9 10-19 20-", False),
 }
 AXIS_DEFAULTS = {"template": "lcrec", "preset": "small", "method": "earn", "prompt_len": "1024", "seed": "1",
-                 "device": "cpu"}
+                 "device": "cpu", "policy": NO_POLICY}
+# Parameters left out of a point's parameters (and id) at these values, so that the points of sweeps
+# written before they existed keep their ids.
+OMIT_AT = {"dtype": "f32", "bench_items": 0, "policy": NO_POLICY}
 # Layer counts of runtime/preset.c's presets (k must be below N).
 PRESET_LAYERS = {"tiny": 4, "small": 8, "base": 12, "llama2-7b": 32, "qwen2.5-7b": 28}
 # Presets that are benchmarked on random weights only (dataset=none): never trained here.
@@ -54,8 +96,8 @@ BENCH_ONLY_PRESETS = {"llama2-7b", "qwen2.5-7b"}
 # dataset=none: bench-only points (earnest bench on the preset's random weights; no training, no evaluation).
 NO_DATASET = "none"
 MODEL_KEYS = ["dataset", "template", "preset", "method", "k", "prefix_regs", "suffix_regs", "seed", "epochs",
-              "max_minutes", "eval_users", "train_args"]
-EVAL_KEYS = MODEL_KEYS + ["device", "eval_split", "eval_limit", "beam"]
+              "max_minutes", "eval_users", "train_args", "keep_layers"]
+EVAL_KEYS = MODEL_KEYS + ["device", "eval_split", "eval_limit", "beam", "policy"]
 ATTN_KEYS = MODEL_KEYS + ["attn_samples"]
 # Metric columns shown first (others follow in name order).
 METRIC_ORDER = ["status", "note", "n_layers", "recall@1", "recall@5", "recall@10", "recall@20", "ndcg@1", "ndcg@5",
@@ -103,7 +145,8 @@ def check_setting(spec, name, raw):
 
 
 def read_dump(path, spec):
-    """(variables, grid calls) of the spec, as sweep.sh's dump_spec printed them."""
+    """(variables, grid calls) of the spec, as sweep.sh's dump_spec printed them; each grid call is
+    (its line in the spec or None, {axis: values})."""
     variables, grids = {}, []
     with open(path, encoding="utf-8") as f:
         for line in f.read().split("\n"):
@@ -113,20 +156,53 @@ def read_dump(path, spec):
             if parts[0] == "V" and len(parts) == 3:
                 variables[parts[1]] = parts[2]
             elif parts[0] == "G":
+                at, args = None, parts[1:]
+                if args and re.fullmatch(r"@[0-9]+", args[0]):
+                    at, args = int(args[0][1:]), args[1:]
                 g = {}
-                for a in parts[1:]:
+                for a in args:
                     if "=" not in a:
-                        raise SpecError("%s: grid argument %r: expected axis=values" % (spec, a))
+                        raise SpecError("%s: %sgrid argument %r: expected axis=values"
+                                        % (spec, "line %d: " % at if at else "", a))
                     key, val = a.split("=", 1)
                     if key in g:
-                        raise SpecError("%s: grid argument %r: axis %s given twice" % (spec, a, key))
+                        raise SpecError("%s: %sgrid argument %r: axis %s given twice"
+                                        % (spec, "line %d: " % at if at else "", a, key))
                     g[key] = val
-                grids.append(g)
+                grids.append((at, g))
             elif parts[0] == "A":
                 raise SpecError("%s: %s is an array; axes take space-separated values (k=\"1 2 3\")" % (spec, parts[1]))
             else:
                 raise SpecError("%s: cannot read the spec dump line %r" % (spec, line))
     return variables, grids
+
+
+def var_lines(spec):
+    """name -> the line of the spec that last assigns it at the start of a line (for messages)."""
+    lines = {}
+    try:
+        with open(spec, encoding="utf-8", errors="replace") as f:
+            for n, text in enumerate(f, 1):
+                m = re.match(r"\s*(?:export\s+|readonly\s+|declare\s+(?:-\w+\s+)*)?([A-Za-z_][A-Za-z0-9_]*)=", text)
+                if m:
+                    lines[m.group(1)] = n
+    except OSError:
+        pass
+    return lines
+
+
+class Where:
+    """Where a grid call's values come from, for messages: str() is the grid call
+    ("line 12 (grid call 2)"); where(axis) the line that set that axis."""
+
+    def __init__(self, call, origin):
+        self.call, self.origin = call, origin
+
+    def __str__(self):
+        return self.call
+
+    def __call__(self, axis):
+        return self.origin.get(axis, self.call)
 
 
 def split_spec_vars(variables, spec):
@@ -152,19 +228,19 @@ def axis_values(spec, where, name, raw):
     vals = raw.split()
     if not vals:
         raise SpecError("%s: %s: axis %s is empty (an empty grid): give at least one value or leave it out"
-                        % (spec, where, name))
+                        % (spec, where(name), name))
     return vals
 
 
 def check_int(spec, where, name, v, lo, hi):
     if not re.fullmatch(r"[0-9]+", v) or not lo <= int(v) <= hi:
-        raise SpecError("%s: %s: %s=%s: unknown value (an integer in [%d, %d])" % (spec, where, name, v, lo, hi))
+        raise SpecError("%s: %s: %s=%s: unknown value (an integer in [%d, %d])" % (spec, where(name), name, v, lo, hi))
     return int(v)
 
 
 def check_choice(spec, where, name, v, choices):
     if v not in choices:
-        raise SpecError("%s: %s: %s=%s: unknown value (known: %s)" % (spec, where, name, v, ", ".join(choices)))
+        raise SpecError("%s: %s: %s=%s: unknown value (known: %s)" % (spec, where(name), name, v, ", ".join(choices)))
     return v
 
 
@@ -176,14 +252,16 @@ def reg_pairs(spec, where, axes):
             m = re.fullmatch(r"([0-9]+),([0-9]+)", v)
             if not m or int(m.group(1)) > 64 or int(m.group(2)) > 64:
                 raise SpecError("%s: %s: regs=%s: unknown value (pairs P,S of register counts 0..64, e.g. "
-                                "regs=\"1,1 0,1\")" % (spec, where, v))
+                                "regs=\"1,1 0,1\")" % (spec, where("regs"), v))
             pairs.append((int(m.group(1)), int(m.group(2))))
         return pairs
-    if "prefix_regs" in axes or "suffix_regs" in axes:
-        ps = [check_int(spec, where, "prefix_regs", v, 0, 64) for v in axis_values(spec, where, "prefix_regs",
-                                                                                 axes.get("prefix_regs", "1"))]
-        ss = [check_int(spec, where, "suffix_regs", v, 0, 64) for v in axis_values(spec, where, "suffix_regs",
-                                                                                 axes.get("suffix_regs", "1"))]
+    if "prefix_regs" in axes or "suffix_regs" in axes:  # a count left out: None, the method's (method_point)
+        ps = ([check_int(spec, where, "prefix_regs", v, 0, 64) for v in axis_values(spec, where, "prefix_regs",
+                                                                                  axes["prefix_regs"])]
+              if "prefix_regs" in axes else [None])
+        ss = ([check_int(spec, where, "suffix_regs", v, 0, 64) for v in axis_values(spec, where, "suffix_regs",
+                                                                                  axes["suffix_regs"])]
+              if "suffix_regs" in axes else [None])
         return list(itertools.product(ps, ss))
     return None
 
@@ -210,42 +288,117 @@ def merge_axes(spec, where, top, grid):
     return axes
 
 
-def grid_points(spec, where, axes, data_root):
-    """Every point of one grid call (dicts of axis values), k and registers normalised per method."""
-    ds = axis_values(spec, where, "dataset", axes["dataset"])
+def check_policy(spec, where, v):
+    """A policy axis value: none, or NAME[:key=value,...] with NAME and keys known; returned canonical
+    (numbers spelled one way, so that ids do not depend on spelling)."""
+    if v == NO_POLICY:
+        return v
+    name, _, rest = v.partition(":")
+    bad = "%s: %s: policy=%s: " % (spec, where("policy"), v)
+    if name not in POLICIES:
+        raise SpecError(bad + "unknown policy '%s' (KV policies: %s; prompt policies: %s; or none)"
+                        % (name, ", ".join(n for n in POLICIES if POLICIES[n][0] == "kv"),
+                           ", ".join(n for n in POLICIES if POLICIES[n][0] == "prompt")))
+    keys, out = POLICIES[name][1], []
+    for kv in (rest.split(",") if rest else []):
+        key, eq, val = kv.partition("=")
+        if not eq or not key or not val:
+            raise SpecError(bad + "'%s' is not key=value (NAME:key=value,...)" % kv)
+        if key not in keys:
+            raise SpecError(bad + "unknown key '%s' for %s (keys: %s)" % (key, name, ", ".join(keys)))
+        if key in ("lm", "pool"):
+            if not re.fullmatch(r"[A-Za-z0-9_./+-]+", val):
+                raise SpecError(bad + "%s=%s: use letters, digits and _ . / + - only" % (key, val))
+        else:
+            try:
+                x = float(val)
+            except ValueError:
+                raise SpecError(bad + "%s=%s is not a number" % (key, val))
+            if key in ("budget", "ratio") and not ((0 < x <= 1) if key == "budget" else (0 <= x < 1)):
+                raise SpecError(bad + "%s=%s: outside %s" % (key, val, "(0, 1]" if key == "budget" else "[0, 1)"))
+            if key not in ("budget", "ratio", "beta") and (x != int(x) or x < 0):
+                raise SpecError(bad + "%s=%s is not a non-negative integer" % (key, val))
+            val = str(canon_number(x))
+        out.append("%s=%s" % (key, val))
+    return name + (":" + ",".join(out) if out else "")
+
+
+def method_point(spec, where, m, n, p, k, keep, regs, P, S):
+    """(k, keep_layers, P, S) of a point of method m on a preset of n layers, defaults filled in."""
+    info = METHODS[m]
+    k = (max(1, n // 4) if k is None else k) if info["k"] else 0
+    if info["k"] and k >= n:
+        raise SpecError("%s: %s: k=%d: unknown value for preset %s (EARN needs 1 <= k < N = %d layers)"
+                        % (spec, where("k"), k, p, n))
+    keep = (max(1, n // 4) if keep is None else keep) if info["keep"] else 0
+    if info["keep"] and keep >= n:
+        raise SpecError("%s: %s: keep_layers=%d: unknown value for preset %s (skiplayers keeps 1 <= M < N = %d "
+                        "layers)" % (spec, where("keep_layers"), keep, p, n))
+    default, rule = info["regs"]
+    if regs is None:
+        return k, keep, default[0], default[1]
+    # A count the spec left out (prefix_regs or suffix_regs alone): 1 for finetune and EARN (as
+    # before the other methods came), else the method's default.
+    P = P if P is not None else 1 if rule == "any" else default[0]
+    S = S if S is not None else 1 if rule == "any" else default[1]
+    given = [n for n in ("regs", "prefix_regs", "suffix_regs") if n in where.origin] or ["regs"]
+    rw = ", ".join(sorted({where(n) for n in given}))
+    if rule == "none" and (P or S):
+        raise SpecError("%s: %s: method=%s with prefix_regs=%d suffix_regs=%d: %s takes no registers (0,0 or leave "
+                        "them out)" % (spec, rw, m, P, S, m))
+    if rule == "S>=1" and (S < 1 or P):
+        raise SpecError("%s: %s: method=%s with prefix_regs=%d suffix_regs=%d: its knob is suffix_regs, the %s "
+                        "tokens (at least 1), with no prefix registers" % (spec, rw, m, P, S, m))
+    if rule == "P>=1" and (P < 1 or S):
+        raise SpecError("%s: %s: method=%s with prefix_regs=%d suffix_regs=%d: its knob is prefix_regs, the "
+                        "soft-prompt vectors (at least 1), with no suffix registers" % (spec, rw, m, P, S))
+    return k, keep, P, S
+
+
+def check_datasets(spec, where, ds, data_root):
     for d in ds:
         if d == NO_DATASET:
             continue
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", d):
-            raise SpecError("%s: %s: dataset=%s: unknown value (a dataset name)" % (spec, where, d))
+            raise SpecError("%s: %s: dataset=%s: unknown value (a dataset name)" % (spec, where("dataset"), d))
         if not os.path.isfile(os.path.join(data_root, d, "meta.json")):
             raise SpecError("%s: %s: dataset=%s: unknown value: no prepared dataset %s/%s/meta.json (make -f "
-                            "Makefile.data %s DATA=%s, or set data=DIR)" % (spec, where, d, data_root, d, d, data_root))
+                            "Makefile.data %s DATA=%s, or set data=DIR)" % (spec, where("dataset"), d, data_root, d, d,
+                                                                            data_root))
+
+
+def grid_points(spec, where, axes, data_root):
+    """Every point of one grid call (dicts of axis values), k and registers normalised per method."""
+    ds = axis_values(spec, where, "dataset", axes["dataset"])
+    check_datasets(spec, where, ds, data_root)
     tm = [check_choice(spec, where, "template", v, ["lcrec", "tiger"]) for v in axis_values(spec, where, "template", axes["template"])]
     pr = [check_choice(spec, where, "preset", v, sorted(PRESET_LAYERS)) for v in axis_values(spec, where, "preset", axes["preset"])]
-    me = [check_choice(spec, where, "method", v, ["finetune", "earn"]) for v in axis_values(spec, where, "method", axes["method"])]
+    me = [check_choice(spec, where, "method", v, list(METHODS)) for v in axis_values(spec, where, "method", axes["method"])]
     ks = [check_int(spec, where, "k", v, 1, 4096) for v in axis_values(spec, where, "k", axes["k"])] if "k" in axes else [None]
+    kl = ([check_int(spec, where, "keep_layers", v, 1, 4096) for v in axis_values(spec, where, "keep_layers", axes["keep_layers"])]
+          if "keep_layers" in axes else [None])
     ls = [check_int(spec, where, "prompt_len", v, 1, 65536) for v in axis_values(spec, where, "prompt_len", axes["prompt_len"])]
     se = [check_int(spec, where, "seed", v, 0, 1 << 30) for v in axis_values(spec, where, "seed", axes["seed"])]
     dv = [check_choice(spec, where, "device", v, ["cpu", "cuda"]) for v in axis_values(spec, where, "device", axes["device"])]
+    po = [check_policy(spec, where, v) for v in axis_values(spec, where, "policy", axes["policy"])]
     regs = reg_pairs(spec, where, axes)
     out = []
-    for d, t, p, m, k, (P, S), L, s, dev in itertools.product(ds, tm, pr, me, ks, regs or [(None, None)], ls, se, dv):
+    for d, t, p, m, k, keep, (P, S), L, s, dev, pol in itertools.product(
+            ds, tm, pr, me, ks, kl, regs or [(None, None)], ls, se, dv, po):
         n = PRESET_LAYERS[p]
         if p in BENCH_ONLY_PRESETS and d != NO_DATASET:
             raise SpecError("%s: %s: preset=%s: unknown value with dataset=%s (the 7B shapes are benchmarked on random "
-                            "weights only: dataset=none)" % (spec, where, p, d))
-        if m == "finetune":
-            k = 0
-            P, S = (0, 0) if regs is None else (P, S)
-        else:
-            k = max(1, n // 4) if k is None else k
-            if k >= n:
-                raise SpecError("%s: %s: k=%d: unknown value for preset %s (EARN needs 1 <= k < N = %d layers)"
-                                % (spec, where, k, p, n))
-            P, S = (1, 1) if regs is None else (P, S)
-        out.append(dict(dataset=d, template=t, preset=p, method=m, k=k, prefix_regs=P, suffix_regs=S,
-                        prompt_len=L, seed=s, device=dev))
+                            "weights only: dataset=none)" % (spec, where("preset"), p, d))
+        if pol != NO_POLICY and m != "finetune":
+            raise SpecError("%s: %s: policy=%s with method=%s: a training-free policy runs on the finetune model "
+                            "(method=finetune policy=...)" % (spec, where, pol, m))
+        k1, keep1, P1, S1 = method_point(spec, where, m, n, p, k, keep, regs, P, S)
+        pt = dict(dataset=d, template=t, preset=p, method=m, k=k1, prefix_regs=P1, suffix_regs=S1,
+                  prompt_len=L, seed=s, device=dev)
+        if METHODS[m]["keep"]:
+            pt["keep_layers"] = keep1  # only skiplayers has it: the other points keep their ids
+        pt["policy"] = pol
+        out.append(pt)
     return out
 
 
@@ -257,15 +410,23 @@ def regs_tag(p):
     return "-r%d.%d" % (p["prefix_regs"], p["suffix_regs"]) if p["method"] == "earn" or p["prefix_regs"] or p["suffix_regs"] else ""
 
 
+def policy_tag(p):
+    """The policy in an id: its spec with everything but letters, digits and dots as '-' (40 characters at most)."""
+    pol = p.get("policy", NO_POLICY)
+    return "" if pol == NO_POLICY else "-" + re.sub(r"[^A-Za-z0-9.]+", "-", pol).strip("-")[:40]
+
+
 def identify(p):
-    """The point's id, its model's id, its evaluation's and its attention analysis' (stable: from the parameters)."""
-    head = "%s-%s-%s%s%s" % (p["dataset"], p["preset"], p["method"], "-k%d" % p["k"] if p["method"] == "earn" else "",
-                             regs_tag(p))
-    pid = "%s-L%d-s%d%s-%s" % (head, p["prompt_len"], p["seed"], "-cuda" if p["device"] == "cuda" else "", short_hash(p))
-    mkeys = {k: p[k] for k in MODEL_KEYS}
+    """The point's id, its model's id, its evaluation's and its attention analysis' (stable: from the parameters).
+    A policy point's model is the finetune model of the same parameters (its id leaves the policy out)."""
+    head = "%s-%s-%s%s%s%s" % (p["dataset"], p["preset"], p["method"], "-k%d" % p["k"] if p["method"] == "earn" else "",
+                               "-m%d" % p["keep_layers"] if "keep_layers" in p else "", regs_tag(p))
+    pid = "%s%s-L%d-s%d%s-%s" % (head, policy_tag(p), p["prompt_len"], p["seed"],
+                                 "-cuda" if p["device"] == "cuda" else "", short_hash(p))
+    mkeys = {k: p[k] for k in MODEL_KEYS if k in p}
     mid = "%s-%s-s%d-%s" % (head, p["template"], p["seed"], short_hash(mkeys))
-    eid = "%s-%s-%s" % (mid, p["device"], short_hash({k: p[k] for k in EVAL_KEYS}))
-    aid = "%s-a%d-%s" % (mid, p["attn_samples"], short_hash({k: p[k] for k in ATTN_KEYS}))
+    eid = "%s-%s-%s" % (mid, p["device"], short_hash({k: p[k] for k in EVAL_KEYS if k in p}))
+    aid = "%s-a%d-%s" % (mid, p["attn_samples"], short_hash({k: p[k] for k in ATTN_KEYS if k in p}))
     return pid, mid, eid, aid
 
 
@@ -273,15 +434,28 @@ def expand(spec, variables, grids, data_root):
     """(settings, [point records]) in grid order, duplicates removed."""
     top, settings = split_spec_vars(variables, spec)
     hashed = {k: settings[k] for k, (_, _, h) in SETTINGS.items() if h}
-    if hashed["dtype"] == "f32":
-        del hashed["dtype"]  # the default stays out of the parameters: points of earlier sweeps keep their ids
-    calls = grids if grids else [{}]
+    for k, v in OMIT_AT.items():
+        if hashed.get(k) == v:
+            del hashed[k]  # the default stays out of the parameters: points of earlier sweeps keep their ids
+    at = var_lines(spec)
+    top_origin = {name: "line %d" % at[name] if name in at else "top level" for name in top}
+    calls = grids if grids else [(None, {})]
     points, seen = [], set()
-    for i, g in enumerate(calls):
-        where = "grid call %d" % (i + 1) if grids else "top-level axes"
+    for i, (line, g) in enumerate(calls):
+        call = ("line %d (grid call %d)" % (line, i + 1) if line else "grid call %d" % (i + 1)) if grids else "top-level axes"
+        origin = dict(top_origin)
+        origin.update({name: call for name in g})
+        if "regs" in g or "prefix_regs" in g or "suffix_regs" in g:
+            for name in ("regs", "prefix_regs", "suffix_regs"):
+                if name not in g:
+                    origin.pop(name, None)
+        where = Where(call, origin)
         axes = merge_axes(spec, where, top, g)
         for ax in grid_points(spec, where, axes, data_root):
             params = dict(ax, **hashed)
+            for k, v in OMIT_AT.items():
+                if params.get(k) == v:
+                    del params[k]
             if params.get("dtype") == "bf16" and params["device"] != "cuda":
                 raise SpecError("%s: %s: dtype=bf16 with device=%s: the CPU runtime computes in f32 only"
                                 % (spec, where, params["device"]))
@@ -378,9 +552,11 @@ def print_plan(points, done, settings, results, jobs, threads, mode):
                           "slurm: array of %d task(s), at most %d at once, %d cpu(s) each" % (len(todo), jobs, threads)))
     for p in points:
         q = p["params"]
-        err.write("  %-4s %s  (model %s; %s %s %s k=%d regs=%d,%d L=%d seed=%d %s)\n"
+        extra = "".join(" %s=%s" % (key, q[key]) for key in ("keep_layers", "policy") if key in q)
+        err.write("  %-4s %s  (model %s; %s %s %s k=%d regs=%d,%d%s L=%d seed=%d %s)\n"
                   % ("done" if p["id"] in done else "todo", p["id"], p["model_id"], q["dataset"], q["preset"],
-                     q["method"], q["k"], q["prefix_regs"], q["suffix_regs"], q["prompt_len"], q["seed"], q["device"]))
+                     q["method"], q["k"], q["prefix_regs"], q["suffix_regs"], extra, q["prompt_len"], q["seed"],
+                     q["device"]))
     shared = sum(1 for ids in models.values() if len(ids) > 1)
     if shared:
         err.write("  %d model(s) shared by several points (trained once)\n" % shared)
@@ -464,6 +640,24 @@ def point_record(results, pid):
         die("%s: %s (is %s a point of the sweep in %s?)" % (path, ex, pid, results), 1)
 
 
+def method_env(p):
+    """What sweep_work.sh runs for point p, from the METHODS and POLICIES tables:
+    SWEEP_TRAIN_FLAGS (earnest train's method flags), SWEEP_BENCH_METHODS (earnest bench --method: full, then
+    the point's own entry unless it is full), SWEEP_BENCH_OWN (the bench CSV's method column of the point's
+    own row), SWEEP_BENCH_ON (model|preset), SWEEP_POLICY_FLAG (--kv-policy, --prompt-policy or empty)."""
+    info = METHODS[p["method"]]
+    f = dict(P=p["prefix_regs"], S=p["suffix_regs"], K=p["k"], M=p.get("keep_layers", 0),
+             ITEMS=":items=%d" % p["bench_items"] if p.get("bench_items") else "",
+             WORDS=",words=0" if p["template"] == "tiger" else "")
+    pol = p.get("policy", NO_POLICY)
+    own = pol if pol != NO_POLICY else info["bench"].format(**f)
+    return dict(SWEEP_TRAIN_FLAGS=info["train"].format(**f),
+                SWEEP_BENCH_METHODS="full," + own if own else "full",
+                SWEEP_BENCH_OWN=(own or "full").split(":")[0],
+                SWEEP_BENCH_ON=info["on"], SWEEP_ATTN_OK=int(p["method"] not in NO_ATTN),
+                SWEEP_POLICY_FLAG="" if pol == NO_POLICY else "--%s-policy" % POLICIES[pol.split(":")[0]][0])
+
+
 def cmd_env(a):
     results, pid = os.path.abspath(a["args"][0]), a["args"][1]
     meta = load_json(os.path.join(results, "sweep.json"))
@@ -477,8 +671,10 @@ def cmd_env(a):
                SWEEP_DATA=os.path.join(meta["data"], p["dataset"]), SWEEP_EARNEST=meta["earnest"],
                SWEEP_SRC=meta["src"], SWEEP_POINT_CMD=meta["point_cmd"], SWEEP_HIST_BUCKETS=meta["hist_buckets"],
                SWEEP_N_LAYERS=PRESET_LAYERS[p["preset"]])
+    env.update(SWEEP_KEEP_LAYERS=0, SWEEP_POLICY=NO_POLICY, SWEEP_BENCH_ITEMS=0)  # absent from older points
     for k, v in p.items():
         env["SWEEP_" + k.upper()] = v
+    env.update(method_env(p))
     for k, v in env.items():
         print("export %s=%s" % (k, shlex.quote(str(v))))
 
@@ -523,7 +719,9 @@ def cmd_collect(a):
             f = os.path.join(results, "points", p["id"], "point.json")
             if os.path.exists(f):
                 rows.append(load_json(f))
-        params = list(grid["points"][0]["params"]) if grid["points"] else []
+        params = []  # every point's parameters, first seen first (a skiplayers point adds keep_layers, ...)
+        for p in grid["points"]:
+            params += [k for k in p["params"] if k not in params]
         keys = set().union(*[r["metrics"] for r in rows]) if rows else set()
         metrics = [k for k in METRIC_ORDER if k in keys] + sorted(keys - set(METRIC_ORDER))
         lines = [",".join(["id", "sweep", "model_id"] + params + metrics)]

@@ -69,7 +69,7 @@ spec=$(cd "$(dirname "$spec")" && pwd)/$(basename "$spec")
 # The spec, sourced in a clean shell: every variable it sets and every `grid` call.
 dump_spec() {
     env -i PATH="$PATH" HOME="${HOME:-/}" bash --norc --noprofile -c '
-        grid() { local a; { printf G; for a in "$@"; do printf "\037%s" "$a"; done; printf "\n"; } >&3; }
+        grid() { local a; { printf "G\037@%s" "${BASH_LINENO[0]}"; for a in "$@"; do printf "\037%s" "$a"; done; printf "\n"; } >&3; }
         __before=" $(compgen -v | tr "\n" " ") "
         source "$1" 3>&1 >&2 || { echo "sweep: $1: sourcing the spec failed (status $?)" >&2; exit 2; }
         for __v in $(compgen -v); do
@@ -144,7 +144,8 @@ if [ "$mode" = local ]; then
     fi
     mkdir -p "$RESULTS/logs"
     # SWEEP_RUNNER_PID: a worker whose runner is gone (even by SIGKILL) stops its point
-    SWEEP_RUNNER_PID=$$ SWEEP_THREADS=$THREADS "${cmd[@]}" || true  # failed points are reported below
+    # SWEEP_RUN_ID: this run; a training cut by max_minutes gets one slice per run, whichever point continues it
+    SWEEP_RUN_ID=$stamp SWEEP_RUNNER_PID=$$ SWEEP_THREADS=$THREADS "${cmd[@]}" || true  # failed points are reported below
     report
     exit
 fi
@@ -162,6 +163,7 @@ write_sbatch() { # write_sbatch IDS_FILE
     printf 'set -euo pipefail\n'
     printf 'id=$(sed -n "${SLURM_ARRAY_TASK_ID}p" %q)\n' "$1"
     printf 'export SWEEP_THREADS=${SLURM_CPUS_PER_TASK:-%d}\n' "$THREADS"
+    printf 'export SWEEP_RUN_ID=%q\n' "$stamp"
     printf 'exec bash %q %q "$id"\n' "$SRC/experiments/sweep_point.sh" "$RESULTS"
 }
 if [ "$dry" = 1 ]; then

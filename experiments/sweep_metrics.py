@@ -10,15 +10,21 @@
         compared as strings). The overall figures must equal the eval JSON's,
         which checks that the two computations agree.
     sweep_metrics.py point --model DIR --eval E.json --buckets B.json --bench B.csv
-                           [--attn A.csv] --method M --k K --n-layers N --out metrics.json
+                           [--attn A.csv] --method M [--own NAME] [--keep-layers M] --k K --n-layers N
+                           --out metrics.json
         One flat JSON object: training summary (train_*), evaluation (recall@K,
-        ndcg@K, mostpop_*, eval_* efficiency), buckets (hist<lo>-<hi>_*), bench
-        (bench_*: this method's row against the full row on the same weights, with
-        the closed forms closed_speedup = N/k and closed_kv_reduction = (N-k)/N),
+        ndcg@K, mostpop_*, eval_* efficiency: prefill/decode ms, tau, sigma, gamma,
+        omega, and a policy's name and kept history items), buckets
+        (hist<lo>-<hi>_*), bench (bench_*: the point's own row, the bench CSV's
+        method column NAME (default: earn for EARN, else full), against the full
+        row on the same weights, with the closed forms closed_speedup = N/k and
+        closed_kv_reduction = (N-k)/N for EARN, N/M and (N-M)/N for skiplayers,
+        1 and 0 for finetune, null for the others),
         attention (attn_*, decision row, head means: the mean over the layers that
         see the prompt; for EARN the layers >= k see only registers, so their
         figures are degenerate by construction and left out, as null).
-    sweep_metrics.py bench --bench B.csv --method M --k K --n-layers N --out metrics.json
+    sweep_metrics.py bench --bench B.csv --method M [--own NAME] [--keep-layers M] --k K --n-layers N
+                           --out metrics.json
         A bench-only point (dataset=none, experiments/sweep_bench.sh): the bench_*
         and closed_* figures above, plus the device, dtype and the prefill's share
         of the matrix-product ceiling measured in the same run.
@@ -162,16 +168,46 @@ def eval_metrics(path):
     m["n_users"] = ev["n_users"]
     for k, v in ev.get("mostpop", {}).items():
         m["mostpop_" + k] = v
-    for k in ("prefill_ms", "decode_ms", "total_ms", "tau", "gamma", "sigma", "prompt_tokens"):
+    for k in ("prefill_ms", "decode_ms", "total_ms", "tau", "gamma", "sigma", "sigma_full", "omega", "prompt_tokens",
+              "prompt_policy_ms"):
         if k in ev.get("efficiency", {}):
             m["eval_" + k] = ev["efficiency"][k]
+    for kind in ("kv_policy", "prompt_policy"):  # a policy point's: which policy ran, and what it kept
+        pol = ev.get(kind) or {}
+        if pol.get("name", "none") != "none":
+            m["eval_%s" % kind] = pol.get("spec", pol["name"])
+            for k in ("history_items", "history_items_kept"):
+                if k in pol:
+                    m["eval_" + k] = pol[k]
     return m
 
 
-def bench_metrics(path, method, k, n):
+def own_name(a):
+    """The bench CSV's method column of the point's own row."""
+    return a.get("--own") or ("earn" if a["--method"] == "earn" else "full")
+
+
+def closed_forms(method, k, keep, n, own_method):
+    """(speedup, KV reduction) in closed form where the method has one (EARN, skiplayers, finetune without a
+    policy)."""
+    if own_method not in ("full", "earn", "skiplayers"):
+        return None, None
+    if method == "earn":
+        return n / k, (n - k) / n
+    if method == "skiplayers" and keep:
+        return n / keep, (n - keep) / n
+    if method == "finetune":
+        return 1.0, 0.0
+    return None, None
+
+
+def bench_metrics(path, method, k, n, own_method="", keep=0):
     rows = list(csv.DictReader(open(path, encoding="utf-8")))
     full = next(r for r in rows if r["method"] == "full")
-    own = next(r for r in rows if r["method"] == ("earn" if method == "earn" else "full"))
+    own_method = own_method or ("earn" if method == "earn" else "full")
+    own = next((r for r in rows if r["method"] == own_method), None)
+    if own is None:
+        raise KeyError("%s: no row with method %s (rows: %s)" % (path, own_method, ", ".join(r["method"] for r in rows)))
     m = {"bench_prompt_len": int(own["prompt_len"]), "bench_threads": int(own["threads"])}
     for key in ("prefill_ms", "decode_ms", "total_ms"):
         m["bench_" + key] = float(own[key])
@@ -181,8 +217,10 @@ def bench_metrics(path, method, k, n):
     m["bench_speedup"] = float(own["speedup"])
     m["bench_prefill_speedup"] = float(full["prefill_ms"]) / float(own["prefill_ms"])
     m["bench_kv_reduction"] = float(own["kv_reduction"])
-    m["closed_speedup"] = n / k if method == "earn" else 1.0
-    m["closed_kv_reduction"] = (n - k) / n if method == "earn" else 0.0
+    for key in ("tau", "sigma"):  # the policy-era columns (absent from older benches)
+        if own.get(key) not in (None, ""):
+            m["bench_" + key] = float(own[key])
+    m["closed_speedup"], m["closed_kv_reduction"] = closed_forms(method, k, keep, n, own_method)
     return m
 
 
@@ -208,7 +246,7 @@ def cmd_point(a):
     m.update(train_metrics(a["--model"]))
     m.update(eval_metrics(a["--eval"]))
     m.update(json.load(open(a["--buckets"], encoding="utf-8")))
-    m.update(bench_metrics(a["--bench"], a["--method"], k, n))
+    m.update(bench_metrics(a["--bench"], a["--method"], k, n, own_name(a), int(a.get("--keep-layers") or 0)))
     if a.get("--attn"):
         m.update(attn_metrics(a["--attn"], a["--method"], k, n))
         if a["--method"] == "earn":
@@ -219,9 +257,9 @@ def cmd_point(a):
 def cmd_bench(a):
     k, n = int(a["--k"]), int(a["--n-layers"])
     m = {"status": "done", "n_layers": n}
-    m.update(bench_metrics(a["--bench"], a["--method"], k, n))
+    m.update(bench_metrics(a["--bench"], a["--method"], k, n, own_name(a), int(a.get("--keep-layers") or 0)))
     rows = list(csv.DictReader(open(a["--bench"], encoding="utf-8")))
-    own = next(r for r in rows if r["method"] == ("earn" if a["--method"] == "earn" else "full"))
+    own = next(r for r in rows if r["method"] == own_name(a))
     m["bench_device"] = own["device"]
     m["bench_dtype"] = own.get("dtype", "f32")
     m["bench_prefill_vs_gemm"] = float(own["prefill_vs_sgemm"])

@@ -4,19 +4,29 @@
 # `experiments/sweep.py env`). One point = a model, its evaluation, a benchmark,
 # optionally an attention analysis:
 #
-#   model  RESULTS/models/MODEL_ID/ (earnest train), shared by every point with the
-#          same training parameters: trained once under RESULTS/locks/MODEL_ID.lock;
+#   model  RESULTS/models/MODEL_ID/ (earnest train --method M with the method's flags,
+#          SWEEP_TRAIN_FLAGS from sweep.py's METHODS table), shared by every point with the
+#          same training parameters (a policy point uses the finetune model of its
+#          dataset, template, preset and seed): trained once under RESULTS/locks/MODEL_ID.lock;
 #          a finished one (summary.json says completed or early_stop) is reused; one
 #          that was killed, or cut by max_minutes (a time slice per run: summary.json
 #          says time_limit), is continued with --resume. A cut training leaves the
 #          point unfinished (exit status 75, no metrics): the next run of the sweep
-#          continues it, so max_minutes bounds each run, not the training
+#          continues it, so max_minutes bounds each run, not the training. The slice
+#          is per model and run (SWEEP_RUN_ID): when a point finds its model cut
+#          earlier in the same run (another point sharing it, e.g. a policy point on
+#          the finetune model), it leaves it for the next run (exit 75) instead of
+#          training it a second slice
 #   eval   RESULTS/evals/EVAL_ID/{eval.json,rankings.tsv,buckets.json} (shared the same
-#          way): Recall/NDCG@K on the split, then the same figures by history-length
-#          bucket (experiments/sweep_metrics.py buckets)
-#   attn   RESULTS/attn/ATTN_ID/{attn.h5,attn.csv} when attn_samples > 0 (shared)
-#   bench  bench.csv of this point: full vs EARN on the model's weights at the
-#          point's prompt length (finetune: full only)
+#          way, under RESULTS/locks/EVAL_ID.lock): Recall/NDCG@K on the split (a policy
+#          point: with --kv-policy or --prompt-policy), then the same figures by
+#          history-length bucket (experiments/sweep_metrics.py buckets)
+#   attn   RESULTS/attn/ATTN_ID/{attn.h5,attn.csv} when attn_samples > 0 (shared; not for
+#          AnLLM, whose mask dump-attn does not apply)
+#   bench  bench.csv of this point: full vs the point's own method or policy
+#          (SWEEP_BENCH_METHODS; finetune: full only) at the point's prompt length, on the
+#          model's weights, or for skiplayers on random weights of the preset's N-layer
+#          shape with the model's vocabulary (its model has only the kept layers)
 #   then   metrics.json (experiments/sweep_metrics.py point), which sweep_point.sh
 #          turns into point.json.
 # A point with dataset=none is bench-only: experiments/sweep_bench.sh does it.
@@ -41,18 +51,19 @@ if [ "$SWEEP_METHOD" = earn ] && [ "$SWEEP_SUFFIX_REGS" = 0 ]; then
 fi
 
 mkdir -p "$R/models" "$R/evals" "$R/attn" "$R/locks"
-# The shared work below: one point at a time per model (earnest's own output locks
-# would make a second trainer fail; this one waits, then finds the model trained).
+# The shared work below: one point at a time per model, evaluation and attention
+# analysis (earnest's own output locks would make a second trainer fail; this one
+# waits, then finds the work done).
 exec 8>"$R/locks/$SWEEP_MODEL_ID.lock"
 flock 8
 M=$SWEEP_MODEL_DIR
 
 train_model() {
     local args=(--data "$SWEEP_DATA" --preset "$SWEEP_PRESET" --method "$SWEEP_METHOD" --template "$SWEEP_TEMPLATE"
-                --prefix-regs "$SWEEP_PREFIX_REGS" --suffix-regs "$SWEEP_SUFFIX_REGS" --epochs "$SWEEP_EPOCHS"
-                --seed "$SWEEP_SEED" --threads "$T" --eval-users "$SWEEP_EVAL_USERS" --beam "$SWEEP_BEAM"
-                --out "$M" --quiet)
-    [ "$SWEEP_METHOD" = finetune ] || args+=(--k "$SWEEP_K")
+                --epochs "$SWEEP_EPOCHS" --seed "$SWEEP_SEED" --threads "$T" --eval-users "$SWEEP_EVAL_USERS"
+                --beam "$SWEEP_BEAM" --out "$M" --quiet)
+    # shellcheck disable=SC2206 # the method's flags (sweep.py's METHODS table): a word list by design
+    args+=($SWEEP_TRAIN_FLAGS)
     [ "$SWEEP_MAX_MINUTES" = 0 ] || args+=(--max-minutes "$SWEEP_MAX_MINUTES")
     # shellcheck disable=SC2206 # train_args is a word list by design
     [ -z "$SWEEP_TRAIN_ARGS" ] || args+=($SWEEP_TRAIN_ARGS)
@@ -64,15 +75,26 @@ train_model() {
         || { tail -n 5 "$R/models/$SWEEP_MODEL_ID.train.log"; return 1; }
 }
 stopped() { "$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["stopped"])' "$M/summary.json" 2>/dev/null || echo none; }
+CUT=$R/models/$SWEEP_MODEL_ID.cut-in-run   # the run whose slice cut this model last
+run=${SWEEP_RUN_ID:-}
 case "$(stopped)" in
     completed|early_stop) say "model $SWEEP_MODEL_ID: trained already, reused" ;;
+    time_limit)
+        if [ -n "$run" ] && [ "$(cat "$CUT" 2>/dev/null)" = "$run" ]; then
+            say "training cut by max_minutes=$SWEEP_MAX_MINUTES: its slice of this run is spent (another point of" \
+                "model $SWEEP_MODEL_ID had it); the point stays unfinished; run the sweep again to continue it"
+            exit 75
+        fi
+        train_model ;;
     *) train_model ;;
 esac
 if [ "$(stopped)" = time_limit ]; then
+    [ -z "$run" ] || { echo "$run" > "$CUT.tmp" && mv "$CUT.tmp" "$CUT"; }
     say "training cut by max_minutes=$SWEEP_MAX_MINUTES: the point stays unfinished; run the sweep again to continue it"
     exit 75
 fi
 [ -f "$M/config.json" ] && [ -f "$M/model.safetensors" ] || { say "no model in $M after training"; exit 1; }
+flock -u 8   # the model is final now (a finished training is never continued): the evaluations may run side by side
 ln -sfn "../../models/$SWEEP_MODEL_ID" model
 
 # The evaluation and the attention analysis belong to the weights they were made
@@ -83,6 +105,8 @@ current() { [ "$(cat "$1/model.sha1" 2>/dev/null)" = "$stamp" ]; }
 mark() { echo "$stamp" > "$1/model.sha1.tmp" && mv "$1/model.sha1.tmp" "$1/model.sha1"; }
 EV=$SWEEP_EVAL_DIR
 mkdir -p "$EV"
+exec 8>"$R/locks/$SWEEP_EVAL_ID.lock"
+flock 8
 if current "$EV"; then
     say "eval $SWEEP_EVAL_ID: done already on these weights, reused"
 else
@@ -90,17 +114,26 @@ else
     args=(--model "$M" --data "$SWEEP_DATA" --split "$SWEEP_EVAL_SPLIT" --beam "$SWEEP_BEAM" --threads "$T"
           --device "$SWEEP_DEVICE" --out "$EV/eval.json" --rankings "$EV/rankings.tsv")
     [ "$SWEEP_EVAL_LIMIT" = 0 ] || args+=(--limit-users "$SWEEP_EVAL_LIMIT")
+    [ -z "$SWEEP_POLICY_FLAG" ] || args+=("$SWEEP_POLICY_FLAG" "$SWEEP_POLICY")
     say "eval: earnest eval ${args[*]}"
     "$E" eval "${args[@]}"
     "$PY" "$METRICS" buckets --data "$SWEEP_DATA" --split "$SWEEP_EVAL_SPLIT" --rankings "$EV/rankings.tsv" \
         --eval "$EV/eval.json" --buckets "$SWEEP_HIST_BUCKETS" --out "$EV/buckets.json"
     mark "$EV"
 fi
+flock -u 8
 ln -sfn "../../evals/$SWEEP_EVAL_ID/eval.json" eval.json
 
-if [ "$SWEEP_ATTN_SAMPLES" != 0 ]; then
+attn=$SWEEP_ATTN_SAMPLES
+if [ "$attn" != 0 ] && [ "$SWEEP_ATTN_OK" = 0 ]; then
+    say "attention: skipped ($SWEEP_METHOD: dump-attn does not apply its mask)"
+    attn=0
+fi
+if [ "$attn" != 0 ]; then
     A=$SWEEP_ATTN_DIR
     mkdir -p "$A"
+    exec 8>"$R/locks/$SWEEP_ATTN_ID.lock"
+    flock 8
     if ! current "$A"; then
         rm -f "$A/model.sha1"
         say "attention: dump-attn --samples $SWEEP_ATTN_SAMPLES, analyze"
@@ -109,21 +142,26 @@ if [ "$SWEEP_ATTN_SAMPLES" != 0 ]; then
         "$E" analyze "$A/attn.h5" --out "$A/attn.csv" > "$A/attn.summary.txt"
         mark "$A"
     fi
+    flock -u 8
     ln -sfn "../../attn/$SWEEP_ATTN_ID/attn.csv" attn.csv
 fi
-flock -u 8
 
-methods=full
-[ "$SWEEP_METHOD" = finetune ] || methods=full,earn
-args=(--model "$M" --method "$methods" --prompt-len "$SWEEP_PROMPT_LEN" --batch "$SWEEP_BENCH_BATCH"
-      --beam "$SWEEP_BENCH_BEAM" --reps "$SWEEP_BENCH_REPS" --threads "$T" --device "$SWEEP_DEVICE"
-      --dtype "${SWEEP_DTYPE:-f32}" --out bench.csv)
-[ "$SWEEP_METHOD" = finetune ] ||
+if [ "$SWEEP_BENCH_ON" = preset ]; then   # skiplayers: full must have the preset's N layers
+    vocab=$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["vocab_size"])' "$M/config.json")
+    args=(--preset "$SWEEP_PRESET" --vocab "$vocab" --seed "$SWEEP_SEED")
+else
+    args=(--model "$M")
+fi
+args+=(--method "$SWEEP_BENCH_METHODS" --prompt-len "$SWEEP_PROMPT_LEN" --batch "$SWEEP_BENCH_BATCH"
+       --beam "$SWEEP_BENCH_BEAM" --reps "$SWEEP_BENCH_REPS" --threads "$T" --device "$SWEEP_DEVICE"
+       --dtype "${SWEEP_DTYPE:-f32}" --out bench.csv)
+[ "$SWEEP_METHOD" != earn ] ||
     args+=(--k "$SWEEP_K" --prefix-regs "$SWEEP_PREFIX_REGS" --suffix-regs "$SWEEP_SUFFIX_REGS")
 say "bench: earnest bench ${args[*]}"
 "$E" bench "${args[@]}" > bench.txt
 
 "$PY" "$METRICS" point --model "$M" --eval "$EV/eval.json" --buckets "$EV/buckets.json" --bench bench.csv \
-    --attn "$([ "$SWEEP_ATTN_SAMPLES" = 0 ] || echo "$SWEEP_ATTN_DIR/attn.csv")" --method "$SWEEP_METHOD" \
-    --k "$SWEEP_K" --n-layers "$SWEEP_N_LAYERS" --out metrics.json
+    --attn "$([ "$attn" = 0 ] || echo "$SWEEP_ATTN_DIR/attn.csv")" --method "$SWEEP_METHOD" \
+    --own "$SWEEP_BENCH_OWN" --keep-layers "$SWEEP_KEEP_LAYERS" --k "$SWEEP_K" --n-layers "$SWEEP_N_LAYERS" \
+    --out metrics.json
 say "metrics.json written"

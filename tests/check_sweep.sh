@@ -9,6 +9,10 @@
 # cores), --dry-run (local and --slurm) writes nothing, and bad input (unknown
 # axis or value, empty grid, device without a runtime, a results folder holding
 # another sweep's points) fails with a clear message before anything runs.
+# The baselines' points: every trained method and policy points on the finetune
+# model get the method's flags and bench entries, the policy points share the
+# finetune model; bad method/policy combinations are refused naming the spec line;
+# the committed beauty sweep's point and model ids are unchanged.
 set -euo pipefail
 SRC=${EARNEST_SOURCE_DIR:-$(cd "$(dirname "$0")/.." && pwd)}
 export EARNEST=${EARNEST_BIN:-$SRC/build/earnest}
@@ -34,6 +38,8 @@ set -euo pipefail
 echo "$SWEEP_ID" >> "$FAKE_LOG"
 echo "$SWEEP_ID $$ $PPID" >> "$FAKE_LOG.pids"   # the command and its worker (sweep_point.sh)
 echo "$SWEEP_ID $SWEEP_THREADS" >> "$FAKE_LOG.threads"
+printf '%s|%s|%s|%s|%s|%s|%s\n' "$SWEEP_ID" "$SWEEP_MODEL_ID" "$SWEEP_TRAIN_FLAGS" "$SWEEP_BENCH_METHODS" \
+    "$SWEEP_BENCH_OWN" "$SWEEP_BENCH_ON" "$SWEEP_POLICY_FLAG $SWEEP_POLICY" >> "$FAKE_LOG.methods"
 sleep 0.05
 case "$SWEEP_ID" in *"${FAKE_SLOW:-none}"*) sleep 30 ;; esac   # a point that is surely mid-run when killed
 /usr/bin/python3 - <<'PY'
@@ -198,7 +204,21 @@ bad() { # bad "MESSAGE" SPEC_LINES... : the spec fails with MESSAGE, nothing wri
 }
 bad "unknown axis or setting kk" "dataset=syn" "kk=1"
 bad "unknown axis kay" "dataset=syn" 'grid method=earn kay=2'
-bad "method=fancy: unknown value (known: finetune, earn)" "dataset=syn" "method=fancy"
+bad "line 5: method=fancy: unknown value (known: finetune, earn, skiplayers, gist, anllm, pod)" "dataset=syn" "method=fancy"
+bad "line 5 (grid call 1): method=fancy: unknown value" "dataset=syn" "grid method=fancy"
+bad "line 6 (grid call 2): policy=snapkv:budget=0.25 with method=earn: a training-free policy runs on the finetune model" \
+    "dataset=syn" "grid method=finetune policy=snapkv:budget=0.25" 'grid method=earn policy="none snapkv:budget=0.25"'
+bad "line 5 (grid call 1): method=gist with prefix_regs=0 suffix_regs=0: its knob is suffix_regs, the gist tokens (at least 1)" \
+    "dataset=syn" "grid method=gist suffix_regs=0"
+bad "line 5: method=gist with prefix_regs=0 suffix_regs=0" "dataset=syn" "suffix_regs=0" "grid method=gist"
+bad "method=pod with prefix_regs=0 suffix_regs=0: its knob is prefix_regs" "dataset=syn" "grid method=pod regs=0,0"
+bad "method=anllm with prefix_regs=1 suffix_regs=1: anllm takes no registers" "dataset=syn" "grid method=anllm regs=1,1"
+bad "keep_layers=8: unknown value for preset small (skiplayers keeps 1 <= M < N = 8 layers)" "dataset=syn" \
+    "grid method=skiplayers keep_layers=8"
+bad "policy=fancy:budget=0.2: unknown policy 'fancy'" "dataset=syn" "grid method=finetune policy=fancy:budget=0.2"
+bad "policy=snapkv:windw=3: unknown key 'windw' for snapkv" "dataset=syn" "grid method=finetune policy=snapkv:windw=3"
+bad "policy=snapkv:budget=0: budget=0: outside (0, 1]" "dataset=syn" "grid method=finetune policy=snapkv:budget=0"
+bad "policy=truncate:items: 'items' is not key=value" "dataset=syn" "grid method=finetune policy=truncate:items"
 bad "k=8: unknown value for preset small" "dataset=syn" 'k="2 8"'
 bad "k=x: unknown value" "dataset=syn" 'k=x'
 bad "preset=huge: unknown value" "dataset=syn" "preset=huge"
@@ -236,4 +256,59 @@ set +e
 "$SWEEP" "$W/fake.sh.spec" --jobs 2 --bogus > "$W/opt.out" 2>&1; rc=$?
 set -e
 [ $rc = 2 ] && grep -q "unknown option '--bogus'" "$W/opt.out" || fail "unknown option: rc $rc"
+
+# 7. The baselines: every trained method, and policy points on the finetune model.
+{
+    echo "name=methods"; echo "data=$W/data"; echo "dataset=syn"; echo "preset=small"; echo "point_cmd=\"bash $W/fake.sh\""
+    echo "bench_items=5"
+    echo 'grid method=finetune policy="none snapkv:budget=.25 truncate:items=3 selective:ratio=0.5"'
+    echo 'grid method=earn'
+    echo 'grid method=skiplayers'
+    echo 'grid method=gist suffix_regs="1 3"'
+    echo 'grid method=anllm'
+    echo 'grid method=pod prefix_regs=2'
+} > "$W/methods.spec"
+FAKE_LOG=$W/methods.log "$SWEEP" "$W/methods.spec" --jobs 2 --results "$W/m" > "$W/m.out" 2>&1 || { cat "$W/m.out"; fail "methods run"; }
+grep -q "10 points (0 done, 10 to run), 7 models" "$W/m.out" || fail "methods plan: $(head -3 "$W/m.out")"
+$PY - "$W/methods.log.methods" "$W/m/sweep.csv" <<'PYEOF' || fail "methods: the points' commands and parameters"
+import csv, sys
+got = {}
+for line in open(sys.argv[1]):
+    pid, mid, train, bench, own, on, pol = line.rstrip("\n").split("|")
+    got[pid] = (mid, train, bench, own, on, pol.strip())
+def one(prefix):
+    ids = [p for p in got if p.startswith(prefix)]
+    assert len(ids) == 1, (prefix, ids)
+    return got[ids[0]]
+ft = one("syn-small-finetune-L1024-")
+assert ft[1:] == ("--prefix-regs 0 --suffix-regs 0", "full", "full", "model", "none"), ft
+for tag, bench, flag in (("snapkv-budget-0.25", "full,snapkv:budget=0.25", "--kv-policy snapkv:budget=0.25"),
+                         ("truncate-items-3", "full,truncate:items=3", "--prompt-policy truncate:items=3"),
+                         ("selective-ratio-0.5", "full,selective:ratio=0.5", "--prompt-policy selective:ratio=0.5")):
+    p = one("syn-small-finetune-%s-L1024-" % tag)
+    assert p[0] == ft[0], ("a policy point must use the finetune model", p, ft)
+    assert p[2] == bench and p[3] == tag.split("-")[0] and p[5] == flag, p
+assert one("syn-small-earn-k2-r1.1-")[1:3] == ("--prefix-regs 1 --suffix-regs 1 --k 2", "full,earn")
+assert one("syn-small-skiplayers-m2-")[1:5] == ("--keep-layers 2", "full,skiplayers:keep=2", "skiplayers", "preset")
+assert one("syn-small-gist-r0.3-")[1:4] == ("--suffix-regs 3", "full,gist:tokens=3", "gist")
+assert one("syn-small-gist-r0.1-")[1] == "--suffix-regs 1"
+assert one("syn-small-anllm-")[1:4] == ("", "full,anllm:items=5", "anllm")
+assert one("syn-small-pod-r2.0-")[1:4] == ("--prefix-regs 2", "full,pod:regs=2", "pod")
+rows = list(csv.DictReader(open(sys.argv[2])))
+assert len(rows) == 10 and len({r["model_id"] for r in rows}) == 7, len(rows)
+for r in rows:
+    if r["method"] != "finetune" or "-finetune-L" in r["id"]:
+        assert r["policy"] == "", r
+    assert (r["keep_layers"] == "2") == (r["method"] == "skiplayers"), r
+assert {r["policy"] for r in rows} == {"", "snapkv:budget=0.25", "truncate:items=3", "selective:ratio=0.5"}
+print("check_sweep: 10 baseline points (6 methods, 3 policies on the shared finetune model): flags, bench entries, CSV")
+PYEOF
+# The committed beauty sweep's points keep their ids (and their models') with the new axes.
+mkdir -p "$W/beauty_data/beauty" && echo '{}' > "$W/beauty_data/beauty/meta.json"
+EARNEST_DATA=$W/beauty_data "$SWEEP" "$SRC/experiments/sweeps/beauty_tiger_small.sh" --dry-run --results "$W/bts" > "$W/bts.out" 2>&1 \
+    || { cat "$W/bts.out"; fail "beauty_tiger_small.sh dry run"; }
+sed -n 's/^  todo \([^ ]*\)  (model \([^;]*\);.*/\1,\2/p' "$W/bts.out" | sort > "$W/bts.ids"
+tail -n +2 "$SRC/experiments/results/sweep_beauty_tiger_small.csv" | awk -F, '{ print $1 "," $3 }' | sort > "$W/bts.committed"
+[ -s "$W/bts.ids" ] && cmp -s "$W/bts.ids" "$W/bts.committed" || { diff "$W/bts.committed" "$W/bts.ids"; fail "the committed beauty sweep's ids changed"; }
+echo "check_sweep: the committed beauty sweep's $(wc -l < "$W/bts.ids") point and model ids are unchanged"
 echo "check_sweep: OK"
