@@ -21,6 +21,10 @@ typedef enum {
                          // anchors and its own segment only (plan_mask_anllm); no registers
     METHOD_POD = 5,      // P prefix registers (learned soft prompt) replace the instruction
                          // words; a full model otherwise
+    METHOD_COMPRESS500X = 6, // 500xCompressor-style: C compression tokens (the suffix registers) after
+                         // the prompt, computed with LoRA adapters on q/k/v/o_proj (model.h); the
+                         // generated tokens run through the frozen base and see only the
+                         // compression tokens' KV (and each other) in every layer (Gist's rule)
 } ModelMethod;
 
 typedef struct {
@@ -41,7 +45,10 @@ typedef struct {
     ModelMethod method;
     int layer_split_k;  // EARN: layers 0..k-1 see the whole prompt
     int n_prefix_regs;  // EARN: register tokens before the prompt; POD: its soft-prompt vectors
-    int n_suffix_regs;  // EARN: register tokens after the prompt; Gist: the gist tokens
+    int n_suffix_regs;  // EARN: register tokens after the prompt; Gist: the gist tokens;
+                        // compress500x: the compression tokens
+    int lora_rank;      // compress500x: rank r of the LoRA adapters (0: no adapters, every other method)
+    float lora_alpha;   // compress500x: LoRA alpha; the low-rank term is scaled by alpha / r
     char prompt_template[16]; // the prompt template the model was trained with ("lcrec", "tiger"),
                               // "" when unknown; eval and dump-attn default to it
 } ModelConfig;
@@ -54,7 +61,8 @@ int config_validate(const ModelConfig *c, const char *where, Error *e);
 int config_load(ModelConfig *c, const char *path, Error *e);
 int config_save(const ModelConfig *c, const char *path, Error *e); // atomic
 const char *config_arch_name(ModelArch a);   // "LlamaForCausalLM", ...
-const char *config_method_name(ModelMethod m); // "finetune", "earn", "skiplayers", "gist", "anllm", "pod"
+const char *config_method_name(ModelMethod m); // "finetune", "earn", "skiplayers", "gist", "anllm", "pod",
+                                               // "compress500x"
 int config_method_parse(const char *s, ModelMethod *m);
 
 #endif
