@@ -21,12 +21,26 @@ typedef enum {
                          // anchors and its own segment only (plan_mask_anllm); no registers
     METHOD_POD = 5,      // P prefix registers (learned soft prompt) replace the instruction
                          // words; a full model otherwise
-    METHOD_COMPRESS500X = 6, // 500xCompressor-style: C compression tokens (the suffix registers) after
-                         // the prompt, computed with LoRA adapters on q/k/v/o_proj (model.h); the
-                         // generated tokens run through the frozen base and see only the
-                         // compression tokens' KV (and each other) in every layer (Gist's rule)
+    METHOD_COMPRESS500X = 6, // 500xCompressor-style, see below
 } ModelMethod;
 
+// compress500x (500xCompressor-style, arXiv 2408.03094, as a baseline of EARN):
+//  - C compression tokens (the suffix registers <reg_suf_0..C-1>) after the prompt.
+//  - Encoder: the prompt and the compression tokens run through the model with
+//    rank-r LoRA adapters (lora_rank, scale lora_alpha / r) on q_proj, k_proj,
+//    v_proj and o_proj of every layer (model.h lora_*; ops.h lora_forward), so
+//    the compression tokens' K/V in every layer come from W + (alpha/r) B A.
+//  - Decoder: the code tokens run the frozen base W (no LoRA) and see only the
+//    compression tokens and each other, in every layer (Gist's mask,
+//    plan_mask_gist); the first code token is predicted from the last
+//    compression token's output (computed with the adapters).
+//  - Training (one forward: a per-token flag picks the weights): only the
+//    adapters and the compression tokens' embedding rows are trained, from a
+//    fine-tuned full model (--init, required); lora_B starts at 0, so training
+//    starts from the base model exactly.
+//  - Inference (beam.c): prefill of prompt + compression tokens with LoRA on,
+//    then only the compression tokens' KV is kept; decode on the base weights.
+//    KV closed form: Gist's, bptl * N * (C + beams * gen).
 typedef struct {
     ModelArch arch;
     int dim;          // hidden_size

@@ -18,7 +18,8 @@
 //    used). Tolerance: rel err < 1e-3 per tensor sample (max |g - fd| / max |fd|);
 //    seen: ~1e-5..1e-4 (finite-difference truncation plus float rounding).
 // 3. The training forward's logits equal model_forward's for the same batch
-//    (rel err < 1e-5), and its loss equals the double reference's (< 1e-5).
+//    (rel err < 1e-5; compress500x's LoRA rows included), and its loss equals
+//    the double reference's (< 1e-5).
 // 4. compress500x: LoRA's low-rank op (lora_forward/backward) against its _ref
 //    twin and finite differences as in 1 (some rows not flagged: those keep
 //    their base output bit for bit and get no input gradient); the whole model
