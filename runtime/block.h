@@ -48,6 +48,12 @@ static inline double flops_out_mlp(const ModelConfig *c, size_t rows) {
     double D = (double)c->dim, F = (double)c->hidden_dim, QD = (double)c->n_heads * c->head_dim;
     return 2.0 * (double)rows * D * QD + 6.0 * (double)rows * D * F;
 }
+// compress500x's LoRA terms on q, k, v and o of `rows` rows (x A^T, then u B^T; all
+// rows are multiplied, unflagged ones with u = 0):
+static inline double flops_lora(const ModelConfig *c, size_t rows) {
+    double D = (double)c->dim, QD = (double)c->n_heads * c->head_dim, KD = (double)c->n_kv_heads * c->head_dim;
+    return 2.0 * (double)rows * (double)c->lora_rank * ((D + QD) + 2 * (D + KD) + (QD + D));
+}
 // final norm's output head on `rows` rows:
 static inline double flops_head(const ModelConfig *c, size_t rows) {
     return 2.0 * (double)rows * (double)c->dim * (double)c->vocab_size;

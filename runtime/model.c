@@ -660,6 +660,7 @@ int model_forward(float *logits, Model *m, const ForwardBatch *fb, ForwardScratc
         forward_attention(fw.att, &fw, m, fb, &bi, l);
         attention_flops(&flops, c, fb, &bi, l);
         block_attn_residual(fw.x, fw.lora_u, m, l, fw.x, fw.att, lora_on, bi.rows);
+        if (lora_on) flops += flops_lora(c, bi.rows);
         block_mlp_forward(fw.x, fw.xn, fw.h1, fw.h2, fw.h1, m, l, fw.x, bi.rows);
         flops += flops_out_mlp(c, bi.rows);
     }

@@ -281,6 +281,7 @@ static void layer_forward(double *flops, TrainActs *a, const Model *m, const Tra
     layer_attention(flops, la, c, b);
     const size_t R = b->lora ? (size_t)c->lora_rank : 0; // la->lora_u is [4, rows, R]
     block_attn_residual(la->x_mid, la->lora_u + 3 * rows * R, m, l, la->x_in, la->att, lora_on, rows);
+    if (lora_on) *flops += flops_lora(c, rows);
     block_mlp_forward(a->xw, la->xn2, la->gate, la->up, la->h, m, l, la->x_mid, rows);
     *flops += flops_out_mlp(c, rows);
 }
@@ -467,7 +468,10 @@ void train_backward_dlogits(ModelGrads *gr, TrainActs *a, const Model *m) {
         matmul_backward(a->dxn, g->wv + (size_t)l * KD * D, g->bv ? g->bv + (size_t)l * KD : NULL, a->dv, la->xn1,
                         w->wv + (size_t)l * KD * D, rows, D, KD);
         flops += 4.0 * (double)rows * (double)D * (double)(QD + 2 * KD);
-        if (b->lora) lora_backward_qkv(a, la, m, g, l);
+        if (b->lora) {
+            lora_backward_qkv(a, la, m, g, l);
+            flops += 2.0 * flops_lora(c, rows); // du, dinp, dA, dB of each term
+        }
         rmsnorm_backward(a->dres, g->attn_norm + lD, a->dxn, la->x_in, w->attn_norm + lD, rows, D, eps);
     }
     // Layer 0 holds every token in packed order: dres is the embedding output's gradient.
