@@ -6,7 +6,8 @@
 
 #include "runtime/checkpoint.h"
 
-// The learned baselines' keys: skiplayers keep=M, gist tokens=G, anllm items=N, pod regs=P,words=X.
+// The learned baselines' keys: skiplayers keep=M, gist tokens=G, anllm items=N, pod regs=P,words=X,
+// compress500x tokens=C,rank=R.
 typedef struct {
     const char *name, *keys; // keys: for the message
     ModelMethod method;
@@ -16,6 +17,7 @@ static const LearnedShape LEARNED[] = {
     {"gist", "tokens", METHOD_GIST},
     {"anllm", "items", METHOD_ANLLM},
     {"pod", "regs, words", METHOD_POD},
+    {"compress500x", "tokens, rank", METHOD_COMPRESS500X},
 };
 #define N_LEARNED ((int)(sizeof LEARNED / sizeof LEARNED[0]))
 
@@ -34,6 +36,8 @@ static int learned_set(void *ctx, const char *key, const char *val, Error *e) {
     else if (ls->method == METHOD_ANLLM && !strcmp(key, "items")) slot = &m->anllm_items;
     else if (ls->method == METHOD_POD && !strcmp(key, "regs")) slot = &m->pod_regs;
     else if (ls->method == METHOD_POD && !strcmp(key, "words")) { slot = &m->pod_words; lo = 0; }
+    else if (ls->method == METHOD_COMPRESS500X && !strcmp(key, "tokens")) slot = &m->c500x_tokens;
+    else if (ls->method == METHOD_COMPRESS500X && !strcmp(key, "rank")) slot = &m->lora_rank;
     if (!slot) return err_set(e, "%s: unknown key '%s' in '%s' (its keys: %s)", m->name, key, m->spec, ls->keys);
     char *end;
     long x = strtol(val, &end, 10);
@@ -49,7 +53,8 @@ static int parse_learned(BenchMethod *m, const LearnedShape *ls, const char *spe
     m->method = ls->method;
     snprintf(m->name, sizeof m->name, "%s", ls->name);
     snprintf(m->spec, sizeof m->spec, "%s", spec); // for messages while parsing
-    m->gist_tokens = m->pod_regs = 1;
+    m->gist_tokens = m->pod_regs = m->c500x_tokens = 1;
+    m->lora_rank = 8;
     m->pod_words = -1; // the LC-Rec template's instruction words (bench_policy.h)
     const char *colon = strchr(spec, ':');
     if (colon) {
@@ -63,6 +68,8 @@ static int parse_learned(BenchMethod *m, const LearnedShape *ls, const char *spe
     if (ls->method == METHOD_SKIPLAYERS && m->keep_layers)
         snprintf(m->spec, sizeof m->spec, "skiplayers:keep=%d", m->keep_layers);
     if (ls->method == METHOD_GIST) snprintf(m->spec, sizeof m->spec, "gist:tokens=%d", m->gist_tokens);
+    if (ls->method == METHOD_COMPRESS500X)
+        snprintf(m->spec, sizeof m->spec, "compress500x:tokens=%d,rank=%d", m->c500x_tokens, m->lora_rank);
     if (ls->method == METHOD_ANLLM && m->anllm_items)
         snprintf(m->spec, sizeof m->spec, "anllm:items=%d", m->anllm_items);
     if (ls->method == METHOD_POD)
@@ -88,7 +95,8 @@ static int parse_one(BenchMethod *m, const char *spec, Error *e) {
     for (int k = 1; k < KVP_COUNT; k++) is_kv |= !strcmp(name, kvpolicy_name((KVPolicyKind)k));
     for (int k = 1; k < PP_COUNT; k++) is_pp |= !strcmp(name, promptpolicy_name((PromptPolicyKind)k));
     if (!is_kv && !is_pp)
-        return err_set(e, "unknown method or policy '%s' (methods: full, earn, skiplayers, gist, anllm, pod; KV "
+        return err_set(e, "unknown method or policy '%s' (methods: full, earn, skiplayers, gist, anllm, pod, "
+                       "compress500x; KV "
                        "policies: streaming, h2o, snapkv, pyramidkv, tova, knorm, random; prompt policies: truncate, "
                        "selective)", name);
     snprintf(m->name, sizeof m->name, "%s", name);

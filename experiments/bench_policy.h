@@ -1,13 +1,19 @@
 // bench_policy.h: the entries of `earnest bench --method`: the model methods
 // (full, earn, and the learned baselines skiplayers[:keep=M],
-// gist[:tokens=G], anllm[:items=N] and pod[:regs=P,words=X], on the same random
+// gist[:tokens=G], anllm[:items=N], pod[:regs=P,words=X] and
+// compress500x[:tokens=C,rank=R], on the same random
 // weights: skiplayers runs their first M layers, default N/2; gist puts G gist
 // tokens, default 1, after the prompt and keeps only their KV; anllm reads the
 // last N items of --gen tokens of the L-token prompt (default: as many as fit
 // after one leading token) with an anchor after each (L + N tokens) under the
 // AnLLM mask and keeps the anchors and the L - N*gen tokens in front; pod drops
 // the prompt's X instruction words (default: the LC-Rec template's, 47) and puts
-// P soft-prompt registers (default 1) in front: L - X + P tokens) and every KV policy (runtime/kvpolicy.h) and prompt
+// P soft-prompt registers (default 1) in front: L - X + P tokens;
+// compress500x[:tokens=C,rank=R] puts C compression tokens (default 1) after the
+// prompt, prefills prompt and compression tokens with rank-R LoRA adapters
+// (default 8; B = 0, so the cost is LoRA's and the outputs the base's; a
+// benched compress500x model keeps its own adapters) and keeps only the
+// compression tokens' KV, as gist) and every KV policy (runtime/kvpolicy.h) and prompt
 // policy (experiments/promptpolicy.h), each applied to the full model.
 //
 //   --method full,earn,snapkv:budget=0.3,window=16,streaming:tokens=64,rerotate=1,truncate:items=5
@@ -40,6 +46,8 @@ typedef struct {
     int anllm_items;     // anllm: history items with an anchor (0: (L - 1) / gen)
     int pod_regs;        // pod: soft-prompt registers (1)
     int pod_words;       // pod: instruction words the soft prompt replaces (-1: the LC-Rec template's)
+    int c500x_tokens;    // compress500x: compression tokens (1)
+    int lora_rank;       // compress500x: LoRA rank of the adapters added to weights without them (8)
     char name[32];       // the CSV's method column: full, earn, or the policy's name
     char spec[2048];     // the CSV's policy column: the policy's full spec ("" for full and earn)
     int has_kv, has_prompt;

@@ -50,6 +50,8 @@ static const char *BENCH_ABOUT =
     "  --method also takes KV policies (streaming, h2o, snapkv, pyramidkv, tova, knorm, random) and prompt\n"
     "  policies (truncate, selective) with eval's specs, each on the full model (CPU runtime), and the learned\n"
     "  baselines' shapes on the same weights: skiplayers[:keep=M] (the first M layers, default N/2),\n"
+    "  compress500x[:tokens=C,rank=R] (C compression tokens after the prompt, default 1, prefilled with\n"
+    "  rank-R LoRA adapters, default 8, then only their KV kept),\n"
     "  gist[:tokens=G] (G gist tokens after the prompt, only their KV kept; default 1), anllm[:items=N]\n"
     "  (the prompt's last N items of --gen tokens, default all that fit after one token, each followed by an\n"
     "  anchor; only the anchors and the tokens in front keep KV) and pod[:regs=P,words=X] (the prompt without\n"
@@ -253,15 +255,16 @@ static int bench_kinds(uint8_t **kinds, int *T1, int *kv_L, int *kv_r, const Mod
 //   decode : constrained beam search of width W over a synthetic trie of G-token
 //            codes (G - 1 decode forwards over all B*W beams, which share their
 //            prompt's KV), timed from the prefill's end to the last selection.
-static int bench_one(BenchRow *row, DeviceModel *dm, const BenchMethod *bm, int k, int P, int S, int L, int B, int W,
-                     int G, int reps, uint64_t seed, const SpecOptions *so, const StreamBufs *sb,
-                     Error *e) {
+static int bench_one_on(BenchRow *row, DeviceModel *dm, const BenchMethod *bm, int k, int P, int S, int L, int B,
+                        int W, int G, int reps, uint64_t seed, const SpecOptions *so, const StreamBufs *sb,
+                        Error *e) {
     const ModelMethod method = bm->method;
     ModelConfig *c = device_model_config(dm), saved = *c;
     c->method = method;
     c->layer_split_k = method == METHOD_EARN ? k : 0;
     c->n_prefix_regs = method == METHOD_EARN ? P : method == METHOD_POD ? bm->pod_regs : 0;
-    c->n_suffix_regs = method == METHOD_EARN ? S : method == METHOD_GIST ? bm->gist_tokens : 0;
+    c->n_suffix_regs = method == METHOD_EARN ? S : method == METHOD_GIST ? bm->gist_tokens
+                       : method == METHOD_COMPRESS500X ? bm->c500x_tokens : 0;
     if (method == METHOD_SKIPLAYERS) // the first M layers of the same weights (per-layer tensors are [N, ...])
         c->n_layers = bm->keep_layers ? bm->keep_layers : (saved.n_layers / 2 > 0 ? saved.n_layers / 2 : 1);
     int T1 = 0, kv_L = 0, regs = 0;
@@ -341,6 +344,27 @@ static int bench_one(BenchRow *row, DeviceModel *dm, const BenchMethod *bm, int 
     for (int b = 0; b < B; b++) free(prompts[b]);
     free(prompts); free(lens); free(kinds); free(kp); free(h);
     *c = saved;
+    return rc;
+}
+
+// bench_one_on, on weights with LoRA adapters for compress500x: weights without
+// them get rank-R adapters (B = 0) on a copy for this row (CPU runtime only).
+static int bench_one(BenchRow *row, DeviceModel *dm, const BenchMethod *bm, int k, int P, int S, int L, int B, int W,
+                     int G, int reps, uint64_t seed, const SpecOptions *so, const StreamBufs *sb, Error *e) {
+    Model *host = dm->host, with;
+    int add = bm->method == METHOD_COMPRESS500X && host->config.lora_rank == 0;
+    if (add) {
+        if (bm->lora_rank > host->config.dim)
+            return err_set(e, "--method %s: LoRA rank %d exceeds hidden_size %d", bm->spec, bm->lora_rank,
+                           host->config.dim);
+        model_add_lora(&with, host, bm->lora_rank, (float)bm->lora_rank, seed);
+        dm->host = &with;
+    }
+    int rc = bench_one_on(row, dm, bm, k, P, S, L, B, W, G, reps, seed, so, sb, e);
+    if (add) {
+        dm->host = host;
+        model_free(&with);
+    }
     return rc;
 }
 

@@ -273,6 +273,9 @@ int cmd_dump_attn(int argc, char **argv) {
         if (m.config.method == METHOD_ANLLM)
             rc = err_set(&e, "%s: an anllm model reads its prompt under the AnLLM mask, which dump-attn does not "
                          "apply (dump its attention with a finetune model)", a.model_dir);
+        else if (m.config.method == METHOD_COMPRESS500X)
+            rc = err_set(&e, "%s: a compress500x model reads its prompt with LoRA adapters, which dump-attn does not "
+                         "apply (dump its attention with a finetune model)", a.model_dir);
         else
             rc = a.data_dir  ? prompts_from_data(&ps, &tmpl, &a, &m.config, &e)
                  : a.texts.n ? prompts_from_text(&ps, a.texts.v, a.texts.n, &a, m.config.vocab_size, &e)

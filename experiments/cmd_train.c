@@ -23,6 +23,12 @@ static const char *TRAIN_ABOUT =
     "                      segment (one item + its anchor); inference keeps only anchor and instruction KV\n"
     "           pod        --prefix-regs P learned soft-prompt vectors (default 1) replace the instruction\n"
     "                      words; a full model otherwise\n"
+    "           compress500x  500xCompressor-style: --suffix-regs C compression tokens (default 1) after\n"
+    "                      the prompt; the prompt and the compression tokens run with rank-r LoRA adapters\n"
+    "                      (--lora-rank r, default 8; --lora-alpha, default r) on q/k/v/o_proj, the targets\n"
+    "                      run the frozen base and see only the compression tokens' KV (and each other);\n"
+    "                      only the adapters and the compression-token embeddings train; needs --init DIR,\n"
+    "                      a fine-tuned full (finetune) model\n"
     "           draft      an AtSpeed draft (a full model, the draft preset by default) distilled from a\n"
     "                      target through --teacher FILE (earnest teacher) with --kd LOSS:\n"
     "                      (1 - alpha) CE(ground truth) + alpha KD; on the samples the file covers\n"
@@ -70,7 +76,7 @@ int cmd_train(int argc, char **argv) {
         {"--out", CLI_STRING, &o.out_dir, .meta = "MODEL_DIR", .required = 1, .help = "model directory to write"},
         {"--init", CLI_STRING, &o.init_dir, .meta = "DIR", .help = "start from this checkpoint"},
         {"--preset", CLI_STRING, &o.preset, .choices = "tiny|small|draft|base", .help = "shape of a model trained from scratch (draft: an AtSpeed draft)"},
-        {"--method", CLI_STRING, &method_s, .choices = "finetune|earn|skiplayers|gist|anllm|pod|draft", .help = "training method"},
+        {"--method", CLI_STRING, &method_s, .choices = "finetune|earn|skiplayers|gist|anllm|pod|compress500x|draft", .help = "training method"},
         {"--teacher", CLI_STRING, &o.teacher, .meta = "FILE", .help = "draft: the teacher file (earnest teacher)"},
         {"--kd", CLI_STRING, &kd_s, .choices = "sft|wordkd|tvdkd|seqkd|atspeed-s|atspeed-r",
          .help = "draft: the loss mixed with the ground truth's cross-entropy"},
@@ -80,8 +86,12 @@ int cmd_train(int argc, char **argv) {
         {"--k", CLI_INT, &o.k, .lo = 1, .hi = 4096, .help = "EARN layer split (default N/4)"},
         {"--keep-layers", CLI_INT, &o.keep_layers, .lo = 1, .hi = 4096,
          .help = "skiplayers: the first M layers of the starting model are kept and trained"},
+        {"--lora-rank", CLI_INT, &o.lora_rank, .lo = 0, .hi = 65536,
+         .help = "compress500x: rank r of the LoRA adapters on q/k/v/o_proj (default 8)"},
+        {"--lora-alpha", CLI_FLOAT, &o.lora_alpha, .lo = 1e-6, .hi = 1e6,
+         .help = "compress500x: LoRA alpha; the low-rank term is scaled by alpha / r (default r)"},
         {"--prefix-regs", CLI_INT, &o.prefix_regs, .lo = 0, .hi = 1024, .help = "prefix registers (default: finetune 0, earn 1); pod: its soft-prompt vectors (1)"},
-        {"--suffix-regs", CLI_INT, &o.suffix_regs, .lo = 0, .hi = 1024, .help = "suffix registers (default: finetune 0, earn 1); gist: its gist tokens (1)"},
+        {"--suffix-regs", CLI_INT, &o.suffix_regs, .lo = 0, .hi = 1024, .help = "suffix registers (default: finetune 0, earn 1); gist: its gist tokens (1); compress500x: its compression tokens (1)"},
         {"--template", CLI_STRING, &tmpl_s, .choices = "lcrec|tiger", .help = "prompt template"},
         {"--max-history", CLI_INT, &o.max_history, .lo = 0, .hi = 100000, .help = "history items kept per prompt"},
         {"--epochs", CLI_INT, &o.epochs, .lo = 1, .hi = 100000, .help = "epochs"},
@@ -112,7 +122,7 @@ int cmd_train(int argc, char **argv) {
          .help = "tests: SIGKILL the process right after update N"},
     };
     CliSpec cli = {.verb = "train",
-                   .synopsis = "--data DATA_DIR (--preset tiny|small|draft | --init DIR) --method finetune|earn|skiplayers|gist|anllm|pod --out MODEL_DIR\n"
+                   .synopsis = "--data DATA_DIR (--preset tiny|small|draft | --init DIR) --method finetune|earn|skiplayers|gist|anllm|pod|compress500x --out MODEL_DIR\n"
                                "                     [--k K --prefix-regs P --suffix-regs S] [options]\n"
                                "       earnest train --data DATA_DIR --method draft --teacher FILE --kd LOSS --out MODEL_DIR\n"
                                "                     [--kd-alpha 0.7 --kd-temp 1 --kd-topk K] [options]",

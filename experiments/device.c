@@ -85,6 +85,9 @@ int device_model_open(DeviceModel *dm, Device d, const char *dtype, Model *m, Er
         if (m->config.method == METHOD_GIST)
             return err_set(e, "--device cuda: a gist model runs on the CPU runtime only (the GPU runtime has no "
                            "gist-only cache)");
+        if (m->config.method == METHOD_COMPRESS500X)
+            return err_set(e, "--device cuda: a compress500x model runs on the CPU runtime only (the GPU runtime has "
+                           "no LoRA adapters and no compression-token-only cache)");
         if (m->config.method == METHOD_ANLLM)
             return err_set(e, "--device cuda: an anllm model runs on the CPU runtime only (the GPU runtime has no "
                            "prefill mask or anchor-only cache)");

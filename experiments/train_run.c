@@ -31,6 +31,7 @@ void train_options_default(TrainOptions *o) {
     memset(o, 0, sizeof *o);
     o->method = METHOD_FINETUNE;
     o->prefix_regs = o->suffix_regs = -1;
+    o->lora_rank = -1;
     o->tmpl = PROMPT_TEMPLATE_LCREC;
     o->max_history = SAMPLES_MAX_HISTORY;
     o->epochs = 3;
@@ -70,6 +71,7 @@ typedef struct {
     PackedSeq *seqs;
     size_t cap_seqs, cap_T;
     int *b_tokens, *b_pos, *b_depth, *b_labels, *b_ntok;
+    uint8_t *b_lora;           // [cap_T] compress500x: 1 on the prompt and compression tokens (LoRA on)
     const uint8_t **b_masks;
     TrainProgress pr;          // where the run stands (saved in the state)
     double elapsed_before;     // training seconds of earlier invocations
@@ -137,6 +139,10 @@ static json_t *args_json(const TrainOptions *o, const ModelConfig *c, const Data
     json_object_set_new(a, "method", json_string(config_method_name(c->method)));
     json_object_set_new(a, "k", json_integer(c->layer_split_k));
     if (o->method == METHOD_SKIPLAYERS) json_object_set_new(a, "keep_layers", json_integer(o->keep_layers));
+    if (o->method == METHOD_COMPRESS500X) {
+        json_object_set_new(a, "lora_rank", json_integer(c->lora_rank));
+        json_object_set_new(a, "lora_alpha", json_real(c->lora_alpha));
+    }
     json_object_set_new(a, "prefix_regs", json_integer(c->n_prefix_regs));
     json_object_set_new(a, "suffix_regs", json_integer(c->n_suffix_regs));
     json_object_set_new(a, "template", json_string(prompt_template_name(o->tmpl)));
@@ -202,6 +208,9 @@ static int keep_layers(Trainer *t, Error *e) {
 static int model_setup_init(Trainer *t, Error *e);
 static int model_setup(Trainer *t, Error *e) {
     if (model_setup_init(t, e)) return -1;
+    if (t->o.method == METHOD_COMPRESS500X && t->m.config.method != METHOD_FINETUNE)
+        return err_set(e, "--init %s is a %s model; compress500x starts from a fine-tuned full (finetune) model",
+                       t->o.init_dir, config_method_name(t->m.config.method));
     return t->o.method == METHOD_SKIPLAYERS ? keep_layers(t, e) : 0;
 }
 
@@ -264,6 +273,36 @@ static int model_setup_init(Trainer *t, Error *e) {
     return 0;
 }
 
+// compress500x: C compression tokens (the suffix registers) and, on a fresh
+// run, rank-r LoRA adapters (B = 0) added to the frozen --init model; a
+// resumed run's model has them already (same rank and alpha).
+static int compress500x_apply(Trainer *t, Error *e) {
+    const TrainOptions *o = &t->o;
+    ModelConfig *c = &t->m.config;
+    if (o->k || o->prefix_regs > 0)
+        return err_set(e, "--method compress500x: its compression tokens are the suffix registers (--suffix-regs C); "
+                       "--k and --prefix-regs do not apply");
+    c->layer_split_k = c->n_prefix_regs = 0;
+    c->n_suffix_regs = o->suffix_regs >= 0 ? o->suffix_regs : 1;
+    if (c->n_suffix_regs < 1)
+        return err_set(e, "--method compress500x needs at least one compression token (--suffix-regs >= 1)");
+    int r = o->lora_rank >= 0 ? o->lora_rank : 8;
+    float alpha = o->lora_alpha > 0.0f ? o->lora_alpha : (float)r;
+    if (r < 1 || r > c->dim)
+        return err_set(e, "--lora-rank %d: compress500x's LoRA rank must be in 1..%d (hidden_size)", r, c->dim);
+    if (c->lora_rank == 0) { // fresh: the --init model, frozen, plus adapters that start at B = 0
+        Model with;
+        model_add_lora(&with, &t->m, r, alpha, o->seed);
+        with.config.method = METHOD_COMPRESS500X;
+        model_free(&t->m);
+        t->m = with;
+    } else if (c->lora_rank != r || c->lora_alpha != alpha) {
+        return err_set(e, "--resume: the saved model has LoRA rank %d, alpha %g; the command line asks for %d, %g",
+                       c->lora_rank, (double)c->lora_alpha, r, (double)alpha);
+    }
+    return 0;
+}
+
 // Sets method, k and registers on the model's config from the options and
 // checks them against the model and the vocabulary.
 static int config_apply(Trainer *t, Error *e) {
@@ -288,6 +327,8 @@ static int config_apply(Trainer *t, Error *e) {
         c->layer_split_k = c->n_prefix_regs = 0;
         c->n_suffix_regs = o->suffix_regs >= 0 ? o->suffix_regs : 1;
         if (c->n_suffix_regs < 1) return err_set(e, "--method gist needs at least one gist token (--suffix-regs >= 1)");
+    } else if (o->method == METHOD_COMPRESS500X) {
+        if (compress500x_apply(t, e)) return -1;
     } else if (o->method == METHOD_ANLLM) {
         if (o->k || o->prefix_regs > 0 || o->suffix_regs > 0)
             return err_set(e, "--method anllm: its anchor after each history item is the vocabulary's <reg_suf_0>; "
@@ -339,6 +380,7 @@ static void batch_reserve(Trainer *t, size_t n_seqs, size_t T) {
         t->b_pos = xrealloc(t->b_pos, T * sizeof(int));
         t->b_depth = xrealloc(t->b_depth, T * sizeof(int));
         t->b_labels = xrealloc(t->b_labels, T * sizeof(int));
+        t->b_lora = xrealloc(t->b_lora, T);
         t->cap_T = T;
     }
 }
@@ -356,10 +398,14 @@ static void batch_build(TrainBatch *b, Trainer *t, const size_t *order, size_t i
         memcpy(t->b_pos + at, s->positions, (size_t)len * sizeof(int));
         memcpy(t->b_labels + at, s->labels, (size_t)len * sizeof(int));
         plan_depth_for(t->b_depth + at, s->kinds, len, &t->m.config);
-        if (t->m.config.method == METHOD_GIST) { // targets see only the gist tokens and each other
-            pack_mask_materialise(s);
+        ModelMethod mm = t->m.config.method;
+        if (mm == METHOD_GIST || mm == METHOD_COMPRESS500X) { // targets see only the gist/compression tokens
+            pack_mask_materialise(s);                          // and each other
             plan_mask_gist(s->mask_buf, s->kinds, len);
-        } else if (t->m.config.method == METHOD_ANLLM) { // earlier anchors, the instruction segment, own item
+        }
+        for (int i = 0; mm == METHOD_COMPRESS500X && i < len; i++) // the encoder (LoRA) reads the prompt
+            t->b_lora[at + (size_t)i] = s->kinds[i] != TOKEN_KIND_TARGET;
+        if (mm == METHOD_ANLLM) { // earlier anchors, the instruction segment, own item
             pack_mask_materialise(s);
             plan_mask_anllm(s->mask_buf, s->kinds, len);
         }
@@ -373,7 +419,8 @@ static void batch_build(TrainBatch *b, Trainer *t, const size_t *order, size_t i
         return;
     }
     *b = (TrainBatch){.n_seqs = (int)n, .n_tok = t->b_ntok, .tokens = t->b_tokens, .positions = t->b_pos,
-                      .depth = t->b_depth, .mask = t->b_masks, .labels = t->b_labels};
+                      .depth = t->b_depth, .mask = t->b_masks, .labels = t->b_labels,
+                      .lora = t->m.config.method == METHOD_COMPRESS500X ? t->b_lora : NULL};
 }
 
 // The batches of epoch e: order [n_packs] and starts [n_packs + 1]; returns the count.
@@ -484,6 +531,7 @@ static void trainer_free(Trainer *t) {
     free(t->b_pos);
     free(t->b_depth);
     free(t->b_labels);
+    free(t->b_lora);
     free(t->valid_pick);
     samples_free(&t->valid);
     train_acts_free(&t->acts);
@@ -504,6 +552,14 @@ static int check_options(const TrainOptions *o, Error *e) {
         return err_set(e, "--lr must be > 0, --warmup in [0, 1], --weight-decay >= 0");
     if (o->beam < 1) return err_set(e, "--beam must be at least 1");
     if (o->method == METHOD_EARN && o->k < 0) return err_set(e, "--k must be positive");
+    if (o->method != METHOD_COMPRESS500X && (o->lora_rank >= 0 || o->lora_alpha > 0.0f))
+        return err_set(e, "--lora-rank and --lora-alpha are compress500x settings (--method compress500x)");
+    if (o->method == METHOD_COMPRESS500X && !o->init_dir)
+        return err_set(e, "--method compress500x needs --init DIR, a fine-tuned full (finetune) model: its weights "
+                       "are the frozen base that the adapters and compression tokens are trained against (a frozen "
+                       "random base would be meaningless)");
+    if (o->method == METHOD_COMPRESS500X && o->lora_rank == 0)
+        return err_set(e, "--lora-rank 0: compress500x needs LoRA adapters of rank >= 1");
     if ((o->method == METHOD_SKIPLAYERS) != (o->keep_layers > 0))
         return err_set(e, o->keep_layers > 0 ? "--keep-layers is a skiplayers setting (--method skiplayers)"
                                              : "--method skiplayers needs --keep-layers M (the layers it keeps)");
@@ -587,6 +643,7 @@ static int trainer_setup(Trainer *t, int *resume_threads, Error *e) {
     pick_valid_users(t);
 
     adamw_init(&t->opt, &t->m.config);
+    if (t->m.config.method == METHOD_COMPRESS500X) adamw_train_lora_only(&t->opt); // the base stays frozen
     grads_alloc(&t->g, &t->m.config);
     t->pr.best = -1;
     if (o->resume && resume_load(t, latest, resume_threads, e)) return -1;
@@ -719,6 +776,8 @@ static int train_step(Trainer *t, const size_t *order, size_t i0, size_t i1, Err
     grads_zero(&t->g);
     if (t->kd.active) train_backward_dlogits(&t->g, &t->acts, &t->m); // kd_loss_apply left dloss/dlogits
     else train_backward(&t->g, &t->acts, &t->m, t->acts.n_labels ? 1.0f / (float)t->acts.n_labels : 0.0f);
+    if (t->m.config.method == METHOD_COMPRESS500X) // frozen base: adapters and compression-token embeddings only
+        grads_keep_lora_and_rows(&t->g, &t->m.config, t->v.reg_suf, t->m.config.n_suffix_regs);
     float lr = adamw_lr(&t->o.opt, t->pr.step, t->pr.total_steps);
     double gnorm = adamw_step(&t->opt, t->m.params_memory, t->g.memory, lr, &t->o.opt);
     if (!isfinite(gnorm))

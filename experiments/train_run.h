@@ -41,7 +41,9 @@ typedef struct {
     ModelMethod method;
     int k;                    // EARN layer split (0: N/4, at least 1)
     int keep_layers;          // skiplayers: the first m layers kept (0: not set)
-    int prefix_regs, suffix_regs; // -1: method default (finetune 0/0, EARN 1/1, gist 0/1)
+    int lora_rank;            // compress500x: LoRA rank r (-1: not set, default 8)
+    float lora_alpha;         // compress500x: LoRA alpha (0: not set, default r: scale alpha / r = 1)
+    int prefix_regs, suffix_regs; // -1: method default (finetune 0/0, EARN 1/1, gist and compress500x 0/1)
     PromptTemplate tmpl;
     int max_history;          // 20
     int epochs;

@@ -34,9 +34,19 @@ void adamw_init(AdamWState *s, const ModelConfig *c) {
         sg->off = off;
         sg->n = info.numel;
         sg->decay = info.ndim == 2; // weights decay; norms and biases do not
+        sg->tensor = t;
         off += info.numel;
     }
     CHECK(off == s->n, "adamw_init: segments cover %zu of %zu floats", off, s->n);
+}
+
+void adamw_train_lora_only(AdamWState *s) {
+    for (int k = 0; k < s->n_segs; k++) {
+        AdamWSegment *sg = &s->seg[k];
+        if (sg->tensor >= MODEL_FIRST_LORA_TENSOR) continue;
+        if (sg->tensor == 0) sg->decay = 0; // embed_tokens: only the compression tokens' rows move
+        else sg->frozen = 1;
+    }
 }
 
 void adamw_free(AdamWState *s) {
@@ -84,6 +94,7 @@ double adamw_step(AdamWState *s, float *params, const float *grads, float lr, co
     float bc2 = (float)(1.0 - pow((double)c->beta2, (double)s->step));
     for (int k = 0; k < s->n_segs; k++) {
         const AdamWSegment *sg = &s->seg[k];
+        if (sg->frozen) continue;
         float wd = sg->decay ? c->weight_decay : 0.0f;
         float *p = params + sg->off, *m = s->m + sg->off, *v = s->v + sg->off;
         const float *g = grads + sg->off;

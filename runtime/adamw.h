@@ -33,6 +33,8 @@ void adamw_config_default(AdamWConfig *c);
 typedef struct {
     size_t off, n; // floats of one parameter tensor in params_memory
     int decay;     // 1: weight decay applies
+    int tensor;    // the parameter tensor (model.h order)
+    int frozen;    // 1: never stepped (compress500x's base weights)
 } AdamWSegment;
 
 typedef struct {
@@ -48,6 +50,12 @@ typedef struct {
 // Zeroed state for the parameters of config c (layout of Model.params_memory).
 void adamw_init(AdamWState *s, const ModelConfig *c);
 void adamw_free(AdamWState *s);
+// compress500x's frozen base: from now on only the LoRA adapters and the
+// embedding table are stepped; the table gets no weight decay, so its rows
+// whose gradient is always zero (all but the compression tokens', see
+// train.h grads_keep_lora_and_rows) keep their moments at 0 and their values
+// exactly. Every other base tensor's segment is frozen (skipped by adamw_step).
+void adamw_train_lora_only(AdamWState *s);
 
 // Learning rate of update `step` (0-based) out of total_steps:
 //   W = ceil(warmup_ratio * total_steps) warmup steps,

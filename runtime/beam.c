@@ -60,7 +60,7 @@ size_t beam_kv_bytes_closed_form(const ModelConfig *c, int L, int r, int beams, 
     size_t N = (size_t)c->n_layers, tail = (size_t)beams * (size_t)gen;
     if (c->method == METHOD_EARN)
         return bptl * ((size_t)c->layer_split_k * (size_t)L + N * ((size_t)r + tail));
-    if (c->method == METHOD_GIST) return bptl * N * ((size_t)r + tail);
+    if (c->method == METHOD_GIST || c->method == METHOD_COMPRESS500X) return bptl * N * ((size_t)r + tail);
     // finetune, skiplayers, POD (its L is the shorter prompt), AnLLM (L: its kept instruction segment, r: anchors)
     return bptl * N * ((size_t)L + (size_t)r + tail);
 }
@@ -232,6 +232,9 @@ void beam_prompt_batch_free(BeamPromptBatch *b) {
 // Gist: once the prompt is prefilled (its gist tokens saw all of it), each
 // cache keeps only the gist tokens, the last S entries of every layer and
 // head: StreamingLLM's selection with no sinks and a window of S.
+// compress500x keeps its compression tokens the same way; their KV was
+// computed with the LoRA adapters (the prefill's fb.lora), and the decode
+// steps that follow run the base weights (no fb.lora).
 static void gist_keep(KVCache *prompt, const ModelConfig *c, int n_users, const int *prompt_len) {
     KVPolicy g;
     kvpolicy_default(&g, KVP_STREAMING);
@@ -280,10 +283,17 @@ static int beam_prefill(float *logits, KVCache *prompt, BeamSearch *bs, int n_us
     double t0 = time_now_s();
     uint8_t **masks = c->method == METHOD_ANLLM ? anllm_masks(n_users, kinds, prompt_len) : NULL;
     fb.mask = (const uint8_t *const *)masks;
+    uint8_t *lora = NULL; // compress500x: every prompt token (prompt and compression tokens) runs with LoRA
+    if (c->method == METHOD_COMPRESS500X) {
+        lora = xmalloc(T);
+        memset(lora, 1, T);
+        fb.lora = lora;
+    }
     int rc = bs->kv_policy && bs->kv_policy->kind != KVP_NONE
                  ? prefill_policy(logits, prompt, bs, &fb, e)
                  : model_forward(logits, bs->model, &fb, &bs->scratch, e);
-    if (!rc && c->method == METHOD_GIST) gist_keep(prompt, c, n_users, prompt_len);
+    if (!rc && (c->method == METHOD_GIST || c->method == METHOD_COMPRESS500X)) gist_keep(prompt, c, n_users, prompt_len);
+    free(lora);
     if (!rc && c->method == METHOD_ANLLM) anllm_keep(prompt, n_users, kinds, prompt_len);
     for (int u = 0; masks && u < n_users; u++) free(masks[u]);
     free(masks);

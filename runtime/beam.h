@@ -118,6 +118,7 @@ void beam_prompt_batch_free(BeamPromptBatch *b);
 //   full: bptl * N * (L + beams * gen)        (registers, if any, counted in L)
 //   EARN: bptl * (k * L + N * (r + beams * gen))
 //   Gist: bptl * N * (r + beams * gen)          (the prompt's own KV is dropped)
+//   compress500x: as Gist (r = its compression tokens, KV computed with LoRA)
 //   POD:  full's, L the prompt without its instruction words, r = P soft-prompt registers
 //   AnLLM: full's with L = kept instruction-segment tokens (<bos>, instruction
 //          words), r = anchors (one per history item): what the cache keeps

@@ -11,18 +11,25 @@
 #define EARNEST_BLOCK_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "runtime/model.h"
 
 // Attention input: xn [rows, D] = input_layernorm(x [rows, D]);
 // q [rows, H*E], k and v [rows, G*E] = q/k/v_proj(xn) (+ the Qwen2 biases);
 // RoPE on q and k at positions pos [rows].
-void block_qkv_forward(float *xn, float *q, float *k, float *v, const Model *m, int l, const float *x,
-                       const int *pos, size_t rows);
+// compress500x: the rows flagged by lora_on [rows] (NULL: none; the model must
+// have adapters) add the LoRA term to q, k and v before RoPE (ops.h
+// lora_forward); lora_u [3, rows, r] receives the three low-rank inputs
+// (x A^T of q, k, v) for the backward.
+void block_qkv_forward(float *xn, float *q, float *k, float *v, float *lora_u, const Model *m, int l,
+                       const float *x, const int *pos, const uint8_t *lora_on, size_t rows);
 
 // Residual after attention: x_out [rows, D] = x_in + o_proj(att [rows, H*E]).
-// x_out may be x_in (in place).
-void block_attn_residual(float *x_out, const Model *m, int l, const float *x_in, const float *att, size_t rows);
+// x_out may be x_in (in place). Flagged rows add o_proj's LoRA term; lora_u
+// [rows, r] receives its low-rank input (att A^T).
+void block_attn_residual(float *x_out, float *lora_u, const Model *m, int l, const float *x_in, const float *att,
+                         const uint8_t *lora_on, size_t rows);
 
 // MLP and its residual: xn [rows, D] = post_attention_layernorm(x_in);
 // gate, up [rows, F] = gate_proj(xn), up_proj(xn); h [rows, F] = silu(gate) * up
@@ -40,6 +47,12 @@ static inline double flops_qkv(const ModelConfig *c, size_t rows) {
 static inline double flops_out_mlp(const ModelConfig *c, size_t rows) {
     double D = (double)c->dim, F = (double)c->hidden_dim, QD = (double)c->n_heads * c->head_dim;
     return 2.0 * (double)rows * D * QD + 6.0 * (double)rows * D * F;
+}
+// compress500x's LoRA terms on q, k, v and o of `rows` rows (x A^T, then u B^T; all
+// rows are multiplied, unflagged ones with u = 0):
+static inline double flops_lora(const ModelConfig *c, size_t rows) {
+    double D = (double)c->dim, QD = (double)c->n_heads * c->head_dim, KD = (double)c->n_kv_heads * c->head_dim;
+    return 2.0 * (double)rows * (double)c->lora_rank * ((D + QD) + 2 * (D + KD) + (QD + D));
 }
 // final norm's output head on `rows` rows:
 static inline double flops_head(const ModelConfig *c, size_t rows) {

@@ -25,6 +25,7 @@ const char *config_method_name(ModelMethod m) {
     case METHOD_GIST: return "gist";
     case METHOD_ANLLM: return "anllm";
     case METHOD_POD: return "pod";
+    case METHOD_COMPRESS500X: return "compress500x";
     }
     return "?";
 }
@@ -36,6 +37,7 @@ int config_method_parse(const char *s, ModelMethod *m) {
     else if (!strcmp(s, "gist")) *m = METHOD_GIST;
     else if (!strcmp(s, "anllm")) *m = METHOD_ANLLM;
     else if (!strcmp(s, "pod")) *m = METHOD_POD;
+    else if (!strcmp(s, "compress500x")) *m = METHOD_COMPRESS500X;
     else return -1;
     return 0;
 }
@@ -119,9 +121,22 @@ int config_validate(const ModelConfig *c, const char *where, Error *e) {
                            "earnest.suffix_regs = 0 and earnest.layer_split_k = 0; found %d, %d, %d", where,
                            c->n_prefix_regs, c->n_suffix_regs, c->layer_split_k);
         break;
+    case METHOD_COMPRESS500X:
+        if (c->layer_split_k != 0 || c->n_prefix_regs != 0 || c->n_suffix_regs < 1)
+            return err_set(e, "%s: a compress500x model needs earnest.suffix_regs >= 1 (its compression tokens), "
+                           "earnest.prefix_regs = 0 and earnest.layer_split_k = 0; found %d, %d, %d", where,
+                           c->n_suffix_regs, c->n_prefix_regs, c->layer_split_k);
+        if (c->lora_rank < 1 || c->lora_rank > c->dim || !(c->lora_alpha > 0.0f) || !isfinite(c->lora_alpha))
+            return err_set(e, "%s: a compress500x model needs earnest.lora_rank in 1..hidden_size (%d) and "
+                           "earnest.lora_alpha > 0; found %d, %g", where, c->dim, c->lora_rank,
+                           (double)c->lora_alpha);
+        break;
     default:
         return err_set(e, "%s: earnest.method: unknown method id %d", where, (int)c->method);
     }
+    if (c->method != METHOD_COMPRESS500X && c->lora_rank != 0)
+        return err_set(e, "%s: earnest.lora_rank = %d: LoRA adapters belong to compress500x models only", where,
+                       c->lora_rank);
     return 0;
 }
 
@@ -208,11 +223,14 @@ static int parse_arch(ModelArch *a, json_t *root, const char *path, Error *e) {
     return 0;
 }
 
-// The "earnest" object: {"method", "layer_split_k", "prefix_regs", "suffix_regs", "template"}.
+// The "earnest" object: {"method", "layer_split_k", "prefix_regs", "suffix_regs", "template"}, and for
+// compress500x "lora_rank" and "lora_alpha".
 static int parse_earnest(ModelConfig *c, json_t *root, const char *path, Error *e) {
     c->method = METHOD_FINETUNE;
     c->layer_split_k = 0;
     c->n_prefix_regs = c->n_suffix_regs = 0;
+    c->lora_rank = 0;
+    c->lora_alpha = 0.0f;
     c->prompt_template[0] = 0;
     json_t *ea = json_object_get(root, "earnest");
     if (!ea || json_is_null(ea)) return 0;
@@ -222,21 +240,24 @@ static int parse_earnest(ModelConfig *c, json_t *root, const char *path, Error *
     json_t *v;
     json_object_foreach(ea, key, v) { // a misspelt key would silently mean a different model
         if (strcmp(key, "method") && strcmp(key, "layer_split_k") && strcmp(key, "prefix_regs") &&
-            strcmp(key, "suffix_regs") && strcmp(key, "template"))
+            strcmp(key, "suffix_regs") && strcmp(key, "template") && strcmp(key, "lora_rank") &&
+            strcmp(key, "lora_alpha"))
             return err_set(e, "%s: unknown field \"earnest.%s\" (known: method, layer_split_k, prefix_regs, "
-                           "suffix_regs, template)", path, key);
+                           "suffix_regs, template, lora_rank, lora_alpha)", path, key);
     }
     json_t *m = json_object_get(ea, "method");
     if (m) {
         if (!json_is_string(m))
             return err_set(e, "%s: field \"earnest.method\" must be a string, found %s", path, json_kind(m));
         if (config_method_parse(json_string_value(m), &c->method) != 0)
-            return err_set(e, "%s: earnest.method: unknown method \"%s\" (finetune, earn, skiplayers, gist, anllm "
-                           "or pod)", path, json_string_value(m));
+            return err_set(e, "%s: earnest.method: unknown method \"%s\" (finetune, earn, skiplayers, gist, anllm, "
+                           "pod or compress500x)", path, json_string_value(m));
     }
     if (get_int(&c->layer_split_k, ea, "earnest.", "layer_split_k", 0, 0, path, e) != 0) return -1;
     if (get_int(&c->n_prefix_regs, ea, "earnest.", "prefix_regs", 0, 0, path, e) != 0) return -1;
     if (get_int(&c->n_suffix_regs, ea, "earnest.", "suffix_regs", 0, 0, path, e) != 0) return -1;
+    if (get_int(&c->lora_rank, ea, "earnest.", "lora_rank", 0, 0, path, e) != 0) return -1;
+    if (get_float(&c->lora_alpha, ea, "lora_alpha", 0.0f, path, e) != 0) return -1;
     json_t *t = json_object_get(ea, "template");
     if (t) {
         const char *ts = json_is_string(t) ? json_string_value(t) : NULL;
@@ -377,6 +398,10 @@ int config_save(const ModelConfig *c, const char *path, Error *e) {
     obj_set(ea, "prefix_regs", json_integer(c->n_prefix_regs));
     obj_set(ea, "suffix_regs", json_integer(c->n_suffix_regs));
     if (c->prompt_template[0]) obj_set(ea, "template", json_string(c->prompt_template));
+    if (c->lora_rank) {
+        obj_set(ea, "lora_rank", json_integer(c->lora_rank));
+        obj_set(ea, "lora_alpha", json_float(c->lora_alpha));
+    }
     obj_set(root, "earnest", ea);
     char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
     json_decref(root);

@@ -21,8 +21,26 @@ typedef enum {
                          // anchors and its own segment only (plan_mask_anllm); no registers
     METHOD_POD = 5,      // P prefix registers (learned soft prompt) replace the instruction
                          // words; a full model otherwise
+    METHOD_COMPRESS500X = 6, // 500xCompressor-style, see below
 } ModelMethod;
 
+// compress500x (500xCompressor-style, arXiv 2408.03094, as a baseline of EARN):
+//  - C compression tokens (the suffix registers <reg_suf_0..C-1>) after the prompt.
+//  - Encoder: the prompt and the compression tokens run through the model with
+//    rank-r LoRA adapters (lora_rank, scale lora_alpha / r) on q_proj, k_proj,
+//    v_proj and o_proj of every layer (model.h lora_*; ops.h lora_forward), so
+//    the compression tokens' K/V in every layer come from W + (alpha/r) B A.
+//  - Decoder: the code tokens run the frozen base W (no LoRA) and see only the
+//    compression tokens and each other, in every layer (Gist's mask,
+//    plan_mask_gist); the first code token is predicted from the last
+//    compression token's output (computed with the adapters).
+//  - Training (one forward: a per-token flag picks the weights): only the
+//    adapters and the compression tokens' embedding rows are trained, from a
+//    fine-tuned full model (--init, required); lora_B starts at 0, so training
+//    starts from the base model exactly.
+//  - Inference (beam.c): prefill of prompt + compression tokens with LoRA on,
+//    then only the compression tokens' KV is kept; decode on the base weights.
+//    KV closed form: Gist's, bptl * N * (C + beams * gen).
 typedef struct {
     ModelArch arch;
     int dim;          // hidden_size
@@ -41,7 +59,10 @@ typedef struct {
     ModelMethod method;
     int layer_split_k;  // EARN: layers 0..k-1 see the whole prompt
     int n_prefix_regs;  // EARN: register tokens before the prompt; POD: its soft-prompt vectors
-    int n_suffix_regs;  // EARN: register tokens after the prompt; Gist: the gist tokens
+    int n_suffix_regs;  // EARN: register tokens after the prompt; Gist: the gist tokens;
+                        // compress500x: the compression tokens
+    int lora_rank;      // compress500x: rank r of the LoRA adapters (0: no adapters, every other method)
+    float lora_alpha;   // compress500x: LoRA alpha; the low-rank term is scaled by alpha / r
     char prompt_template[16]; // the prompt template the model was trained with ("lcrec", "tiger"),
                               // "" when unknown; eval and dump-attn default to it
 } ModelConfig;
@@ -54,7 +75,8 @@ int config_validate(const ModelConfig *c, const char *where, Error *e);
 int config_load(ModelConfig *c, const char *path, Error *e);
 int config_save(const ModelConfig *c, const char *path, Error *e); // atomic
 const char *config_arch_name(ModelArch a);   // "LlamaForCausalLM", ...
-const char *config_method_name(ModelMethod m); // "finetune", "earn", "skiplayers", "gist", "anllm", "pod"
+const char *config_method_name(ModelMethod m); // "finetune", "earn", "skiplayers", "gist", "anllm", "pod",
+                                               // "compress500x"
 int config_method_parse(const char *s, ModelMethod *m);
 
 #endif

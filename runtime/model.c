@@ -15,7 +15,7 @@
 void model_param_info(const ModelConfig *c, int t, ParamTensorInfo *info) {
     size_t L = (size_t)c->n_layers, D = (size_t)c->dim, F = (size_t)c->hidden_dim;
     size_t V = (size_t)c->vocab_size, QD = (size_t)c->n_heads * (size_t)c->head_dim;
-    size_t KD = (size_t)c->n_kv_heads * (size_t)c->head_dim;
+    size_t KD = (size_t)c->n_kv_heads * (size_t)c->head_dim, R = (size_t)(c->lora_rank > 0 ? c->lora_rank : 0);
     memset(info, 0, sizeof *info);
 #define T2(name, pl, a, b) do { info->hf_name = name; info->per_layer = pl; info->ndim = 2; \
         info->shape[0] = a; info->shape[1] = b; info->numel = (pl ? L : 1) * (a) * (b); } while (0)
@@ -37,6 +37,14 @@ void model_param_info(const ModelConfig *c, int t, ParamTensorInfo *info) {
     case 12: T2("model.layers.%d.mlp.down_proj.weight", 1, D, F); break;
     case 13: T1("model.norm.weight", 0, D); break;
     case 14: T2("lm_head.weight", 0, V, D); break;
+    case 15: T2("model.layers.%d.self_attn.q_proj.lora_A.weight", 1, R, D); break;
+    case 16: T2("model.layers.%d.self_attn.q_proj.lora_B.weight", 1, QD, R); break;
+    case 17: T2("model.layers.%d.self_attn.k_proj.lora_A.weight", 1, R, D); break;
+    case 18: T2("model.layers.%d.self_attn.k_proj.lora_B.weight", 1, KD, R); break;
+    case 19: T2("model.layers.%d.self_attn.v_proj.lora_A.weight", 1, R, D); break;
+    case 20: T2("model.layers.%d.self_attn.v_proj.lora_B.weight", 1, KD, R); break;
+    case 21: T2("model.layers.%d.self_attn.o_proj.lora_A.weight", 1, R, QD); break;
+    case 22: T2("model.layers.%d.self_attn.o_proj.lora_B.weight", 1, D, R); break;
     default: DIE("model_param_info: no tensor %d", t);
     }
 #undef T1
@@ -48,7 +56,8 @@ void model_param_info(const ModelConfig *c, int t, ParamTensorInfo *info) {
 float **model_param_slot(ModelParams *p, int t) {
     float **slots[MODEL_N_PARAM_TENSORS] = {
         &p->embed, &p->attn_norm, &p->wq, &p->wk, &p->wv, &p->bq, &p->bk, &p->bv,
-        &p->wo, &p->mlp_norm, &p->w_gate, &p->w_up, &p->w_down, &p->final_norm, &p->lm_head};
+        &p->wo, &p->mlp_norm, &p->w_gate, &p->w_up, &p->w_down, &p->final_norm, &p->lm_head,
+        &p->lora_qa, &p->lora_qb, &p->lora_ka, &p->lora_kb, &p->lora_va, &p->lora_vb, &p->lora_oa, &p->lora_ob};
     CHECK(t >= 0 && t < MODEL_N_PARAM_TENSORS, "model_param_slot: no tensor %d", t);
     return slots[t];
 }
@@ -152,6 +161,7 @@ typedef struct {
     int grp_block;  // active rows per task of a shared-parent group
     size_t max_keys;// longest key list any attention task sees
     int32_t *k_tok; // [n_threads * max_keys] key sequence indices for the attention hook
+    uint8_t *row_lora; // [T] 1: the active row adds the LoRA term (ForwardBatch.lora)
 } BatchIndex;
 
 // The float buffers of one call, carved from the scratch.
@@ -164,6 +174,7 @@ typedef struct {
     float *h1;      // [rows, F] gate, then silu(gate)*up
     float *h2;      // [rows, F] up
     float *xn_own;  // [n_threads, min(T, FUSED_MAX_ROWS) * D] each thread's normalised rows (layer_fused)
+    float *lora_u;  // [3, rows, r] LoRA's low-rank inputs (compress500x; r = 0 otherwise)
     float *scores;  // [n_threads, score_stride] attention work of each thread
     size_t score_stride;
     size_t xn_stride;
@@ -209,7 +220,9 @@ static void forward_layout(BatchIndex *bi, ForwardBufs *fw, ForwardScratch *s, c
     nf += (size_t)n_threads * F16(score_floats);
     const size_t own_rows = T < FUSED_MAX_ROWS ? T : FUSED_MAX_ROWS;
     nf += (size_t)n_threads * F16(own_rows * D);
-    size_t ni = 9 * T + 3 * ((size_t)S + 1) + (size_t)n_threads * max_keys;
+    const size_t R = fb->lora ? (size_t)c->lora_rank : 0;
+    nf += F16(3 * T * R);
+    size_t ni = 10 * T + 3 * ((size_t)S + 1) + (size_t)n_threads * max_keys; // row_lora: T bytes in T ints
     size_t need = nf + ni + 16;
     fw->score_stride = F16(score_floats);
     fw->xn_stride = F16(own_rows * D);
@@ -230,6 +243,7 @@ static void forward_layout(BatchIndex *bi, ForwardBufs *fw, ForwardScratch *s, c
     fw->h2 = scratch_take(&at, T * F);
     fw->scores = scratch_take(&at, (size_t)n_threads * fw->score_stride);
     fw->xn_own = scratch_take(&at, (size_t)n_threads * fw->xn_stride);
+    fw->lora_u = scratch_take(&at, 3 * T * R);
     fw->task_rows = task_rows;
     int *ip = (int *)at;
     bi->T = T;
@@ -245,6 +259,7 @@ static void forward_layout(BatchIndex *bi, ForwardBufs *fw, ForwardScratch *s, c
     bi->row_start = ip; ip += S + 1;
     bi->grp_first = ip; ip += S + 1;
     bi->task_start = ip; ip += S + 1;
+    bi->row_lora = (uint8_t *)ip; ip += T;
     bi->k_tok = (int32_t *)ip;
     bi->qblock = qblock;
     bi->grp_block = grp_block;
@@ -301,6 +316,7 @@ static void compact_rows(BatchIndex *bi, float *x, const ForwardBatch *fb, const
         bi->row_order[r] = bi->order[tok];
         bi->row_local[r] = bi->local[tok];
         bi->row_pos[r] = bi->pos[tok];
+        bi->row_lora[r] = fb->lora ? fb->lora[tok] : 0;
     }
     for (int b = 0; b < S; b++) bi->row_start[b + 1] += bi->row_start[b];
     // Tasks: (kv head, row block) of a shared-parent group, else (head, query block) of a sequence.
@@ -449,7 +465,7 @@ static void col_slice(size_t *o0, size_t *o1, size_t n, size_t unit, int th, int
 }
 
 static int use_fused(const ForwardBatch *fb, size_t rows) {
-    return rows <= FUSED_MAX_ROWS && (!fb->attn_hook || fb->attn_hook_concurrent);
+    return rows <= FUSED_MAX_ROWS && (!fb->attn_hook || fb->attn_hook_concurrent) && !fb->lora;
 }
 
 int fused_threads_pick(FusedThreads *f, int max_threads) {
@@ -630,6 +646,8 @@ int model_forward_check_seq(const ModelConfig *c, int allow_long, LogitsMode mod
 static int forward_check(const Model *m, const ForwardBatch *fb, Error *e) {
     const ModelConfig *c = &m->config;
     if (fb->n_seqs <= 0) return err_set(e, "forward: empty batch");
+    if (fb->lora && c->lora_rank < 1)
+        return err_set(e, "forward: LoRA rows were asked for, but the model has no LoRA adapters");
     size_t at = 0;
     for (int b = 0; b < fb->n_seqs; b++) {
         const KVCache *kv = fb->caches[b];
@@ -668,11 +686,13 @@ int model_forward(float *logits, Model *m, const ForwardBatch *fb, ForwardScratc
             flops += flops_out_mlp(c, bi.rows);
             continue;
         }
-        block_qkv_forward(fw.xn, fw.q, fw.k, fw.v, m, l, fw.x, bi.row_pos, bi.rows);
+        const uint8_t *lora_on = fb->lora ? bi.row_lora : NULL; // compress500x's adapted rows
+        block_qkv_forward(fw.xn, fw.q, fw.k, fw.v, fw.lora_u, m, l, fw.x, bi.row_pos, lora_on, bi.rows);
         kv_append(fb, &bi, fw.k, fw.v, c, l, 0, c->n_kv_heads);
         forward_attention(fw.att, &fw, m, fb, &bi, l);
         attention_flops(&flops, c, fb, &bi, l);
-        block_attn_residual(fw.x, m, l, fw.x, fw.att, bi.rows);
+        block_attn_residual(fw.x, fw.lora_u, m, l, fw.x, fw.att, lora_on, bi.rows);
+        if (lora_on) flops += flops_lora(c, bi.rows);
         block_mlp_forward(fw.x, fw.xn, fw.h1, fw.h2, fw.h1, m, l, fw.x, bi.rows);
         flops += flops_out_mlp(c, bi.rows);
     }
@@ -715,6 +735,33 @@ void model_grow_vocab(Model *out, const Model *in, int new_vocab, uint64_t seed)
             for (size_t i = a.numel; i < b.numel; i++) dst[i] = s * rng_normal(&r);
         }
     }
+}
+
+void model_lora_init(Model *m, uint64_t seed) {
+    const ModelConfig *c = &m->config;
+    Rng rng;
+    rng_seed(&rng, seed ^ 0x4C6F5241ull);
+    for (int t = MODEL_FIRST_LORA_TENSOR; t < MODEL_N_PARAM_TENSORS; t++) {
+        ParamTensorInfo info;
+        model_param_info(c, t, &info);
+        float *p = *model_param_slot(&m->params, t);
+        int is_a = (t - MODEL_FIRST_LORA_TENSOR) % 2 == 0; // A [r, in]: in = shape[1]
+        float bound = is_a ? 1.0f / sqrtf((float)info.shape[1]) : 0.0f;
+        for (size_t i = 0; i < info.numel; i++) p[i] = is_a ? bound * (2.0f * (float)rng_uniform(&rng) - 1.0f) : 0.0f;
+    }
+}
+
+void model_add_lora(Model *out, const Model *in, int r, float alpha, uint64_t seed) {
+    CHECK(in->config.lora_rank == 0 && r >= 1, "model_add_lora: rank %d onto a model of rank %d", r,
+          in->config.lora_rank);
+    ModelConfig c = in->config;
+    c.lora_rank = r;
+    c.lora_alpha = alpha;
+    model_alloc(out, &c);
+    // The base tensors come first in params_memory, laid out as without adapters.
+    CHECK(out->n_params > in->n_params, "model_add_lora: no room for the adapters");
+    memcpy(out->params_memory, in->params_memory, in->n_params * sizeof(float));
+    model_lora_init(out, seed);
 }
 
 void model_keep_layers(Model *out, const Model *in, int m) {

@@ -31,9 +31,21 @@ typedef struct {
     float *w_down;     // [L, D, F]    ...mlp.down_proj.weight
     float *final_norm; // [D]          model.norm.weight
     float *lm_head;    // [V, D]       lm_head.weight (== embed when tied)
+    // LoRA adapters (compress500x only; NULL when lora_rank r = 0), PEFT's names and
+    // layout: lora_A [r, in], lora_B [out, r]; the adapted projection of a flagged
+    // row is y = x W^T + (alpha / r) * (x A^T) B^T (ops.h lora_forward).
+    float *lora_qa;    // [L, r, D]    model.layers.i.self_attn.q_proj.lora_A.weight
+    float *lora_qb;    // [L, H*E, r]  ...self_attn.q_proj.lora_B.weight
+    float *lora_ka;    // [L, r, D]    ...self_attn.k_proj.lora_A.weight
+    float *lora_kb;    // [L, G*E, r]  ...self_attn.k_proj.lora_B.weight
+    float *lora_va;    // [L, r, D]    ...self_attn.v_proj.lora_A.weight
+    float *lora_vb;    // [L, G*E, r]  ...self_attn.v_proj.lora_B.weight
+    float *lora_oa;    // [L, r, H*E]  ...self_attn.o_proj.lora_A.weight
+    float *lora_ob;    // [L, D, r]    ...self_attn.o_proj.lora_B.weight
 } ModelParams;
 
-#define MODEL_N_PARAM_TENSORS 15
+#define MODEL_N_PARAM_TENSORS 23
+#define MODEL_FIRST_LORA_TENSOR 15 // tensors 15..22 are the LoRA adapters (after every base tensor)
 
 typedef struct {
     const char *hf_name;   // HF name; "%d" stands for the layer index in per-layer tensors
@@ -71,6 +83,17 @@ void model_free(Model *m);
 // untied lm_head) rows are N(0, s), s the RMS of the existing rows, so new
 // tokens start at the scale of the old ones. `out` is allocated here.
 void model_grow_vocab(Model *out, const Model *in, int new_vocab, uint64_t seed);
+// LoRA's scale alpha / r (0 without adapters).
+static inline float model_lora_scale(const ModelConfig *c) {
+    return c->lora_rank > 0 ? c->lora_alpha / (float)c->lora_rank : 0.0f;
+}
+// LoRA's initialisation (as PEFT): every lora_A ~ U(-1/sqrt(in), 1/sqrt(in)),
+// every lora_B = 0, so the adapted model starts as the base model exactly.
+void model_lora_init(Model *m, uint64_t seed);
+// compress500x's starting model: out = in (a model without adapters, every
+// base tensor copied exactly) plus rank-r adapters initialised by
+// model_lora_init; out->config is in's with lora_rank = r, lora_alpha = alpha.
+void model_add_lora(Model *out, const Model *in, int r, float alpha, uint64_t seed);
 // SkipLayers: out gets in's first m layers (1 <= m <= N), its embeddings, final
 // norm and head, exactly; out->config is in's with n_layers = m. Per-layer
 // tensors are [N, ...] blocks, so the kept part is each one's first m slices.
@@ -115,6 +138,8 @@ typedef struct {
     const int *depth;        // [sum n_new] layers each token is computed in; NULL: all N
     const uint8_t *const *mask; // NULL, or per sequence NULL or [n_new, n_new]: mask[i*n+j] = 1
                              // lets new token i see new token j (j <= i still required)
+    const uint8_t *lora;     // NULL, or [sum n_new]: 1 = the token's q/k/v/o projections add the LoRA
+                             // term (compress500x's prompt and compression tokens); needs lora_rank > 0
     KVCache **caches;        // [n_seqs], one per sequence (may share a read-only parent)
     LogitsMode logits_mode;
     AttnHook attn_hook;      // optional; a hooked call runs each (sequence, head) as one block of all its rows

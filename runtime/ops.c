@@ -189,6 +189,91 @@ void matmul_backward_ref(float *dinp, float *dweight, float *dbias, const float 
 }
 
 // ---------------------------------------------------------------------------
+// LoRA's low-rank term
+
+// Zeroes the rows of x [N, R] that on [N] does not flag.
+static void rows_zero_unflagged(float *x, const uint8_t *on, size_t N, size_t R) {
+    if (!on) return;
+    for (size_t n = 0; n < N; n++)
+        if (!on[n]) memset(x + n * R, 0, R * sizeof(float));
+}
+
+void lora_forward(float *out, float *u, const float *inp, const float *A, const float *B, const uint8_t *on,
+                  float scale, size_t N, size_t C, size_t R, size_t OC) {
+    if (N == 0 || R == 0) return;
+    matmul_forward(u, inp, A, NULL, N, C, R, 0.0f);
+    rows_zero_unflagged(u, on, N, R);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)OC, (int)R, scale, u, (int)R, B, (int)R,
+                1.0f, out, (int)OC);
+}
+
+void lora_forward_ref(float *out, float *u, const float *inp, const float *A, const float *B, const uint8_t *on,
+                      float scale, size_t N, size_t C, size_t R, size_t OC) {
+    for (size_t n = 0; n < N; n++) {
+        int f = !on || on[n];
+        for (size_t r = 0; r < R; r++) {
+            double acc = 0.0;
+            for (size_t c = 0; c < C && f; c++) acc += (double)inp[n * C + c] * A[r * C + c];
+            u[n * R + r] = (float)acc;
+        }
+        if (!f) continue;
+        for (size_t o = 0; o < OC; o++) {
+            double acc = 0.0;
+            for (size_t r = 0; r < R; r++) acc += (double)u[n * R + r] * B[o * R + r];
+            out[n * OC + o] += (float)((double)scale * acc);
+        }
+    }
+}
+
+void lora_backward(float *dinp, float *dA, float *dB, float *du, const float *dout, const float *inp,
+                   const float *u, const float *A, const float *B, const uint8_t *on, float scale, size_t N,
+                   size_t C, size_t R, size_t OC) {
+    if (N == 0 || R == 0) return;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)R, (int)OC, scale, dout, (int)OC, B, (int)R,
+                0.0f, du, (int)R); // du [N, R] = scale * dout @ B
+    rows_zero_unflagged(du, on, N, R);
+    if (dinp)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)C, (int)R, 1.0f, du, (int)R, A, (int)C,
+                    1.0f, dinp, (int)C);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)R, (int)C, (int)N, 1.0f, du, (int)R, inp, (int)C,
+                1.0f, dA, (int)C); // dA [R, C] += du^T @ inp
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)OC, (int)R, (int)N, scale, dout, (int)OC, u, (int)R,
+                1.0f, dB, (int)R); // dB [OC, R] += scale * dout^T @ u (u is 0 on unflagged rows)
+}
+
+void lora_backward_ref(float *dinp, float *dA, float *dB, float *du, const float *dout, const float *inp,
+                       const float *u, const float *A, const float *B, const uint8_t *on, float scale, size_t N,
+                       size_t C, size_t R, size_t OC) {
+    for (size_t n = 0; n < N; n++) {
+        int f = !on || on[n];
+        for (size_t r = 0; r < R; r++) {
+            double acc = 0.0;
+            for (size_t o = 0; o < OC && f; o++) acc += (double)dout[n * OC + o] * B[o * R + r];
+            du[n * R + r] = (float)((double)scale * acc);
+        }
+        if (!f) continue;
+        for (size_t c = 0; dinp && c < C; c++) {
+            double acc = 0.0;
+            for (size_t r = 0; r < R; r++) acc += (double)du[n * R + r] * A[r * C + c];
+            dinp[n * C + c] += (float)acc;
+        }
+    }
+    for (size_t r = 0; r < R; r++)
+        for (size_t c = 0; c < C; c++) {
+            double acc = 0.0;
+            for (size_t n = 0; n < N; n++) acc += (double)du[n * R + r] * inp[n * C + c];
+            dA[r * C + c] += (float)acc;
+        }
+    for (size_t o = 0; o < OC; o++)
+        for (size_t r = 0; r < R; r++) {
+            double acc = 0.0;
+            for (size_t n = 0; n < N; n++)
+                if (!on || on[n]) acc += (double)dout[n * OC + o] * u[n * R + r];
+            dB[o * R + r] += (float)((double)scale * acc);
+        }
+}
+
+// ---------------------------------------------------------------------------
 // rmsnorm
 
 void rmsnorm_forward(float *out, const float *inp, const float *weight, size_t N, size_t C, float eps) {

@@ -45,6 +45,26 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
 void matmul_backward_ref(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                          const float *weight, size_t N, size_t C, size_t OC);
 
+// LoRA's low-rank term on the rows flagged by on [N] (NULL: every row), added
+// to a projection matmul_forward computed into out: with A [R, C], B [OC, R],
+//   u [N, R]    = inp [N, C] @ A^T on flagged rows, 0 on the others (kept for the backward),
+//   out [N, OC] += scale * u @ B^T.
+// Rows not flagged are left exactly as they are (their u is 0).
+void lora_forward(float *out, float *u, const float *inp, const float *A, const float *B, const uint8_t *on,
+                  float scale, size_t N, size_t C, size_t R, size_t OC);
+void lora_forward_ref(float *out, float *u, const float *inp, const float *A, const float *B, const uint8_t *on,
+                      float scale, size_t N, size_t C, size_t R, size_t OC);
+// Backward of lora_forward (the base product's own backward is matmul_backward):
+// given dout [N, OC] and the forward's u, on flagged rows du [N, R] = scale * dout @ B
+// (work space, overwritten; 0 on other rows), and ADDED: dinp [N, C] += du @ A,
+// dA [R, C] += du^T @ inp, dB [OC, R] += scale * dout^T @ u. dinp may be NULL.
+void lora_backward(float *dinp, float *dA, float *dB, float *du, const float *dout, const float *inp,
+                   const float *u, const float *A, const float *B, const uint8_t *on, float scale, size_t N,
+                   size_t C, size_t R, size_t OC);
+void lora_backward_ref(float *dinp, float *dA, float *dB, float *du, const float *dout, const float *inp,
+                       const float *u, const float *A, const float *B, const uint8_t *on, float scale, size_t N,
+                       size_t C, size_t R, size_t OC);
+
 // out [N, C] = inp / rms(inp) * weight; rms over C with eps inside the root.
 void rmsnorm_forward(float *out, const float *inp, const float *weight, size_t N, size_t C, float eps);
 void rmsnorm_forward_ref(float *out, const float *inp, const float *weight, size_t N, size_t C, float eps);

@@ -40,6 +40,22 @@ void grads_alloc(ModelGrads *g, const ModelConfig *c) {
 
 void grads_zero(ModelGrads *g) { memset(g->memory, 0, g->n * sizeof(float)); }
 
+void grads_keep_lora_and_rows(ModelGrads *g, const ModelConfig *c, const int *rows, int n) {
+    const size_t D = (size_t)c->dim;
+    float *keep = xmalloc((size_t)(n > 0 ? n : 1) * D * sizeof(float));
+    for (int i = 0; i < n; i++) {
+        CHECK(rows[i] >= 0 && rows[i] < c->vocab_size, "grads_keep_lora_and_rows: token %d", rows[i]);
+        memcpy(keep + (size_t)i * D, g->g.embed + (size_t)rows[i] * D, D * sizeof(float));
+    }
+    for (int t = 0; t < MODEL_FIRST_LORA_TENSOR; t++) { // every base tensor, embed and lm_head included
+        ParamTensorInfo info;
+        model_param_info(c, t, &info);
+        if (info.numel) memset(*model_param_slot(&g->g, t), 0, info.numel * sizeof(float));
+    }
+    for (int i = 0; i < n; i++) memcpy(g->g.embed + (size_t)rows[i] * D, keep + (size_t)i * D, D * sizeof(float));
+    free(keep);
+}
+
 void grads_free(ModelGrads *g) {
     free(g->memory);
     memset(g, 0, sizeof *g);
@@ -74,7 +90,7 @@ static void acts_layout(TrainActs *a, Carver *cv, const ModelConfig *c, const Tr
     const int L = c->n_layers, S = b->n_seqs;
     const size_t D = (size_t)c->dim, F = (size_t)c->hidden_dim, E = (size_t)c->head_dim;
     const size_t H = (size_t)c->n_heads, QD = H * E, KD = (size_t)c->n_kv_heads * E, V = (size_t)c->vocab_size;
-    const size_t T = a->T, NL = (size_t)a->n_labels;
+    const size_t T = a->T, NL = (size_t)a->n_labels, R = b->lora ? (size_t)c->lora_rank : 0;
     for (int l = 0; l < L; l++) {
         LayerActs *la = &a->layer[l];
         size_t rows = 0, probs = 0, first = 0;
@@ -102,6 +118,8 @@ static void acts_layout(TrainActs *a, Carver *cv, const ModelConfig *c, const Tr
         la->gate = CARVE_F(cv, rows * F);
         la->up = CARVE_F(cv, rows * F);
         la->h = CARVE_F(cv, rows * F);
+        la->row_lora = carve(cv, rows);
+        la->lora_u = CARVE_F(cv, 4 * rows * R);
     }
     a->x_top = CARVE_F(cv, a->layer[L - 1].rows * D);
     a->label_row = CARVE_I(cv, NL);
@@ -124,6 +142,7 @@ static void acts_layout(TrainActs *a, Carver *cv, const ModelConfig *c, const Tr
     a->dh = CARVE_F(cv, T * F);
     a->dxl = CARVE_F(cv, NL * D);
     a->dxnl = CARVE_F(cv, NL * D);
+    a->dlora_u = CARVE_F(cv, T * R);
     a->attn_scratch = CARVE_F(cv, (size_t)a->n_threads * ATTN_BLOCK * a->max_n);
 }
 
@@ -131,6 +150,8 @@ static int train_check(const Model *m, const TrainBatch *b, Error *e) {
     const ModelConfig *c = &m->config;
     if (b->n_seqs <= 0) return err_set(e, "train: empty batch");
     if (!b->tokens || !b->n_tok || !b->labels) return err_set(e, "train: batch lacks tokens, lengths or labels");
+    if (b->lora && c->lora_rank < 1)
+        return err_set(e, "train: LoRA rows were asked for, but the model has no LoRA adapters");
     size_t at = 0;
     for (int s = 0; s < b->n_seqs; s++) {
         if (b->n_tok[s] <= 0) return err_set(e, "train: sequence %d has no tokens", s);
@@ -203,6 +224,7 @@ static void acts_prepare(TrainActs *a, const ModelConfig *c, const TrainBatch *b
                 la->row_tok[r] = (int)t;
                 la->row_pos[r] = b->positions ? b->positions[t] : i;
                 la->row_local[r] = i;
+                la->row_lora[r] = b->lora ? b->lora[t] : 0;
                 r++;
             }
             size_t n = r - r_seq;
@@ -253,10 +275,13 @@ static void layer_forward(double *flops, TrainActs *a, const Model *m, const Tra
             if (prev->row_tok[p] == la->row_tok[r]) memcpy(la->x_in + r++ * D, a->xw + p * D, D * sizeof(float));
     }
     if (rows == 0) return;
-    block_qkv_forward(la->xn1, la->q, la->k, la->v, m, l, la->x_in, la->row_pos, rows);
+    const uint8_t *lora_on = b->lora ? la->row_lora : NULL; // compress500x: LoRA on flagged rows
+    block_qkv_forward(la->xn1, la->q, la->k, la->v, la->lora_u, m, l, la->x_in, la->row_pos, lora_on, rows);
     *flops += flops_qkv(c, rows);
     layer_attention(flops, la, c, b);
-    block_attn_residual(la->x_mid, m, l, la->x_in, la->att, rows);
+    const size_t R = b->lora ? (size_t)c->lora_rank : 0; // la->lora_u is [4, rows, R]
+    block_attn_residual(la->x_mid, la->lora_u + 3 * rows * R, m, l, la->x_in, la->att, lora_on, rows);
+    if (lora_on) *flops += flops_lora(c, rows);
     block_mlp_forward(a->xw, la->xn2, la->gate, la->up, la->h, m, l, la->x_mid, rows);
     *flops += flops_out_mlp(c, rows);
 }
@@ -320,6 +345,35 @@ static void spread_rows(float *dres, const LayerActs *lo, const LayerActs *up, s
     }
 }
 
+// compress500x: the LoRA term of o_proj (datt += its input gradient; its A, B gradients).
+static void lora_backward_o(TrainActs *a, const LayerActs *la, const Model *m, ModelParams *g, int l) {
+    const ModelConfig *c = &m->config;
+    const ModelParams *w = &m->params;
+    const size_t D = (size_t)c->dim, QD = (size_t)c->n_heads * (size_t)c->head_dim, R = (size_t)c->lora_rank;
+    const size_t rows = la->rows;
+    lora_backward(a->datt, g->lora_oa + (size_t)l * R * QD, g->lora_ob + (size_t)l * D * R, a->dlora_u, a->dres,
+                  la->att, la->lora_u + 3 * rows * R, w->lora_oa + (size_t)l * R * QD, w->lora_ob + (size_t)l * D * R,
+                  la->row_lora, model_lora_scale(c), rows, QD, R, D);
+}
+
+// compress500x: the LoRA terms of q, k and v (dq, dk after RoPE's backward; into dxn).
+static void lora_backward_qkv(TrainActs *a, const LayerActs *la, const Model *m, ModelParams *g, int l) {
+    const ModelConfig *c = &m->config;
+    const ModelParams *w = &m->params;
+    const size_t D = (size_t)c->dim, E = (size_t)c->head_dim, R = (size_t)c->lora_rank, rows = la->rows;
+    const size_t QD = (size_t)c->n_heads * E, KD = (size_t)c->n_kv_heads * E;
+    const float s = model_lora_scale(c);
+    const size_t RD = (size_t)l * R * D;
+    lora_backward(a->dxn, g->lora_qa + RD, g->lora_qb + (size_t)l * QD * R, a->dlora_u, a->dq, la->xn1, la->lora_u,
+                  w->lora_qa + RD, w->lora_qb + (size_t)l * QD * R, la->row_lora, s, rows, D, R, QD);
+    lora_backward(a->dxn, g->lora_ka + RD, g->lora_kb + (size_t)l * KD * R, a->dlora_u, a->dk, la->xn1,
+                  la->lora_u + rows * R, w->lora_ka + RD, w->lora_kb + (size_t)l * KD * R, la->row_lora, s, rows, D,
+                  R, KD);
+    lora_backward(a->dxn, g->lora_va + RD, g->lora_vb + (size_t)l * KD * R, a->dlora_u, a->dv, la->xn1,
+                  la->lora_u + 2 * rows * R, w->lora_va + RD, w->lora_vb + (size_t)l * KD * R, la->row_lora, s, rows,
+                  D, R, KD);
+}
+
 void train_backward(ModelGrads *gr, TrainActs *a, const Model *m, float loss_scale) {
     crossentropy_backward(a->logits, a->logits, a->label_id, loss_scale, (size_t)a->n_labels,
                           (size_t)m->config.vocab_size); // dlogits in place
@@ -378,6 +432,7 @@ void train_backward_dlogits(ModelGrads *gr, TrainActs *a, const Model *m) {
         matmul_backward(a->datt, g->wo + (size_t)l * D * QD, NULL, a->dres, la->att, w->wo + (size_t)l * D * QD, rows,
                         QD, D);
         flops += 4.0 * (double)rows * (double)D * (double)QD;
+        if (b->lora) lora_backward_o(a, la, m, g, l);
         memset(a->dq, 0, rows * QD * sizeof(float));
         memset(a->dk, 0, rows * KD * sizeof(float));
         memset(a->dv, 0, rows * KD * sizeof(float));
@@ -413,6 +468,10 @@ void train_backward_dlogits(ModelGrads *gr, TrainActs *a, const Model *m) {
         matmul_backward(a->dxn, g->wv + (size_t)l * KD * D, g->bv ? g->bv + (size_t)l * KD : NULL, a->dv, la->xn1,
                         w->wv + (size_t)l * KD * D, rows, D, KD);
         flops += 4.0 * (double)rows * (double)D * (double)(QD + 2 * KD);
+        if (b->lora) {
+            lora_backward_qkv(a, la, m, g, l);
+            flops += 2.0 * flops_lora(c, rows); // du, dinp, dA, dB of each term
+        }
         rmsnorm_backward(a->dres, g->attn_norm + lD, a->dxn, la->x_in, w->attn_norm + lD, rows, D, eps);
     }
     // Layer 0 holds every token in packed order: dres is the embedding output's gradient.

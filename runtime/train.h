@@ -48,6 +48,8 @@ typedef struct {
     const uint8_t *const *mask; // NULL, or per sequence NULL or [n, n]: mask[i*n+j] = 1 lets token i
                                 // see token j (j < i; causality always applies)
     const int *labels;          // [T] target id of the position, or -1 (no loss there)
+    const uint8_t *lora;        // NULL, or [T]: 1 = the token's q/k/v/o projections add the LoRA term
+                                // (compress500x: prompt and compression tokens; targets run the base)
 } TrainBatch;
 
 // Activations of one layer, for the rows (tokens) it computes, in packed order.
@@ -70,6 +72,8 @@ typedef struct {
     float *gate;      // [rows, F] gate_proj output (before SiLU)
     float *up;        // [rows, F] up_proj output
     float *h;         // [rows, F] silu(gate) * up (input of down_proj)
+    uint8_t *row_lora;// [rows] 1: the row adds the LoRA term (from TrainBatch.lora)
+    float *lora_u;    // [4, rows, r] LoRA's low-rank inputs of q, k, v and o (r = 0 without adapters)
 } LayerActs;
 
 // Everything one forward saves for its backward, carved from one allocation
@@ -91,6 +95,7 @@ typedef struct {
     float *xw;         // [T, D] work: a layer's output before its rows are dropped
     // backward work space (sized for the widest layer)
     float *dres, *dxn, *dq, *dk, *dv, *datt, *dgate, *dup, *dh, *dxl, *dxnl;
+    float *dlora_u;    // [T, r] LoRA's du (ops.h lora_backward)
     float *attn_scratch; // [n_threads, ATTN_BLOCK * max_n]
     int n_threads;
     size_t max_n;      // longest sequence
@@ -121,6 +126,11 @@ void train_backward(ModelGrads *g, TrainActs *a, const Model *m, float loss_scal
 void train_backward_dlogits(ModelGrads *g, TrainActs *a, const Model *m);
 
 void train_acts_free(TrainActs *a);
+
+// compress500x's frozen base: zeroes every gradient but the LoRA adapters'
+// and the embedding rows of the n token ids in rows (the compression tokens).
+// With tied embeddings those rows' gradient includes their lm_head use.
+void grads_keep_lora_and_rows(ModelGrads *g, const ModelConfig *c, const int *rows, int n);
 
 // Throughput of full training steps (forward, backward, AdamW update) on a
 // random model of config c and a random batch of n_seqs sequences of seq_len

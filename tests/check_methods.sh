@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# check_methods.sh: the learned baselines SkipLayers, Gist, AnLLM and POD through
+# check_methods.sh: the learned baselines SkipLayers, Gist, AnLLM, POD and compress500x through
 # `earnest train` and `earnest eval` on a small synthetic dataset:
 #  - skiplayers from a trained 4-layer tiny model keeps --keep-layers 2 of its
 #    layers: the saved model has 2 layers, method "skiplayers", its first two
@@ -15,14 +15,25 @@
 #    eval's mean history_items), pod's (--prefix-regs 2) bptl * N * (1 + 2 +
 #    5A - 1 + 20 * 3) (no instruction words), and both gammas compare against
 #    the plain prompt's 48 + 5A - 1 + 60 tokens;
+#  - compress500x from the trained finetune model (2 compression tokens, LoRA
+#    rank 4, lr 1e-2, 1 epoch): config method/rank/alpha, the checkpoint holds
+#    the 32 adapters under PEFT's names (4 layers x q/k/v/o x lora_A/B, lora_B
+#    trained away from 0), every base tensor bit for bit the parent's except
+#    the embedding rows of <reg_suf_0> and <reg_suf_1> (the compression
+#    tokens), which moved; loss falls; eval's sigma is Gist's closed form
+#    bptl * N * (2 + 20 * 3) per user; a run killed after its 2nd update and
+#    resumed saves the same model.safetensors byte for byte;
 #  - bench --method skiplayers[:keep=M],gist[:tokens=G] on one set of random
 #    weights: KV bytes equal bptl * M * (L + W * 3) and bptl * N * (G + W * 3);
 #    anllm[:items=N] bptl * N * (L - 4N + N + W * 3) (default N = (L - 1) / 4),
-#    pod[:regs=P,words=X] bptl * N * (L - X + P + W * 3) (default X = 47, P = 1);
+#    pod[:regs=P,words=X] bptl * N * (L - X + P + W * 3) (default X = 47, P = 1),
+#    compress500x:tokens=C,rank=R bptl * N * (C + W * 3);
 #  - bad input: bench keys out of range or unknown; skiplayers without --keep-layers, --keep-layers beyond the
 #    model's layers or with another method, gist with 0 gist tokens or with
 #    --k, anllm with registers or --k, pod with 0 soft-prompt vectors or
-#    suffix registers, an anllm target for speculative search: exit 1 or 2
+#    suffix registers, compress500x without --init, with --lora-rank 0, with
+#    --k or 0 compression tokens, from a non-finetune --init, --lora-rank with
+#    another method, an anllm or compress500x target for speculative search: exit 1 or 2
 #    (never a crash), a message naming the flag, nothing written.
 set -euo pipefail
 B="${EARNEST_BIN:?}"
@@ -41,6 +52,59 @@ T="--data syn --template tiger --eval-users 20 --threads 2 --quiet"
 "$B" train $T --init full --method skiplayers --keep-layers 2 --epochs 1 --lr 1e-30 --warmup 0 --weight-decay 0 \
     --out skip0 > /dev/null 2> skip0.log || { cat skip0.log; fail "skiplayers lr 0"; }
 "$B" eval --model skip0 --data syn --out skip.json > /dev/null 2> skip_eval.log || { cat skip_eval.log; fail "eval skip"; }
+
+# compress500x: 2 compression tokens, LoRA rank 4 on the frozen finetune model.
+"$B" train $T --init full --method compress500x --suffix-regs 2 --lora-rank 4 --lr 1e-2 --epochs 1 --out c500x \
+    > /dev/null 2> c500x.log || { cat c500x.log; fail "compress500x"; }
+# Killed after its 2nd update and resumed, the same run ends bit for bit where the uninterrupted one did.
+set +e
+"$B" train $T --init full --method compress500x --suffix-regs 2 --lora-rank 4 --lr 1e-2 --epochs 1 --save-every 1 \
+    --test-crash-after-step 2 --out c500x_r > /dev/null 2> c500x_r.log
+rc=$?; set -e
+[ $rc -ne 0 ] || fail "compress500x: the crash test did not crash"
+"$B" train $T --init full --method compress500x --suffix-regs 2 --lora-rank 4 --lr 1e-2 --epochs 1 --save-every 1 \
+    --resume --out c500x_r > /dev/null 2> c500x_r.log || { cat c500x_r.log; fail "compress500x resume"; }
+cmp -s c500x/model.safetensors c500x_r/model.safetensors || fail "compress500x: the resumed run differs"
+"$B" eval --model c500x --data syn --out c500x.json > /dev/null 2> c500x_eval.log || { cat c500x_eval.log; fail "eval c500x"; }
+"$B" eval --model full --data syn --out full.json > /dev/null 2> full_eval.log || { cat full_eval.log; fail "eval full"; }
+$PY - <<'PYEOF' || fail "compress500x checks"
+import json, struct, numpy as np
+def tensors(path):
+    raw = open(path, "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    head = json.loads(raw[8:8 + n])
+    out = {}
+    for k, v in head.items():
+        if k == "__metadata__": continue
+        a, b = v["data_offsets"]
+        out[k] = np.frombuffer(raw[8 + n + a: 8 + n + b], dtype=np.float32).reshape(v["shape"])
+    return out
+cfg = json.load(open("c500x/config.json"))["earnest"]
+assert cfg["method"] == "compress500x" and cfg["suffix_regs"] == 2 and cfg["prefix_regs"] == 0, cfg
+assert cfg["lora_rank"] == 4 and cfg["lora_alpha"] == 4.0, cfg
+parent, c = tensors("full/model.safetensors"), tensors("c500x/model.safetensors")
+lora = sorted(set(c) - set(parent))
+want = sorted("model.layers.%d.self_attn.%s_proj.lora_%s.weight" % (l, p, ab)
+              for l in range(4) for p in "qkvo" for ab in "AB")
+assert lora == want, lora
+assert all(c[k].shape[0] == 4 for k in lora if "lora_A" in k) and all(c[k].shape[1] == 4 for k in lora if "lora_B" in k)
+assert min(float(np.abs(c[k]).max()) for k in lora if "lora_B" in k) > 0  # B starts at 0 and was trained
+voc = open("c500x/vocab.txt").read().split("\n")
+rows = {voc.index("<reg_suf_0>"), voc.index("<reg_suf_1>")}
+for k in parent:
+    d = np.abs(c[k] - parent[k])
+    moved = set(np.nonzero(d.max(axis=1))[0]) if d.ndim == 2 else set(np.nonzero(d)[0])
+    assert moved == (rows if k == "model.embed_tokens.weight" else set()), (k, sorted(moved)[:5])
+log = [l.split(",") for l in open("c500x/train_log.csv").read().split("\n")[1:] if l]
+assert float(log[-1][4]) < float(log[0][4]), (log[0], log[-1])
+r, f = json.load(open("c500x.json")), json.load(open("full.json"))
+eff = r["efficiency"]
+per_user = 2 * 2 * 16 * 4 * 4 * (2 + 20 * 3)
+assert abs(eff["sigma"] - per_user) < 1e-6, (eff["sigma"], per_user)
+print("compress500x: 32 adapters, base frozen (only the 2 compression rows of embed moved), loss %s -> %s, "
+      "sigma %d B/user (gamma %.1f %%), recall@10 %.4f (its finetune parent %.4f)"
+      % (log[0][4], log[-1][4], per_user, eff["gamma"], r["recall@10"], f["recall@10"]))
+PYEOF
 
 # Gist: 2 gist tokens.
 "$B" train $T --preset tiny --method gist --suffix-regs 2 --epochs 1 --out gist > /dev/null 2> gist.log \
@@ -107,7 +171,7 @@ print("skiplayers: 2 of 4 layers, cut max |diff| %.1e; gist sigma %d B/user, los
 PYEOF
 
 # bench: the learned baselines' shapes on one set of random weights; KV bytes against the closed forms.
-"$B" bench --preset tiny --method full,skiplayers:keep=1,skiplayers,gist:tokens=3,anllm,anllm:items=10,pod,pod:regs=3,words=20 \
+"$B" bench --preset tiny --method full,skiplayers:keep=1,skiplayers,gist:tokens=3,anllm,anllm:items=10,pod,pod:regs=3,words=20,compress500x:tokens=3,rank=4 \
     --prompt-len 96 --beam 5 --reps 1 \
     --threads 2 --out bench.csv > /dev/null 2> bench.log || { cat bench.log; fail "bench"; }
 $PY - <<'PYEOF' || fail "bench checks"
@@ -120,14 +184,15 @@ assert kv[0] == bptl * N * (L + W * G), kv
 assert kv[1] == bptl * 1 * (L + W * G) and rows[1]["n_layers"] == "1", (kv, rows[1]["n_layers"])
 assert kv[2] == bptl * 2 * (L + W * G) and rows[2]["n_layers"] == "2", (kv, rows[2]["n_layers"])
 assert kv[3] == bptl * N * (3 + W * G) and rows[3]["policy"] == "gist:tokens=3", (kv, rows[3]["policy"])
-assert [r["method"] for r in rows[4:]] == ["anllm"] * 2 + ["pod"] * 2, [r["method"] for r in rows]
+assert [r["method"] for r in rows[4:]] == ["anllm"] * 2 + ["pod"] * 2 + ["compress500x"], [r["method"] for r in rows]
 assert kv[4] == bptl * N * ((L - 4 * 23) + 23 + W * G) and rows[4]["policy"] == "", (kv, rows[4]["policy"])
 assert kv[5] == bptl * N * ((L - 4 * 10) + 10 + W * G) and rows[5]["policy"] == "anllm:items=10", kv
 assert kv[6] == bptl * N * (L - 47 + 1 + W * G) and rows[6]["policy"] == "pod:regs=1" and rows[6]["prefix_regs"] == "1", kv
 assert kv[7] == bptl * N * (L - 20 + 3 + W * G) and rows[7]["policy"] == "pod:regs=3,words=20", (kv, rows[7]["policy"])
-print("bench: KV bytes of full, skiplayers, gist, anllm, pod = their closed forms:", kv)
+assert kv[8] == bptl * N * (3 + W * G) and rows[8]["policy"] == "compress500x:tokens=3,rank=4", (kv, rows[8]["policy"])
+print("bench: KV bytes of full, skiplayers, gist, anllm, pod, compress500x = their closed forms:", kv)
 PYEOF
-for m in gist:tokens=0 skiplayers:layers=2 skiplayers:keep=x anllm:items=0 anllm:keep=2 pod:regs=0 pod:words=x; do
+for m in gist:tokens=0 compress500x:rank=0 compress500x:window=2 skiplayers:layers=2 skiplayers:keep=x anllm:items=0 anllm:keep=2 pod:regs=0 pod:words=x; do
     set +e; "$B" bench --preset tiny --method "full,$m" --out "bad_bench.csv" > /dev/null 2> bad_bench.log; rc=$?; set -e
     [ $rc -eq 2 ] && grep -q -- "--method" bad_bench.log && [ ! -e bad_bench.csv ] || { cat bad_bench.log; fail "bench $m: exit $rc"; }
 done
@@ -142,6 +207,9 @@ done
 set +e; "$B" eval --model anllm --data syn --draft full --out bad_spec.json > /dev/null 2> bad_spec.log; rc=$?; set -e
 [ $rc -eq 1 ] && grep -q "the target is a anllm model" bad_spec.log && [ ! -e bad_spec.json ] \
     || { cat bad_spec.log; fail "speculative anllm: exit $rc"; }
+set +e; "$B" eval --model c500x --data syn --draft full --out bad_spec.json > /dev/null 2> bad_spec.log; rc=$?; set -e
+[ $rc -eq 1 ] && grep -q "the target is a compress500x model" bad_spec.log && [ ! -e bad_spec.json ] \
+    || { cat bad_spec.log; fail "speculative compress500x: exit $rc"; }
 
 bad() { # NAME EXPECTED_TEXT train flags...
     local name=$1 want=$2; shift 2
@@ -162,4 +230,10 @@ bad anllmreg "--method anllm" --preset tiny --method anllm --suffix-regs 1 --epo
 bad anllmk "--method anllm" --preset tiny --method anllm --k 1 --epochs 1
 bad pod0 "soft-prompt vector" --preset tiny --method pod --prefix-regs 0 --epochs 1
 bad podsuf "--method pod" --preset tiny --method pod --suffix-regs 1 --epochs 1
+bad c5noinit "needs --init DIR" --preset tiny --method compress500x --epochs 1
+bad c5rank0 "--lora-rank 0" --init full --method compress500x --lora-rank 0 --epochs 1
+bad c5k "--method compress500x" --init full --method compress500x --k 1 --epochs 1
+bad c5tok0 "compression token" --init full --method compress500x --suffix-regs 0 --epochs 1
+bad c5gist "is a gist model" --init gist --method compress500x --epochs 1
+bad c5other "--lora-rank and --lora-alpha are compress500x settings" --init full --method gist --lora-rank 4 --epochs 1
 echo "check_methods: ok"

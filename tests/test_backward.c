@@ -18,7 +18,17 @@
 //    used). Tolerance: rel err < 1e-3 per tensor sample (max |g - fd| / max |fd|);
 //    seen: ~1e-5..1e-4 (finite-difference truncation plus float rounding).
 // 3. The training forward's logits equal model_forward's for the same batch
-//    (rel err < 1e-5), and its loss equals the double reference's (< 1e-5).
+//    (rel err < 1e-5; compress500x's LoRA rows included), and its loss equals
+//    the double reference's (< 1e-5).
+// 4. compress500x: LoRA's low-rank op (lora_forward/backward) against its _ref
+//    twin and finite differences as in 1 (some rows not flagged: those keep
+//    their base output bit for bit and get no input gradient); the whole model
+//    with LoRA on the prompt and compression rows under Gist's mask as in 2,
+//    every tensor including the eight LoRA ones (reference: merged weights
+//    W + (alpha/r) B A in double); and the frozen base: after
+//    grads_keep_lora_and_rows and adamw_train_lora_only, two AdamW steps leave
+//    every base tensor bit for bit as it was except the compression tokens'
+//    embedding rows, which move, as do the adapters.
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -28,6 +38,7 @@
 #include <cmocka.h>
 
 #include "helpers/ref_model.h"
+#include "runtime/adamw.h"
 #include "runtime/kvcache.h"
 #include "runtime/model.h"
 #include "runtime/ops.h"
@@ -137,6 +148,68 @@ static void test_matmul_backward(void **st) {
     check_ref("matmul (large) dbias", a3, b3, OC2);
     free(X); free(W); free(DY); free(a1); free(a2); free(a3); free(b1); free(b2); free(b3);
     free(x); free(w); free(b); free(dy); free(dx); free(dw); free(db); free(dx2); free(dw2); free(db2);
+    free(dyd); free(in[0]); free(in[1]); free(in[2]);
+}
+
+typedef struct { size_t N, C, R, OC; double s; const uint8_t *on; const double *dout; } LoraCtx;
+// in: inp [N, C], A [R, C], B [OC, R]; the objective sum(dout * s * (inp A^T) B^T) over flagged rows
+static double lora_obj(double **in, const void *cv) {
+    const LoraCtx *c = cv;
+    double s = 0.0;
+    for (size_t n = 0; n < c->N; n++) {
+        if (!c->on[n]) continue;
+        for (size_t o = 0; o < c->OC; o++) {
+            double y = 0.0;
+            for (size_t r = 0; r < c->R; r++) {
+                double u = 0.0;
+                for (size_t k = 0; k < c->C; k++) u += in[0][n * c->C + k] * in[1][r * c->C + k];
+                y += u * in[2][o * c->R + r];
+            }
+            s += c->dout[n * c->OC + o] * c->s * y;
+        }
+    }
+    return s;
+}
+static void test_lora_backward(void **st) {
+    (void)st;
+    Rng r;
+    rng_seed(&r, 9);
+    size_t N = 7, C = 10, R = 3, OC = 6;
+    const float s = 1.5f;
+    const uint8_t on[7] = {1, 0, 1, 1, 0, 0, 1};
+    float *x = malloc(N * C * 4), *A = malloc(R * C * 4), *B = malloc(OC * R * 4), *dy = malloc(N * OC * 4);
+    fill_normal(x, N * C, &r, 1); fill_normal(A, R * C, &r, 1); fill_normal(B, OC * R, &r, 1);
+    fill_normal(dy, N * OC, &r, 1);
+    // Forward: onto a random base output; unflagged rows stay bit for bit.
+    float *y0 = malloc(N * OC * 4), *y1 = malloc(N * OC * 4), *y2 = malloc(N * OC * 4);
+    float *u1 = malloc(N * R * 4), *u2 = malloc(N * R * 4);
+    fill_normal(y0, N * OC, &r, 1);
+    memcpy(y1, y0, N * OC * 4);
+    memcpy(y2, y0, N * OC * 4);
+    lora_forward(y1, u1, x, A, B, on, s, N, C, R, OC);
+    lora_forward_ref(y2, u2, x, A, B, on, s, N, C, R, OC);
+    check_ref("lora out", y1, y2, N * OC);
+    check_ref("lora u", u1, u2, N * R);
+    for (size_t n = 0; n < N; n++)
+        if (!on[n]) assert_memory_equal(y1 + n * OC, y0 + n * OC, OC * 4);
+    // Backward.
+    float *dx = calloc(N * C, 4), *dA = calloc(R * C, 4), *dB = calloc(OC * R, 4), *du = malloc(N * R * 4);
+    float *dx2 = calloc(N * C, 4), *dA2 = calloc(R * C, 4), *dB2 = calloc(OC * R, 4), *du2 = malloc(N * R * 4);
+    lora_backward(dx, dA, dB, du, dy, x, u1, A, B, on, s, N, C, R, OC);
+    lora_backward_ref(dx2, dA2, dB2, du2, dy, x, u2, A, B, on, s, N, C, R, OC);
+    double *dyd = to_double(dy, N * OC);
+    double *in[3] = {to_double(x, N * C), to_double(A, R * C), to_double(B, OC * R)};
+    LoraCtx ctx = {N, C, R, OC, s, on, dyd};
+    check_fd("lora dinp", dx, lora_obj, in, 0, N * C, &ctx);
+    check_fd("lora dA", dA, lora_obj, in, 1, R * C, &ctx);
+    check_fd("lora dB", dB, lora_obj, in, 2, OC * R, &ctx);
+    check_ref("lora dinp", dx, dx2, N * C);
+    check_ref("lora dA", dA, dA2, R * C);
+    check_ref("lora dB", dB, dB2, OC * R);
+    for (size_t n = 0; n < N; n++)
+        for (size_t k = 0; !on[n] && k < C; k++) assert_true(dx[n * C + k] == 0.0f);
+    free(x); free(A); free(B); free(dy); free(y0); free(y1); free(y2); free(u1); free(u2);
+    free(dx); free(dA); free(dB); free(du); free(dx2); free(dA2); free(dB2); free(du2);
     free(dyd); free(in[0]); free(in[1]); free(in[2]);
 }
 
@@ -430,18 +503,19 @@ typedef struct {
     int n[4];
     int *tokens, *positions, *depth, *labels; // packed [T]
     uint8_t *mask[4];                         // per sequence [n, n] or NULL
+    uint8_t *lora;                            // [T] compress500x's LoRA rows, or NULL
     int T;
 } Batch;
 
 static void batch_free(Batch *b) {
-    free(b->tokens); free(b->positions); free(b->depth); free(b->labels);
+    free(b->tokens); free(b->positions); free(b->depth); free(b->labels); free(b->lora);
     for (int s = 0; s < b->S; s++) free(b->mask[s]);
 }
 
 static TrainBatch batch_view(const Batch *b, int with_positions) {
     TrainBatch tb = {.n_seqs = b->S, .n_tok = b->n, .tokens = b->tokens,
                      .positions = with_positions ? b->positions : NULL, .depth = b->depth,
-                     .mask = (const uint8_t *const *)b->mask, .labels = b->labels};
+                     .mask = (const uint8_t *const *)b->mask, .labels = b->labels, .lora = b->lora};
     return tb;
 }
 
@@ -454,6 +528,8 @@ typedef struct {
     int with_mask;   // a random mask among the prompt (every token still sees itself and registers)
     int with_positions; // custom RoPE positions (gaps and repeats, as packed multi-target)
     int gist;        // Gist's mask (plan_mask_gist): the suffix registers are the gist tokens
+    int c500x;       // compress500x: Gist's mask, LoRA on every token but the targets, and the
+                     // suffix registers are tokens V-1, V-2, ... (the compression tokens)
     int anllm;       // AnLLM's mask (plan_mask_anllm): <bos>, a word, items of 3 history tokens + anchor,
                      // 2 words, then the targets
 } BatchSpec;
@@ -493,12 +569,21 @@ static void batch_make(Batch *b, const BatchSpec *sp, const ModelConfig *c, uint
                            (i >= prompt_end || (sp->k == 0 && rng_uniform(&r) < 0.5f));
             b->labels[t] = labelled ? b->tokens[t + 1] : -1;
         }
-        if (sp->with_mask || sp->gist || sp->anllm) {
+        if (sp->c500x) {
+            if (!b->lora) b->lora = calloc((size_t)b->T, 1);
+            for (int i = 0; i < n; i++) {
+                b->lora[at + i] = i < n - sp->n_tgt;
+                if (i >= prompt_end && i < n - sp->n_tgt) b->tokens[at + i] = c->vocab_size - 1 - (i - prompt_end);
+            }
+            for (int i = 0; i + 1 < n; i++) // the labels follow the compression tokens' ids
+                if (b->labels[at + i] >= 0) b->labels[at + i] = b->tokens[at + i + 1];
+        }
+        if (sp->with_mask || sp->gist || sp->anllm || sp->c500x) {
             b->mask[s] = malloc((size_t)n * n);
             for (int i = 0; i < n; i++)
                 for (int j = 0; j < n; j++) b->mask[s][i * n + j] = !sp->with_mask || rng_uniform(&r) < 0.75f;
         }
-        if (sp->gist) {
+        if (sp->gist || sp->c500x) {
             uint8_t kinds[64];
             assert_true(n <= 64);
             for (int i = 0; i < n; i++)
@@ -529,8 +614,8 @@ static double ref_loss(const Model *m, const Batch *b, int with_positions) {
     for (int s = 0; s < b->S; s++) {
         int n = b->n[s];
         double *lg = malloc(sizeof(double) * (size_t)n * V);
-        ref_forward(lg, NULL, m, b->tokens + at, with_positions ? b->positions + at : NULL, b->depth + at,
-                    b->mask[s], n);
+        ref_forward_lora(lg, NULL, m, b->tokens + at, with_positions ? b->positions + at : NULL, b->depth + at,
+                         b->mask[s], b->lora ? b->lora + at : NULL, n);
         for (int i = 0; i < n; i++) {
             int y = b->labels[at + i];
             if (y < 0) continue;
@@ -653,6 +738,79 @@ static void test_model_grads_gist(void **st) {
     check_model_grads("Gist, 1 gist token, pack mask + positions", &c, &g1, 250);
 }
 
+// compress500x: LoRA (rank 3, alpha 6: scale 2) on the prompt and compression
+// rows, the targets on the base weights, under Gist's mask; every tensor's
+// gradient, the adapters' included.
+static ModelConfig c500x_config(ModelArch arch, int tie) {
+    ModelConfig c = ref_config(arch, 16, 24, 3, 4, 2, 19, tie);
+    c.method = METHOD_COMPRESS500X;
+    c.n_suffix_regs = 2;
+    c.lora_rank = 3;
+    c.lora_alpha = 6.0f;
+    return c;
+}
+static void test_model_grads_c500x(void **st) {
+    (void)st;
+    ModelConfig c = c500x_config(MODEL_ARCH_LLAMA, 0);
+    BatchSpec g2 = {.S = 2, .n = {12, 9}, .n_suf = 2, .n_tgt = 3, .c500x = 1};
+    check_model_grads("compress500x, 2 tokens, r=3, 2 sequences", &c, &g2, 260);
+    ModelConfig cq = c500x_config(MODEL_ARCH_QWEN2, 1);
+    BatchSpec g1 = {.S = 1, .n = {13}, .n_suf = 2, .n_tgt = 3, .c500x = 1, .with_mask = 1, .with_positions = 1};
+    check_model_grads("compress500x, qwen2 tied, pack mask + positions", &cq, &g1, 270);
+}
+
+// compress500x's frozen base through two AdamW steps (weight decay on).
+static void test_c500x_frozen_base(void **st) {
+    (void)st;
+    ModelConfig c = c500x_config(MODEL_ARCH_LLAMA, 0);
+    Model m;
+    model_init_random(&m, &c, 280, 0.3f);
+    Batch b;
+    BatchSpec sp = {.S = 2, .n = {12, 9}, .n_suf = 2, .n_tgt = 3, .c500x = 1};
+    batch_make(&b, &sp, &c, 281);
+    TrainBatch tb = batch_view(&b, 0);
+    const int rows[2] = {c.vocab_size - 1, c.vocab_size - 2}; // the compression tokens
+    float *before = malloc(m.n_params * sizeof(float));
+    memcpy(before, m.params_memory, m.n_params * sizeof(float));
+    TrainActs acts = {0};
+    ModelGrads g;
+    grads_alloc(&g, &c);
+    AdamWConfig oc;
+    adamw_config_default(&oc);
+    AdamWState opt;
+    adamw_init(&opt, &c);
+    adamw_train_lora_only(&opt);
+    Error e;
+    for (int step = 0; step < 2; step++) {
+        assert_int_equal(train_forward(&acts, &m, &tb, &e), 0);
+        grads_zero(&g);
+        train_backward(&g, &acts, &m, 1.0f / (float)acts.n_labels);
+        grads_keep_lora_and_rows(&g, &c, rows, 2);
+        adamw_step(&opt, m.params_memory, g.memory, 1e-2f, &oc);
+    }
+    size_t base_moved = 0, lora_moved = 0, lora_n = 0, row_moved = 0;
+    const size_t D = (size_t)c.dim, first_lora = (size_t)(m.params.lora_qa - m.params_memory);
+    for (size_t i = 0; i < m.n_params; i++) {
+        int moved = m.params_memory[i] != before[i];
+        size_t row = i / D;
+        int comp_row = i < (size_t)c.vocab_size * D && (row == (size_t)rows[0] || row == (size_t)rows[1]);
+        if (i >= first_lora) { lora_n++; lora_moved += moved; }
+        else if (comp_row) row_moved += moved;
+        else base_moved += moved;
+    }
+    print_message("  frozen base: %zu base floats moved (want 0), compression-token rows %zu of %zu moved, "
+                  "adapters %zu of %zu moved\n", base_moved, row_moved, 2 * D, lora_moved, lora_n);
+    assert_int_equal(base_moved, 0);
+    assert_true(row_moved == 2 * D);
+    assert_true(lora_moved > lora_n / 2);
+    adamw_free(&opt);
+    grads_free(&g);
+    train_acts_free(&acts);
+    batch_free(&b);
+    free(before);
+    model_free(&m);
+}
+
 // AnLLM: the full plan under AnLLM's mask (history rows see their own item and
 // the earlier anchors; words after the history and targets only the instruction
 // segment and the anchors), labels on prompt tokens too.
@@ -689,7 +847,8 @@ static void check_logits(const char *name, const ModelConfig *c, const BatchSpec
     }
     ForwardBatch fb = {.n_seqs = b.S, .n_new = b.n, .tokens = b.tokens,
                        .positions = sp->with_positions ? b.positions : NULL, .depth = b.depth,
-                       .mask = (const uint8_t *const *)b.mask, .caches = kvs, .logits_mode = LOGITS_ALL};
+                       .mask = (const uint8_t *const *)b.mask, .caches = kvs, .logits_mode = LOGITS_ALL,
+                       .lora = b.lora};
     ForwardScratch fs = {0};
     assert_int_equal(model_forward(lg, &m, &fb, &fs, &e), 0);
     double num = 0.0, den = 0.0;
@@ -724,6 +883,13 @@ static void test_train_logits_match_inference(void **st) {
     check_logits("EARN k=1, mask + positions", &cq, &earn, 310);
     BatchSpec earn3 = {.S = 2, .n = {77, 66}, .k = 3, .n_pre = 2, .n_suf = 2, .n_tgt = 5};
     check_logits("EARN k=3, 2+2 registers", &cq, &earn3, 320);
+    ModelConfig c5 = cq;
+    c5.method = METHOD_COMPRESS500X;
+    c5.n_suffix_regs = 3;
+    c5.lora_rank = 4;
+    c5.lora_alpha = 8.0f;
+    BatchSpec comp = {.S = 2, .n = {60, 30}, .n_suf = 3, .n_tgt = 4, .c500x = 1, .with_positions = 1};
+    check_logits("compress500x, LoRA rows + Gist mask", &c5, &comp, 330);
 }
 
 // Micro-batches add up; the same batch twice gives bitwise the same gradient.
@@ -825,6 +991,9 @@ int main(void) {
         cmocka_unit_test(test_model_grads_earn),
         cmocka_unit_test(test_model_grads_gist),
         cmocka_unit_test(test_model_grads_anllm),
+        cmocka_unit_test(test_lora_backward),
+        cmocka_unit_test(test_model_grads_c500x),
+        cmocka_unit_test(test_c500x_frozen_base),
         cmocka_unit_test(test_train_logits_match_inference),
         cmocka_unit_test(test_accumulation_and_determinism),
         cmocka_unit_test(test_bad_batches),

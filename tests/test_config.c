@@ -283,7 +283,13 @@ static void test_errors(void **state) {
                      " \"earnest\": {\"method\": \"earn\", \"layer_split_k\": 2, \"prefix_regs\": -1,"
                      " \"suffix_regs\": 3}}", "earnest.prefix_regs must be >= 0");
     expect_error(fx, "{" BASE ", \"hidden_size\": 8, \"num_attention_heads\": 2,"
-                     " \"earnest\": {\"method\": \"lora\"}}", "unknown method \"lora\" (finetune, earn, skiplayers, gist, anllm or pod)");
+                     " \"earnest\": {\"method\": \"lora\"}}", "unknown method \"lora\" (finetune, earn, skiplayers, gist, anllm, pod or compress500x)");
+    expect_error(fx, "{" BASE ", \"hidden_size\": 8, \"num_attention_heads\": 2,"
+                     " \"earnest\": {\"method\": \"finetune\", \"lora_rank\": 4}}",
+                 "earnest.lora_rank = 4: LoRA adapters belong to compress500x models only");
+    expect_error(fx, "{" BASE ", \"hidden_size\": 8, \"num_attention_heads\": 2,"
+                     " \"earnest\": {\"method\": \"compress500x\", \"suffix_regs\": 2}}",
+                 "a compress500x model needs earnest.lora_rank in 1..hidden_size (8)");
     expect_error(fx, "{" BASE ", \"hidden_size\": 8, \"num_attention_heads\": 2,"
                      " \"earnest\": {\"layer_split\": 2}}", "unknown field \"earnest.layer_split\"");
     expect_error(fx, "{" BASE ", \"hidden_size\": 8, \"num_attention_heads\": 2,"

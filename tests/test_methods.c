@@ -31,7 +31,27 @@
 //    the closed form and to the search's allocation.
 // 8. POD: its search is a full model's over its (shorter) prompt: scores equal
 //    the unmasked reference, KV bytes the full closed form of that prompt.
+// 9. compress500x's inference equals its training: the search (prefill of
+//    prompt + compression tokens with the LoRA adapters, then only the
+//    compression tokens' KV, decode on the base weights) scores every code as
+//    the double reference does under Gist's mask with LoRA (merged weights) on
+//    the prompt and compression tokens only, |diff| < 1e-4; the same reference
+//    without LoRA must differ (> 1e-3), and so must one with LoRA on the codes
+//    too; KV bytes = Gist's closed form bptl * N * (C + W * gen).
+// 10. compress500x with every lora_B = 0 is the Gist model of the same base
+//    weights: the training forward (LoRA rows flagged) gives bitwise the Gist
+//    model's logits; the search returns the same codes in the same order with
+//    the same KV bytes, its scores within 1e-6 (seen 1.5e-7: the prefill's last
+//    layer keeps one row per prompt, which Gist runs through the fused few-row
+//    kernel and compress500x's LoRA rows through sgemm, so the float rounding
+//    differs; the LoRA term itself adds exactly 0).
+// 11. A compress500x checkpoint: model_save writes the adapters under PEFT's
+//    names (model.layers.{l}.self_attn.{q,k,v,o}_proj.lora_{A,B}.weight) and
+//    config.json's earnest.lora_rank / lora_alpha; model_load gives back every
+//    float bit for bit; the same file under a config without lora_rank is
+//    refused (unexpected tensors).
 #include <setjmp.h>
+#include <unistd.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <math.h>
@@ -41,9 +61,11 @@
 
 #include "helpers/ref_model.h"
 #include "runtime/beam.h"
+#include "runtime/checkpoint.h"
 #include "runtime/config.h"
 #include "runtime/model.h"
 #include "runtime/plan.h"
+#include "runtime/train.h"
 #include "runtime/trie.h"
 
 static void test_gist_mask_rule(void **st) {
@@ -85,7 +107,9 @@ static void build_trie(Trie *t) {
 }
 
 // Reference score of one code after the prompt: sum_j log_softmax(row predicting code j)[code j].
-enum { RULE_NONE = 0, RULE_GIST = 1, RULE_ANLLM = 2 };
+// RULE_C500X: Gist's mask, LoRA on the prompt (compression tokens included), not on the code;
+// RULE_C500X_ALL: the same with LoRA on the code too (what the search must not compute).
+enum { RULE_NONE = 0, RULE_GIST = 1, RULE_ANLLM = 2, RULE_C500X = 3, RULE_C500X_ALL = 4 };
 static double ref_score(const Model *m, const int *prompt, const uint8_t *kinds, int n, const int *code, int rule) {
     const int T = n + 3, V = m->config.vocab_size;
     int *tok = malloc(sizeof(int) * T);
@@ -98,10 +122,13 @@ static double ref_score(const Model *m, const int *prompt, const uint8_t *kinds,
     }
     for (int i = 0; i < T; i++)
         for (int j = 0; j < T; j++) mask[i * T + j] = j <= i;
-    if (rule == RULE_GIST) plan_mask_gist(mask, kd, T);
+    if (rule == RULE_GIST || rule == RULE_C500X || rule == RULE_C500X_ALL) plan_mask_gist(mask, kd, T);
     if (rule == RULE_ANLLM) plan_mask_anllm(mask, kd, T);
+    uint8_t *lora = malloc((size_t)T);
+    for (int i = 0; i < T; i++) lora[i] = i < n || rule == RULE_C500X_ALL;
     double *lg = malloc(sizeof(double) * (size_t)T * V), s = 0.0;
-    ref_forward(lg, NULL, m, tok, NULL, NULL, mask, T);
+    ref_forward_lora(lg, NULL, m, tok, NULL, NULL, mask, rule >= RULE_C500X ? lora : NULL, T);
+    free(lora);
     for (int j = 0; j < 4; j++) {
         const double *x = lg + (size_t)(n - 1 + j) * V;
         double mx = -INFINITY, z = 0.0;
@@ -253,6 +280,25 @@ static void test_method_configs(void **st) {
     assert_string_equal(config_method_name(mm), "anllm");
     assert_int_equal(config_method_parse("pod", &mm), 0);
     assert_string_equal(config_method_name(mm), "pod");
+    ModelConfig x = c; // compress500x: compression tokens (suffix registers) and LoRA rank >= 1
+    x.method = METHOD_COMPRESS500X;
+    x.lora_rank = 4;
+    x.lora_alpha = 4.0f;
+    expect_invalid(&x, "earnest.suffix_regs >= 1 (its compression tokens)");
+    x.n_suffix_regs = 2;
+    assert_int_equal(config_validate(&x, "test", &(Error){{0}}), 0);
+    x.lora_rank = 0;
+    expect_invalid(&x, "earnest.lora_rank in 1..hidden_size");
+    x.lora_rank = 4;
+    x.lora_alpha = 0.0f;
+    expect_invalid(&x, "earnest.lora_alpha > 0");
+    ModelConfig gl = c; // adapters on any other method
+    gl.method = METHOD_GIST;
+    gl.n_suffix_regs = 1;
+    gl.lora_rank = 2;
+    expect_invalid(&gl, "LoRA adapters belong to compress500x models only");
+    assert_int_equal(config_method_parse("compress500x", &mm), 0);
+    assert_string_equal(config_method_name(mm), "compress500x");
 }
 
 // ---------------------------------------------------------------------------
@@ -433,11 +479,211 @@ static void test_pod_search_and_kv(void **st) {
     model_free(&m);
 }
 
+// ---------------------------------------------------------------------------
+// compress500x
+
+// A compress500x model (rank 3, alpha 6) with random adapters (B != 0), and
+// U prompts of random history tokens ending in C compression tokens (ids 39, 38, ...).
+static void c500x_setup(Model *m, int **prompts, uint8_t **kinds, const int *lens, int U, int C, uint64_t seed) {
+    ModelConfig c = ref_config(MODEL_ARCH_LLAMA, 16, 24, 3, 4, 2, 40, 0);
+    c.method = METHOD_COMPRESS500X;
+    c.n_suffix_regs = C;
+    c.lora_rank = 3;
+    c.lora_alpha = 6.0f;
+    Error e;
+    assert_int_equal(config_validate(&c, "test", &e), 0);
+    model_init_random(m, &c, seed, 0.4f);
+    Rng r;
+    rng_seed(&r, seed + 1);
+    for (int u = 0; u < U; u++) {
+        prompts[u] = malloc(sizeof(int) * lens[u]);
+        kinds[u] = malloc((size_t)lens[u]);
+        for (int i = 0; i < lens[u]; i++) {
+            int reg = i >= lens[u] - C;
+            prompts[u][i] = reg ? 39 - (lens[u] - 1 - i) : (int)(rng_u64(&r) % 30);
+            kinds[u][i] = reg ? TOKEN_KIND_SUFFIX_REG : TOKEN_KIND_HISTORY;
+        }
+    }
+}
+
+static void test_c500x_search_and_kv(void **st) {
+    (void)st;
+    for (int C = 1; C <= 2; C++) {
+        Model m;
+        const int U = 2, lens[2] = {11, 7}, W = 24;
+        int *prompts[2];
+        uint8_t *kinds[2];
+        c500x_setup(&m, prompts, kinds, lens, U, C, 40 + (uint64_t)C);
+        double worst, unmasked, no_lora = 0.0, lora_all = 0.0;
+        size_t got_kv, want_kv = 0;
+        search_vs_reference(&m, U, prompts, kinds, lens, RULE_C500X, &worst, &unmasked, &got_kv);
+        for (int u = 0; u < U; u++) { // every code (build_trie's) against the references the search must NOT match
+            for (int it = 0; it < 24; it++) {
+                const int code[4] = {30 + it / 8, 33 + it / 4 % 2, 35 + it / 2 % 2, 37 + it % 2};
+                double want = ref_score(&m, prompts[u], kinds[u], lens[u], code, RULE_C500X);
+                no_lora = fmax(no_lora, fabs(want - ref_score(&m, prompts[u], kinds[u], lens[u], code, RULE_GIST)));
+                lora_all = fmax(lora_all,
+                                fabs(want - ref_score(&m, prompts[u], kinds[u], lens[u], code, RULE_C500X_ALL)));
+            }
+            size_t kv = bptl(&m.config) * (size_t)m.config.n_layers * ((size_t)C + (size_t)W * 3);
+            assert_int_equal(beam_kv_bytes_closed_form(&m.config, lens[u] - C, C, W, 3), kv);
+            want_kv += kv;
+        }
+        print_message("  compress500x C=%d r=3: |score - reference (Gist mask, LoRA on the prompt)| <= %.2e; the "
+                      "reference without LoRA differs by %.2e, with LoRA on the codes too by %.2e; KV %zu B\n", C,
+                      worst, no_lora, lora_all, got_kv);
+        assert_true(worst < 1e-4);
+        assert_true(no_lora > 1e-3);
+        assert_true(lora_all > 1e-3);
+        assert_int_equal(got_kv, want_kv);
+        for (int u = 0; u < U; u++) { free(prompts[u]); free(kinds[u]); }
+        model_free(&m);
+    }
+}
+
+// Runs the search of m over the prompts: scores [U * 24] and codes [U * 24 * 4], KV bytes.
+static size_t search_scores(double *scores, int *codes, Model *m, int U, int *const *prompts, uint8_t *const *kinds,
+                            const int *lens) {
+    Trie t;
+    build_trie(&t);
+    Error e;
+    BeamSearch bs;
+    assert_int_equal(beam_search_init(&bs, m, &t, 24, &e), 0);
+    BeamHyps h[4];
+    assert_int_equal(beam_search_run(h, &bs, U, (const int *const *)prompts, (const uint8_t *const *)kinds, lens, &e),
+                     0);
+    for (int u = 0; u < U; u++) {
+        assert_int_equal(h[u].n, 24);
+        memcpy(scores + u * 24, h[u].scores, sizeof(double) * 24);
+        memcpy(codes + u * 24 * 4, h[u].tokens, sizeof(int) * 24 * 4);
+        beam_hyps_free(&h[u]);
+    }
+    size_t kv = bs.kv_bytes;
+    beam_search_free(&bs);
+    trie_free(&t);
+    return kv;
+}
+
+static void test_c500x_b_zero_is_gist(void **st) {
+    (void)st;
+    Model m;
+    const int U = 2, lens[2] = {10, 8}, C = 2;
+    int *prompts[2];
+    uint8_t *kinds[2];
+    c500x_setup(&m, prompts, kinds, lens, U, C, 60);
+    const ModelConfig *c = &m.config;
+    const size_t L = (size_t)c->n_layers, D = (size_t)c->dim, R = (size_t)c->lora_rank;
+    const size_t QD = (size_t)c->n_heads * c->head_dim, KD = (size_t)c->n_kv_heads * c->head_dim;
+    memset(m.params.lora_qb, 0, L * QD * R * sizeof(float));
+    memset(m.params.lora_kb, 0, L * KD * R * sizeof(float));
+    memset(m.params.lora_vb, 0, L * KD * R * sizeof(float));
+    memset(m.params.lora_ob, 0, L * D * R * sizeof(float));
+    ModelConfig gc = *c; // the Gist model of the same base weights
+    gc.method = METHOD_GIST;
+    gc.lora_rank = 0;
+    gc.lora_alpha = 0.0f;
+    Model g;
+    model_alloc(&g, &gc);
+    memcpy(g.params_memory, m.params_memory, g.n_params * sizeof(float)); // the base tensors come first
+    double sa[48], sb[48];
+    int ca[192], cb[192];
+    size_t kva = search_scores(sa, ca, &m, U, prompts, kinds, lens);
+    size_t kvb = search_scores(sb, cb, &g, U, prompts, kinds, lens);
+    double dmax = 0.0;
+    for (int i = 0; i < 48; i++) dmax = fmax(dmax, fabs(sa[i] - sb[i]));
+    print_message("  compress500x with B = 0 vs gist: scores %s (max |diff| %.2e), codes %s, KV %zu vs %zu B\n",
+                  memcmp(sa, sb, sizeof sa) ? "differ" : "bitwise equal", dmax,
+                  memcmp(ca, cb, sizeof ca) ? "differ" : "equal", kva, kvb);
+    assert_true(dmax < 1e-6);
+    assert_memory_equal(ca, cb, sizeof ca);
+    assert_int_equal(kva, kvb);
+    // The training forward (no fused kernel): prompt + a code under Gist's mask, bit for bit.
+    for (int u = 0; u < U; u++) {
+        const int n = lens[u] + 4, V = c->vocab_size;
+        int tok[16], lab[16], ntok[1] = {n};
+        uint8_t kd[16], lora[16], mask[256];
+        for (int i = 0; i < n; i++) {
+            tok[i] = i < lens[u] ? prompts[u][i] : 30 + i % 8;
+            kd[i] = i < lens[u] ? kinds[u][i] : TOKEN_KIND_TARGET;
+            lora[i] = i < lens[u];
+            lab[i] = (i + 1) % V; // a label everywhere: every row's logits
+        }
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++) mask[i * n + j] = j <= i;
+        plan_mask_gist(mask, kd, n);
+        const uint8_t *masks[1] = {mask};
+        TrainBatch tb = {.n_seqs = 1, .n_tok = ntok, .tokens = tok, .mask = masks, .labels = lab, .lora = lora};
+        TrainActs a1 = {0}, a2 = {0};
+        Error e;
+        assert_int_equal(train_forward(&a1, &m, &tb, &e), 0);
+        tb.lora = NULL;
+        assert_int_equal(train_forward(&a2, &g, &tb, &e), 0);
+        assert_memory_equal(a1.logits, a2.logits, sizeof(float) * (size_t)n * V);
+        train_acts_free(&a1);
+        train_acts_free(&a2);
+    }
+    print_message("  compress500x with B = 0 vs gist: training forward logits bitwise equal\n");
+    for (int u = 0; u < U; u++) { free(prompts[u]); free(kinds[u]); }
+    model_free(&g);
+    model_free(&m);
+}
+
+static void test_c500x_checkpoint(void **st) {
+    (void)st;
+    Model m;
+    const int lens[1] = {6};
+    int *prompts[1];
+    uint8_t *kinds[1];
+    c500x_setup(&m, prompts, kinds, lens, 1, 2, 70);
+    char dir[] = "/tmp/earnest-c500x-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    Error e;
+    assert_int_equal(model_save(&m, dir, &e), 0);
+    Model back;
+    int rc = model_load(&back, dir, &e);
+    if (rc) print_message("%s\n", e.msg);
+    assert_int_equal(rc, 0);
+    assert_int_equal(back.config.method, METHOD_COMPRESS500X);
+    assert_int_equal(back.config.lora_rank, 3);
+    assert_true(back.config.lora_alpha == 6.0f);
+    assert_int_equal(back.n_params, m.n_params);
+    assert_memory_equal(back.params_memory, m.params_memory, m.n_params * sizeof(float));
+    char path[256], *text = NULL;
+    size_t len = 0;
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    assert_int_equal(file_read_all(path, &text, &len, &e), 0);
+    const char *names[] = {"model.layers.0.self_attn.q_proj.lora_A.weight", "model.layers.2.self_attn.k_proj.lora_B.weight",
+                           "model.layers.1.self_attn.v_proj.lora_A.weight", "model.layers.2.self_attn.o_proj.lora_B.weight"};
+    for (int i = 0; i < 4; i++) assert_non_null(memmem(text, len, names[i], strlen(names[i])));
+    free(text);
+    // The same file under a config without adapters: the adapters are unexpected tensors.
+    ModelConfig plain = m.config;
+    plain.method = METHOD_GIST;
+    plain.lora_rank = 0;
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    assert_int_equal(config_save(&plain, path, &e), 0);
+    Model bad;
+    assert_int_equal(model_load(&bad, dir, &e), -1);
+    print_message("  without lora_rank: %s\n", e.msg);
+    assert_non_null(strstr(e.msg, "lora_A.weight"));
+    print_message("  compress500x checkpoint: %zu floats back bit for bit (%zu of them the adapters)\n", m.n_params,
+                  m.n_params - (size_t)(m.params.lora_qa - m.params_memory));
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+    free(prompts[0]); free(kinds[0]);
+    model_free(&back);
+    model_free(&m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_gist_mask_rule), cmocka_unit_test(test_gist_search_and_kv),
                                        cmocka_unit_test(test_keep_layers), cmocka_unit_test(test_method_configs),
                                        cmocka_unit_test(test_anllm_mask_rule),
                                        cmocka_unit_test(test_anllm_search_and_kv),
-                                       cmocka_unit_test(test_pod_search_and_kv)};
+                                       cmocka_unit_test(test_pod_search_and_kv),
+                                       cmocka_unit_test(test_c500x_search_and_kv),
+                                       cmocka_unit_test(test_c500x_b_zero_is_gist),
+                                       cmocka_unit_test(test_c500x_checkpoint)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -47,6 +47,9 @@ static int model_begin(CudaModel *cm, const ModelConfig *c, CudaDtype dt, Error 
     memset(cm, 0, sizeof *cm);
     if (!attention_cuda_head_dim_ok(c->head_dim))
         return err_set(e, "the GPU runtime supports head sizes 16, 32, 64 and 128; this model has %d", c->head_dim);
+    if (c->lora_rank > 0) // compress500x: per-token LoRA and a compression-token-only cache are CPU-only
+        return err_set(e, "the GPU runtime has no LoRA adapters: a %s model (lora_rank %d) runs on the CPU runtime "
+                       "only", config_method_name(c->method), c->lora_rank);
     if (cuda_context_init(&cm->cx, e)) return -1;
     cm->phases = cuda_phases_from_env();
     cm->config = *c;

@@ -14,7 +14,8 @@
 // layer computes, where each key goes, the attention tiles), uploads the plan
 // once, and the device runs the layers. Not on the GPU (refused with a
 // message): attention masks and hooks (tree verification, attention dumps),
-// and KV caches whose heads of one layer hold different counts (KV policies).
+// and KV caches whose heads of one layer hold different counts (KV policies);
+// cuda_model_upload refuses a model with LoRA adapters (compress500x).
 #ifndef EARNEST_MODEL_CUDA_H
 #define EARNEST_MODEL_CUDA_H
 

@@ -54,6 +54,22 @@ static void ref_linear(double *y, const double *x, const float *W, const float *
     }
 }
 
+// y[o] = sum_i (W[o, i] + s * sum_k Bm[o, k] A[k, i]) x[i] (+ b[o]): the LoRA-merged weight
+// (A [r, in], Bm [out, r]); on = 0 or no adapters: ref_linear.
+static void ref_linear_lora(double *y, const double *x, const float *W, const float *b, const float *A,
+                            const float *Bm, double s, int r, int on, int in, int out) {
+    if (!on || r == 0) { ref_linear(y, x, W, b, in, out); return; }
+    for (int o = 0; o < out; o++) {
+        double acc = b ? b[o] : 0.0;
+        for (int i = 0; i < in; i++) {
+            double w = W[(size_t)o * in + i];
+            for (int k = 0; k < r; k++) w += s * (double)Bm[(size_t)o * r + k] * A[(size_t)k * in + i];
+            acc += w * x[i];
+        }
+        y[o] = acc;
+    }
+}
+
 // HF rotate_half RoPE on one head vector of size E.
 static void ref_rope(double *v, int pos, int E, double theta) {
     int half = E / 2;
@@ -69,7 +85,14 @@ static void ref_rope(double *v, int pos, int E, double theta) {
 
 void ref_forward(double *logits, double *attn, const Model *m, const int *tokens, const int *positions,
                  const int *depth, const uint8_t *mask, int T) {
+    ref_forward_lora(logits, attn, m, tokens, positions, depth, mask, NULL, T);
+}
+
+void ref_forward_lora(double *logits, double *attn, const Model *m, const int *tokens, const int *positions,
+                      const int *depth, const uint8_t *mask, const uint8_t *lora, int T) {
     const ModelConfig *c = &m->config;
+    const int R = lora ? c->lora_rank : 0;
+    const double ls = c->lora_rank > 0 ? (double)c->lora_alpha / c->lora_rank : 0.0;
     const ModelParams *p = &m->params;
     int D = c->dim, F = c->hidden_dim, H = c->n_heads, G = c->n_kv_heads, E = c->head_dim, V = c->vocab_size;
     int L = c->n_layers, QD = H * E, KD = G * E;
@@ -87,9 +110,14 @@ void ref_forward(double *logits, double *attn, const Model *m, const int *tokens
     for (int l = 0; l < L; l++) {
         for (int t = 0; t < T; t++) {
             ref_rmsnorm(xn, x + (size_t)t * D, p->attn_norm + (size_t)l * D, D, c->rms_eps);
-            ref_linear(q + (size_t)t * QD, xn, p->wq + (size_t)l * QD * D, p->bq ? p->bq + (size_t)l * QD : NULL, D, QD);
-            ref_linear(k + (size_t)t * KD, xn, p->wk + (size_t)l * KD * D, p->bk ? p->bk + (size_t)l * KD : NULL, D, KD);
-            ref_linear(v + (size_t)t * KD, xn, p->wv + (size_t)l * KD * D, p->bv ? p->bv + (size_t)l * KD : NULL, D, KD);
+            int on = lora && lora[t];
+            size_t RD = (size_t)l * R * D;
+            ref_linear_lora(q + (size_t)t * QD, xn, p->wq + (size_t)l * QD * D, p->bq ? p->bq + (size_t)l * QD : NULL,
+                            R ? p->lora_qa + RD : NULL, R ? p->lora_qb + (size_t)l * QD * R : NULL, ls, R, on, D, QD);
+            ref_linear_lora(k + (size_t)t * KD, xn, p->wk + (size_t)l * KD * D, p->bk ? p->bk + (size_t)l * KD : NULL,
+                            R ? p->lora_ka + RD : NULL, R ? p->lora_kb + (size_t)l * KD * R : NULL, ls, R, on, D, KD);
+            ref_linear_lora(v + (size_t)t * KD, xn, p->wv + (size_t)l * KD * D, p->bv ? p->bv + (size_t)l * KD : NULL,
+                            R ? p->lora_va + RD : NULL, R ? p->lora_vb + (size_t)l * KD * R : NULL, ls, R, on, D, KD);
             int pos = positions ? positions[t] : t;
             for (int h = 0; h < H; h++) ref_rope(q + (size_t)t * QD + h * E, pos, E, c->rope_theta);
             for (int g = 0; g < G; g++) ref_rope(k + (size_t)t * KD + g * E, pos, E, c->rope_theta);
@@ -124,7 +152,9 @@ void ref_forward(double *logits, double *attn, const Model *m, const int *tokens
         }
         for (int t = 0; t < T; t++) {
             double *xt = x + (size_t)t * D;
-            ref_linear(tmp, o + (size_t)t * QD, p->wo + (size_t)l * D * QD, NULL, QD, D);
+            ref_linear_lora(tmp, o + (size_t)t * QD, p->wo + (size_t)l * D * QD, NULL,
+                            R ? p->lora_oa + (size_t)l * R * QD : NULL, R ? p->lora_ob + (size_t)l * D * R : NULL, ls,
+                            R, lora && lora[t], QD, D);
             for (int i = 0; i < D; i++) xt[i] += tmp[i];
             ref_rmsnorm(xn, xt, p->mlp_norm + (size_t)l * D, D, c->rms_eps);
             double *gate = tmp, *up = tmp + F;

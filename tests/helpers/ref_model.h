@@ -19,6 +19,12 @@
 void ref_forward(double *logits, double *attn, const Model *m, const int *tokens, const int *positions,
                  const int *depth, const uint8_t *mask, int T);
 
+// The same with compress500x's LoRA: a token with lora[t] = 1 (lora NULL: none)
+// computes q/k/v/o_proj with the merged weight W + (alpha / r) * B A, formed here
+// entry by entry in double (not as the runtime's two low-rank products).
+void ref_forward_lora(double *logits, double *attn, const Model *m, const int *tokens, const int *positions,
+                      const int *depth, const uint8_t *mask, const uint8_t *lora, int T);
+
 // A random config for tests.
 ModelConfig ref_config(ModelArch arch, int dim, int hidden, int layers, int heads, int kv_heads, int vocab,
                        int tie);
