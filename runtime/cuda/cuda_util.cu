@@ -1,6 +1,7 @@
 // cuda_util.cu: see cuda_util.h.
 #include "runtime/cuda/cuda_util.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "runtime/cuda/gemm_lt.h"
@@ -27,8 +28,24 @@ extern "C" int cuda_device_count(int *n, Error *e) {
     return 0;
 }
 
+// The runtime's environment switches, checked before anything is created.
+static int env_check(Error *e) {
+    static const struct { const char *name, *values[3]; } sw[] = {
+        {"EARNEST_CUDA_GEMM", {"tuned", "cublas", NULL}},
+        {"EARNEST_CUDA_GRAPHS", {"1", "0", NULL}},
+        {"EARNEST_CUDA_PHASES", {"1", "0", NULL}},
+    };
+    for (size_t i = 0; i < sizeof sw / sizeof *sw; i++) {
+        const char *v = getenv(sw[i].name);
+        if (!v || !strcmp(v, sw[i].values[0]) || !strcmp(v, sw[i].values[1])) continue;
+        return err_set(e, "%s: '%s' is neither '%s' nor '%s'", sw[i].name, v, sw[i].values[0], sw[i].values[1]);
+    }
+    return 0;
+}
+
 extern "C" int cuda_context_init(CudaContext *cx, Error *e) {
     memset(cx, 0, sizeof *cx);
+    if (env_check(e)) return -1;
     int n;
     if (cuda_device_count(&n, e)) return -1;
     cx->device = 0;

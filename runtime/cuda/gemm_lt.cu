@@ -39,7 +39,7 @@ extern "C" void gemm_ex(cublasHandle_t blas, float *out, const void *inp, const 
 extern "C" GemmLt *gemm_lt_from_env(void) {
     const char *v = getenv("EARNEST_CUDA_GEMM");
     if (v && !strcmp(v, "cublas")) return NULL;
-    if (v && strcmp(v, "tuned")) DIE("EARNEST_CUDA_GEMM: '%s' is neither 'tuned' nor 'cublas'", v);
+    CHECK(!v || !strcmp(v, "tuned"), "EARNEST_CUDA_GEMM '%s' passed cuda_context_init's check", v);
     GemmLt *g = (GemmLt *)xcalloc(1, sizeof *g);
     CUBLAS_CHECK(cublasLtCreate(&g->lt));
     g->workspace = cuda_xmalloc(LT_WORKSPACE);

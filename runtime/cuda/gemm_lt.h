@@ -38,8 +38,8 @@ typedef struct GemmLt GemmLt;
 void gemm_ex(cublasHandle_t blas, float *out, const void *inp, const void *weight, int N, int C, int OC, float beta,
              cudaDataType_t ab);
 
-// NULL when EARNEST_CUDA_GEMM=cublas (exits with a message on another value
-// than "tuned" or "cublas").
+// NULL when EARNEST_CUDA_GEMM=cublas (cuda_context_init refuses other values
+// than "tuned" and "cublas" before it gets here).
 GemmLt *gemm_lt_from_env(void);
 void gemm_lt_free(GemmLt *g);
 

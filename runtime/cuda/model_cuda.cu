@@ -515,7 +515,7 @@ static int forward_graph(float *logits, Bufs *b, const CudaModel *cm, const Plan
                          CudaForwardScratch *s, LogitsMode mode, int T) {
     if (!s->graphs) {
         const char *v = getenv("EARNEST_CUDA_GRAPHS");
-        if (v && strcmp(v, "0") && strcmp(v, "1")) DIE("EARNEST_CUDA_GRAPHS: '%s' is neither 0 nor 1", v);
+        CHECK(!v || !strcmp(v, "0") || !strcmp(v, "1"), "EARNEST_CUDA_GRAPHS '%s' passed cuda_context_init's check", v);
         s->graphs = v && !strcmp(v, "0") ? 1 : 2;
     }
     if (s->graphs != 2 || cm->phases || mode == LOGITS_NONE) return 0;
