@@ -37,6 +37,7 @@
 #    (never a crash), a message naming the flag, nothing written.
 set -euo pipefail
 B="${EARNEST_BIN:?}"
+export ST_HELPERS="${EARNEST_SOURCE_DIR:-$(cd "$(dirname "$0")/.." && pwd)}/tests/helpers"
 PY=/usr/bin/python3
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
@@ -68,17 +69,10 @@ cmp -s c500x/model.safetensors c500x_r/model.safetensors || fail "compress500x: 
 "$B" eval --model c500x --data syn --out c500x.json > /dev/null 2> c500x_eval.log || { cat c500x_eval.log; fail "eval c500x"; }
 "$B" eval --model full --data syn --out full.json > /dev/null 2> full_eval.log || { cat full_eval.log; fail "eval full"; }
 $PY - <<'PYEOF' || fail "compress500x checks"
-import json, struct, numpy as np
-def tensors(path):
-    raw = open(path, "rb").read()
-    n = struct.unpack("<Q", raw[:8])[0]
-    head = json.loads(raw[8:8 + n])
-    out = {}
-    for k, v in head.items():
-        if k == "__metadata__": continue
-        a, b = v["data_offsets"]
-        out[k] = np.frombuffer(raw[8 + n + a: 8 + n + b], dtype=np.float32).reshape(v["shape"])
-    return out
+import json, os, sys
+import numpy as np
+sys.path.insert(0, os.environ["ST_HELPERS"])
+from st_read import tensors
 cfg = json.load(open("c500x/config.json"))["earnest"]
 assert cfg["method"] == "compress500x" and cfg["suffix_regs"] == 2 and cfg["prefix_regs"] == 0, cfg
 assert cfg["lora_rank"] == 4 and cfg["lora_alpha"] == 4.0, cfg
@@ -137,18 +131,10 @@ for name, regs in (("anllm", 0), ("pod", 2)):
 PYEOF
 
 $PY - <<'PYEOF' || fail "python checks"
-import json, struct, numpy as np
-def tensors(path):
-    raw = open(path, "rb").read()
-    n = struct.unpack("<Q", raw[:8])[0]
-    head = json.loads(raw[8:8 + n])
-    out = {}
-    for k, v in head.items():
-        if k == "__metadata__": continue
-        a, b = v["data_offsets"]
-        dt = {"F32": np.float32, "BF16": None}[v["dtype"]]
-        out[k] = np.frombuffer(raw[8 + n + a: 8 + n + b], dtype=dt).reshape(v["shape"])
-    return out
+import json, os, sys
+import numpy as np
+sys.path.insert(0, os.environ["ST_HELPERS"])
+from st_read import tensors
 cfg = json.load(open("skip0/config.json"))
 assert cfg["num_hidden_layers"] == 2 and cfg["earnest"]["method"] == "skiplayers", cfg
 parent, cut = tensors("full/model.safetensors"), tensors("skip0/model.safetensors")
