@@ -46,6 +46,8 @@ AXIS_INPUTS = AXES + ["regs"]
 #   train  its `earnest train` flags beyond the common ones
 #   on     where bench runs it: "model" (the point's weights) or "preset" (random weights of the preset's
 #          N-layer shape and the model's vocabulary: a skiplayers model lacks the layers `full` needs)
+#   init   (optional) the method whose model of the same data, template, preset, seed and training settings
+#          the training starts from (`earnest train --init`): trained first, by whichever point needs it
 METHODS = {
     "finetune":   dict(k=False, keep=False, regs=((0, 0), "any"), bench="", on="model",
                        train="--prefix-regs {P} --suffix-regs {S}"),
@@ -58,6 +60,8 @@ METHODS = {
     "anllm":      dict(k=False, keep=False, regs=((0, 0), "none"), bench="anllm{ITEMS}", on="model", train=""),
     "pod":        dict(k=False, keep=False, regs=((1, 0), "P>=1"), bench="pod:regs={P}{WORDS}", on="model",
                        train="--prefix-regs {P}"),
+    "compress500x": dict(k=False, keep=False, regs=((0, 1), "S>=1"), bench="compress500x:tokens={S}", on="model",
+                         train="--suffix-regs {S}", init="finetune"),
 }
 # Training-free policies (policy=NAME[:key=value,...]) on the finetune model of the same dataset, template,
 # preset and seed: KV policies (earnest eval --kv-policy) and prompt policies (--prompt-policy), with
@@ -71,8 +75,9 @@ POLICIES = {
     "truncate": ("prompt", ("items",)), "selective": ("prompt", ("ratio", "lm")),
 }
 NO_POLICY = "none"
-# Methods whose attention dump-attn cannot show (it does not apply AnLLM's mask): their points skip attn_samples.
-NO_ATTN = {"anllm"}
+# Methods whose attention dump-attn cannot show (it applies neither AnLLM's mask nor compress500x's adapters):
+# their points skip attn_samples.
+NO_ATTN = {"anllm", "compress500x"}
 # Settings: one value per sweep. hashed = part of every point's parameters (and id).
 SETTINGS = {
     "name": ("name", None, False), "results": ("path", None, False), "data": ("path", None, False),
@@ -531,13 +536,17 @@ def split_threads(mode, jobs, cores, threads):
 
 
 def leaders_first(points):
-    """Grid order, but the first point of every model before the others, so that
+    """Grid order, but the first point of every model before the others, and the first points of models that
+    start from another model (METHODS' init: compress500x) after those of the models they start from, so that
     points sharing a model mostly start after it is trained (they wait on its lock otherwise)."""
-    firsts, rest, seen = [], [], set()
+    firsts, later, rest, seen = [], [], [], set()
     for p in points:
-        (rest if p["model_id"] in seen else firsts).append(p)
+        if p["model_id"] in seen:
+            rest.append(p)
+        else:
+            (later if METHODS[p["params"]["method"]].get("init") else firsts).append(p)
         seen.add(p["model_id"])
-    return firsts + rest
+    return firsts + later + rest
 
 
 def print_plan(points, done, settings, results, jobs, threads, mode):
@@ -640,18 +649,41 @@ def point_record(results, pid):
         die("%s: %s (is %s a point of the sweep in %s?)" % (path, ex, pid, results), 1)
 
 
+def init_params(p):
+    """The parameters of the point whose model point p's training starts from (METHODS' init), or None:
+    the same data, template, preset, seed and training settings, the init method with its default knobs."""
+    m = METHODS[p["method"]].get("init")
+    if not m:
+        return None
+    q = {k: v for k, v in p.items() if k not in ("keep_layers", "policy")}
+    q["method"] = m
+    q["k"], _, q["prefix_regs"], q["suffix_regs"] = method_point("", None, m, PRESET_LAYERS[p["preset"]], p["preset"],
+                                                                 None, None, None, None, None)
+    return q
+
+
+def train_flags(p):
+    info = METHODS[p["method"]]
+    return info["train"].format(P=p["prefix_regs"], S=p["suffix_regs"], K=p["k"], M=p.get("keep_layers", 0))
+
+
 def method_env(p):
     """What sweep_work.sh runs for point p, from the METHODS and POLICIES tables:
     SWEEP_TRAIN_FLAGS (earnest train's method flags), SWEEP_BENCH_METHODS (earnest bench --method: full, then
     the point's own entry unless it is full), SWEEP_BENCH_OWN (the bench CSV's method column of the point's
-    own row), SWEEP_BENCH_ON (model|preset), SWEEP_POLICY_FLAG (--kv-policy, --prompt-policy or empty)."""
+    own row), SWEEP_BENCH_ON (model|preset), SWEEP_POLICY_FLAG (--kv-policy, --prompt-policy or empty),
+    SWEEP_INIT_METHOD, SWEEP_INIT_MODEL_ID and SWEEP_INIT_TRAIN_FLAGS (the model its training starts from,
+    METHODS' init; empty for the others)."""
     info = METHODS[p["method"]]
     f = dict(P=p["prefix_regs"], S=p["suffix_regs"], K=p["k"], M=p.get("keep_layers", 0),
              ITEMS=":items=%d" % p["bench_items"] if p.get("bench_items") else "",
              WORDS=",words=0" if p["template"] == "tiger" else "")
     pol = p.get("policy", NO_POLICY)
     own = pol if pol != NO_POLICY else info["bench"].format(**f)
-    return dict(SWEEP_TRAIN_FLAGS=info["train"].format(**f),
+    q = init_params(p)
+    init = dict(SWEEP_INIT_METHOD=q["method"] if q else "", SWEEP_INIT_MODEL_ID=identify(q)[1] if q else "",
+                SWEEP_INIT_TRAIN_FLAGS=train_flags(q) if q else "")
+    return dict(init, SWEEP_TRAIN_FLAGS=train_flags(p),
                 SWEEP_BENCH_METHODS="full," + own if own else "full",
                 SWEEP_BENCH_OWN=(own or "full").split(":")[0],
                 SWEEP_BENCH_ON=info["on"], SWEEP_ATTN_OK=int(p["method"] not in NO_ATTN),

@@ -39,6 +39,7 @@ LABELS = {
     "gist": lambda r: "Gist (%s gist tokens)" % r["suffix_regs"],
     "anllm": lambda r: "AnLLM (an anchor per item)",
     "pod": lambda r: "POD (%s soft-prompt vectors)" % r["prefix_regs"],
+    "compress500x": lambda r: "500xCompressor (%s compression tokens)" % r["suffix_regs"],
 }
 POLICY_LABELS = {"streaming": "StreamingLLM", "h2o": "H2O", "snapkv": "SnapKV", "pyramidkv": "PyramidKV", "tova": "TOVA",
                  "knorm": "K-norm", "random": "random", "truncate": "truncation", "selective": "Selective-Context"}

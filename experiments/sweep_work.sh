@@ -8,6 +8,8 @@
 #          SWEEP_TRAIN_FLAGS from sweep.py's METHODS table), shared by every point with the
 #          same training parameters (a policy point uses the finetune model of its
 #          dataset, template, preset and seed): trained once under RESULTS/locks/MODEL_ID.lock;
+#          a method that starts from another model (compress500x: --init the finetune model of
+#          the same data, SWEEP_INIT_MODEL_ID) has that model trained first, the same way;
 #          a finished one (summary.json says completed or early_stop) is reused; one
 #          that was killed, or cut by max_minutes (a time slice per run: summary.json
 #          says time_limit), is continued with --resume. A cut training leaves the
@@ -22,7 +24,7 @@
 #          point: with --kv-policy or --prompt-policy), then the same figures by
 #          history-length bucket (experiments/sweep_metrics.py buckets)
 #   attn   RESULTS/attn/ATTN_ID/{attn.h5,attn.csv} when attn_samples > 0 (shared; not for
-#          AnLLM, whose mask dump-attn does not apply)
+#          AnLLM and compress500x, whose mask and adapters dump-attn does not apply)
 #   bench  bench.csv of this point: full vs the point's own method or policy
 #          (SWEEP_BENCH_METHODS; finetune: full only) at the point's prompt length, on the
 #          model's weights, or for skiplayers on random weights of the preset's N-layer
@@ -51,49 +53,66 @@ if [ "$SWEEP_METHOD" = earn ] && [ "$SWEEP_SUFFIX_REGS" = 0 ]; then
 fi
 
 mkdir -p "$R/models" "$R/evals" "$R/attn" "$R/locks"
-# The shared work below: one point at a time per model, evaluation and attention
-# analysis (earnest's own output locks would make a second trainer fail; this one
-# waits, then finds the work done).
-exec 8>"$R/locks/$SWEEP_MODEL_ID.lock"
-flock 8
-M=$SWEEP_MODEL_DIR
+run=${SWEEP_RUN_ID:-}
 
+# train_model ID METHOD FLAGS [EXTRA...]: trains RESULTS/models/ID (continuing a killed or cut run)
 train_model() {
-    local args=(--data "$SWEEP_DATA" --preset "$SWEEP_PRESET" --method "$SWEEP_METHOD" --template "$SWEEP_TEMPLATE"
+    local id=$1 method=$2 flags=$3; shift 3
+    local dir=$R/models/$id
+    local args=(--data "$SWEEP_DATA" --preset "$SWEEP_PRESET" --method "$method" --template "$SWEEP_TEMPLATE"
                 --epochs "$SWEEP_EPOCHS" --seed "$SWEEP_SEED" --threads "$T" --eval-users "$SWEEP_EVAL_USERS"
-                --beam "$SWEEP_BEAM" --out "$M" --quiet)
+                --beam "$SWEEP_BEAM" --out "$dir" --quiet "$@")
     # shellcheck disable=SC2206 # the method's flags (sweep.py's METHODS table): a word list by design
-    args+=($SWEEP_TRAIN_FLAGS)
+    args+=($flags)
     [ "$SWEEP_MAX_MINUTES" = 0 ] || args+=(--max-minutes "$SWEEP_MAX_MINUTES")
     # shellcheck disable=SC2206 # train_args is a word list by design
     [ -z "$SWEEP_TRAIN_ARGS" ] || args+=($SWEEP_TRAIN_ARGS)
-    if [ -f "$M/state/LATEST" ]; then args+=(--resume); else args+=(--force); fi
-    rm -f "$M/summary.json.cut"
-    [ ! -f "$M/summary.json" ] || mv "$M/summary.json" "$M/summary.json.cut"   # the cut run's; the resumed run writes its own
-    say "train $SWEEP_MODEL_ID: earnest train ${args[*]}"
-    "$E" train "${args[@]}" >> "$R/models/$SWEEP_MODEL_ID.train.log" 2>&1 \
-        || { tail -n 5 "$R/models/$SWEEP_MODEL_ID.train.log"; return 1; }
+    if [ -f "$dir/state/LATEST" ]; then args+=(--resume); else args+=(--force); fi
+    rm -f "$dir/summary.json.cut"
+    [ ! -f "$dir/summary.json" ] || mv "$dir/summary.json" "$dir/summary.json.cut"   # the cut run's; the resumed run writes its own
+    say "train $id: earnest train ${args[*]}"
+    "$E" train "${args[@]}" >> "$R/models/$id.train.log" 2>&1 \
+        || { tail -n 5 "$R/models/$id.train.log"; return 1; }
 }
-stopped() { "$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["stopped"])' "$M/summary.json" 2>/dev/null || echo none; }
-CUT=$R/models/$SWEEP_MODEL_ID.cut-in-run   # the run whose slice cut this model last
-run=${SWEEP_RUN_ID:-}
-case "$(stopped)" in
-    completed|early_stop) say "model $SWEEP_MODEL_ID: trained already, reused" ;;
-    time_limit)
-        if [ -n "$run" ] && [ "$(cat "$CUT" 2>/dev/null)" = "$run" ]; then
-            say "training cut by max_minutes=$SWEEP_MAX_MINUTES: its slice of this run is spent (another point of" \
-                "model $SWEEP_MODEL_ID had it); the point stays unfinished; run the sweep again to continue it"
-            exit 75
-        fi
-        train_model ;;
-    *) train_model ;;
-esac
-if [ "$(stopped)" = time_limit ]; then
-    [ -z "$run" ] || { echo "$run" > "$CUT.tmp" && mv "$CUT.tmp" "$CUT"; }
-    say "training cut by max_minutes=$SWEEP_MAX_MINUTES: the point stays unfinished; run the sweep again to continue it"
-    exit 75
+stopped() { "$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["stopped"])' "$R/models/$1/summary.json" 2>/dev/null || echo none; }
+# ensure_model ID METHOD FLAGS [EXTRA...]: with fd 8 locking it, makes model ID trained, training it (one
+# max_minutes slice per model and run: RESULTS/models/ID.cut-in-run names the run whose slice cut it last);
+# a training that is cut leaves the point unfinished (exit 75): the next run of the sweep continues it
+ensure_model() {
+    local id=$1 cut=$R/models/$1.cut-in-run
+    case "$(stopped "$id")" in
+        completed|early_stop) say "model $id: trained already, reused"; return 0 ;;
+        time_limit)
+            if [ -n "$run" ] && [ "$(cat "$cut" 2>/dev/null)" = "$run" ]; then
+                say "training cut by max_minutes=$SWEEP_MAX_MINUTES: its slice of this run is spent (another point of" \
+                    "model $id had it); the point stays unfinished; run the sweep again to continue it"
+                exit 75
+            fi ;;
+    esac
+    train_model "$@"
+    if [ "$(stopped "$id")" = time_limit ]; then
+        [ -z "$run" ] || { echo "$run" > "$cut.tmp" && mv "$cut.tmp" "$cut"; }
+        say "training cut by max_minutes=$SWEEP_MAX_MINUTES: the point stays unfinished; run the sweep again to continue it"
+        exit 75
+    fi
+    [ -f "$R/models/$id/config.json" ] && [ -f "$R/models/$id/model.safetensors" ] || { say "no model in $R/models/$id after training"; exit 1; }
+}
+
+# The shared work below: one point at a time per model, evaluation and attention
+# analysis (earnest's own output locks would make a second trainer fail; this one
+# waits, then finds the work done).
+init=()
+if [ -n "${SWEEP_INIT_MODEL_ID:-}" ]; then   # compress500x: starts from the finetune model of the same data
+    exec 8>"$R/locks/$SWEEP_INIT_MODEL_ID.lock"
+    flock 8
+    ensure_model "$SWEEP_INIT_MODEL_ID" "$SWEEP_INIT_METHOD" "$SWEEP_INIT_TRAIN_FLAGS"
+    flock -u 8
+    init=(--init "$R/models/$SWEEP_INIT_MODEL_ID")
 fi
-[ -f "$M/config.json" ] && [ -f "$M/model.safetensors" ] || { say "no model in $M after training"; exit 1; }
+exec 8>"$R/locks/$SWEEP_MODEL_ID.lock"
+flock 8
+M=$SWEEP_MODEL_DIR
+ensure_model "$SWEEP_MODEL_ID" "$SWEEP_METHOD" "$SWEEP_TRAIN_FLAGS" "${init[@]}"
 flock -u 8   # the model is final now (a finished training is never continued): the evaluations may run side by side
 ln -sfn "../../models/$SWEEP_MODEL_ID" model
 
@@ -126,7 +145,7 @@ ln -sfn "../../evals/$SWEEP_EVAL_ID/eval.json" eval.json
 
 attn=$SWEEP_ATTN_SAMPLES
 if [ "$attn" != 0 ] && [ "$SWEEP_ATTN_OK" = 0 ]; then
-    say "attention: skipped ($SWEEP_METHOD: dump-attn does not apply its mask)"
+    say "attention: skipped ($SWEEP_METHOD: dump-attn applies neither its mask nor its adapters)"
     attn=0
 fi
 if [ "$attn" != 0 ]; then

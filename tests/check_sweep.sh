@@ -204,7 +204,7 @@ bad() { # bad "MESSAGE" SPEC_LINES... : the spec fails with MESSAGE, nothing wri
 }
 bad "unknown axis or setting kk" "dataset=syn" "kk=1"
 bad "unknown axis kay" "dataset=syn" 'grid method=earn kay=2'
-bad "line 5: method=fancy: unknown value (known: finetune, earn, skiplayers, gist, anllm, pod)" "dataset=syn" "method=fancy"
+bad "line 5: method=fancy: unknown value (known: finetune, earn, skiplayers, gist, anllm, pod, compress500x)" "dataset=syn" "method=fancy"
 bad "line 5 (grid call 1): method=fancy: unknown value" "dataset=syn" "grid method=fancy"
 bad "line 6 (grid call 2): policy=snapkv:budget=0.25 with method=earn: a training-free policy runs on the finetune model" \
     "dataset=syn" "grid method=finetune policy=snapkv:budget=0.25" 'grid method=earn policy="none snapkv:budget=0.25"'

@@ -13,6 +13,9 @@
 #   anllm                   an anchor after each history item (no knob)
 #   pod 2 vectors           as many learned vectors as EARN's registers, in place of the
 #                           47 instruction words
+#   compress500x 2 tokens   as many compression tokens as EARN's registers, their KV made
+#                           with rank-8 LoRA adapters from the prompt; trained from the
+#                           finetune model (--init; the base frozen), 3 epochs more
 #   KV policies at budget 0.25 on the finetune model: they keep 25 % of the prompt's KV,
 #   EARN's (N-k)/N = 75 % reduction; truncation to the last 1 and 3 history items and
 #   Selective-Context dropping half of the items (scored by the finetune model itself)
@@ -60,3 +63,4 @@ grid method=skiplayers keep_layers=2
 grid method=gist suffix_regs=2
 grid method=anllm
 grid method=pod prefix_regs=2
+grid method=compress500x suffix_regs=2
