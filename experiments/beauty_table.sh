@@ -5,7 +5,7 @@
 # model), copies its tidy CSV to experiments/results/baselines/ and renders
 # experiments/results/baselines/beauty_lcrec_table.md (methods as rows: Recall and
 # NDCG@10/20, omega (bench and eval), the prefill/decode split, gamma, KV bytes per user; the points
-# not finished yet listed as such).
+# not finished yet listed as such) and experiments/results/baselines/figures/sweep_methods.{png,svg}.
 #
 # The campaign takes about 8 hours on 2 cores (the spec's header has the estimate).
 # Each run gives every unfinished training one max_minutes slice (50 min) and
@@ -36,5 +36,8 @@ cp "$RESULTS/sweep.csv" "$OUT/beauty_lcrec_table.csv.tmp.$$"
 mv "$OUT/beauty_lcrec_table.csv.tmp.$$" "$OUT/beauty_lcrec_table.csv"
 /usr/bin/python3 "$SRC/experiments/sweep_table.py" --csv "$OUT/beauty_lcrec_table.csv" --grid "$RESULTS/grid.json" \
     --title "Beauty, LC-Rec prompt, small preset: every method side by side" --out "$OUT/beauty_lcrec_table.md"
+# The figure (Recall@10 vs KV reduction and vs omega, plots/sweep.sh's sweep_methods) once finetune is done.
+bash "$SRC/plots/sweep.sh" --out "$OUT/figures" "$OUT/beauty_lcrec_table.csv" \
+    || echo "beauty_table: no figure drawn (above); the table is written" >&2
 echo "beauty_table: $OUT/beauty_lcrec_table.csv, $OUT/beauty_lcrec_table.md ($(tail -n +2 "$OUT/beauty_lcrec_table.csv" | wc -l) of $(grep -c '"id"' "$RESULTS/grid.json") points)"
 exit $status

@@ -16,6 +16,10 @@
 #   sweep_acc_by_hist    Recall@10 by history-length bucket, finetune and each k
 #   sweep_attn_vs_k      decision-row attention over the layers that see the prompt
 #                        (when the sweep analysed attention)
+#   (the k figures and sweep_acc_by_hist only for a sweep of at least 2 EARN k)
+#   sweep_methods        a baselines sweep (methods or policies beside finetune and
+#                        EARN): Recall@10 vs KV reduction and vs omega, one labelled
+#                        point per method and policy
 # and from the bench CSVs with several prompt lengths:
 #   sweep_speedup_vs_len EARN's speedup vs prompt length per bench run, beside its N/k.
 # Figures are drawn in a temporary folder and moved into DIR at the end, so a failed

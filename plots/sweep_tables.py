@@ -22,6 +22,9 @@ import math
 import os
 import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "experiments"))
+from sweep_table import label as method_label  # noqa: E402  (the baselines table's row names)
+
 GROUP_KEYS = ("dataset", "preset", "template", "seed", "device")
 NAN = float("nan")
 
@@ -154,6 +157,39 @@ def fig_hist(F, sfx, rows, n, title):
           NCFG=len(cfg), TITLE=title, **assign)
 
 
+# The kinds of point in the methods figure (sweep_methods.gp's line styles 1..5).
+KIND_FINETUNE, KIND_EARN, KIND_LEARNED, KIND_KV, KIND_PROMPT = range(5)
+PROMPT_POLICIES = ("truncate", "selective")
+
+
+def point_kind(r):
+    pol = r.get("policy") or "none"
+    if pol != "none":
+        return KIND_PROMPT if pol.split(":")[0] in PROMPT_POLICIES else KIND_KV
+    return {"finetune": KIND_FINETUNE, "earn": KIND_EARN}.get(r["method"], KIND_LEARNED)
+
+
+def fig_methods(F, sfx, rows, title):
+    """Every method and policy of a baselines sweep (one with a point that is neither finetune nor EARN):
+    Recall@10 against the KV reduction (eval, test users: 1 - sigma / sigma_finetune) and against omega
+    (bench), side by side."""
+    rows, L = longest(rows)
+    rs = [r for r in rows if done(r)]
+    ft = next((r for r in rs if r["method"] == "finetune" and (r.get("policy") or "none") == "none"), None)
+    if not ft or not any(point_kind(r) not in (KIND_FINETUNE, KIND_EARN) for r in rs):
+        return
+    sig = num(ft.get("eval_sigma"))
+    table = [[100 * (1 - num(r.get("eval_sigma")) / sig), num(r.get("bench_speedup")), num(r.get("recall@10")),
+              num(r.get("ndcg@10")), point_kind(r), method_label(r).replace(" on Finetune", "").replace(",", ";")]
+             for r in rs]
+    bench = "omega: prefill + beam decode of one %d-token prompt over the full model's, same weights (batch %s, " \
+            "beam %s, %s thread(s))" % (L, ft.get("bench_batch", "?"), ft.get("bench_beam", "?"),
+                                         ft.get("bench_threads", "?"))
+    F.add("sweep_methods.gp", "sweep_methods" + sfx, TITLE=title, BENCH=bench,
+          DAT=F.table("methods" + sfx, ["kv_red_pct", "omega", "recall10", "ndcg10", "kind", "label"], table),
+          FT_R=num(ft.get("recall@10")), MP_R=num(ft.get("mostpop_recall@10")))
+
+
 def sweep_figures(F, path):
     rows = read_csv(path)
     if not rows:
@@ -168,9 +204,11 @@ def sweep_figures(F, path):
         if not n:
             continue
         title = "%s, %s preset (N = %d layers), %s template, seed %s" % (key[0], key[1], n, key[2], key[3])
-        figs_k(F, sfx, rs, n, title)
+        if len({r["k"] for r in rs if r["method"] == "earn"}) >= 2:  # a k sweep, not one EARN point among baselines
+            figs_k(F, sfx, rs, n, title)
+            fig_hist(F, sfx, rs, n, title)
         fig_regs(F, sfx, rs, n, title)
-        fig_hist(F, sfx, rs, n, title)
+        fig_methods(F, sfx, rs, title)
 
 
 def bench_curves(F, paths):

@@ -92,6 +92,8 @@ BEAUTY_TABLE_SPEC=$W/spec.sh BEAUTY_TABLE_OUT=$W/table EARNEST_DATA=$W/data \
     "$SRC/experiments/beauty_table.sh" "$W/r" > "$W/table.out" 2>&1 || { cat "$W/table.out"; fail "beauty_table.sh"; }
 grep -q "nothing to run" "$W/table.out" || fail "beauty_table.sh ran points again: $(cat "$W/table.out")"
 cmp -s "$W/r/sweep.csv" "$W/table/beauty_lcrec_table.csv" || fail "the CSV was not copied"
+[ -s "$W/table/figures/sweep_methods.png" ] && [ -s "$W/table/figures/sweep_methods.svg" ] ||
+    fail "no accuracy-vs-efficiency figure: $(ls "$W/table/figures" 2>&1)"
 md=$W/table/beauty_lcrec_table.md
 for row in "| Finetune |" "| EARN (k = 1, 1+1 registers) |" "| SkipLayers (first 1 layers) |" "| Gist (2 gist tokens) |" \
            "| AnLLM (an anchor per item) |" "| POD (2 soft-prompt vectors) |" "| SnapKV (budget=0.25) on Finetune |" \
