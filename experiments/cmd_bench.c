@@ -461,7 +461,7 @@ static void print_header(DeviceModel *dm, int n_threads) {
         printf("decode roofline: step_ms = decode_ms / (gen - 1); roof_ms = max(bytes / STREAM bandwidth (copy, triad;\n"
                "GB/s, %d threads), FLOPs / sgemm) for that step's weights + KV; x_roof = median per-repetition ratio\n",
                n_threads);
-    printf("%-10s %2s %2s %2s %6s %5s %5s %11s %10s %10s %12s %8s %8s %8s %7s %6s %8s %8s %6s %11s\n", "meth", "k", "P",
+    printf("%-12s %2s %2s %2s %6s %5s %5s %11s %10s %10s %12s %8s %8s %8s %7s %6s %8s %8s %6s %11s\n", "meth", "k", "P",
            "S", "L", "batch", "beam", "prefill_ms", "decode_ms", "total_ms", "kv_bytes", "speedup", "kv_red%", "GFLOP/s",
            "sgemm", "%sgemm", "step_ms", "roof_ms", "x_roof", "copy/triad");
 }
@@ -469,7 +469,7 @@ static void print_header(DeviceModel *dm, int n_threads) {
 static void print_row(const BenchRow *w, const BenchRow *base) {
     double speed = (base->prefill_ms + base->decode_ms) / (w->prefill_ms + w->decode_ms);
     double red = 100.0 * (1.0 - (double)w->kv_bytes / (double)base->kv_bytes);
-    printf("%-10s %2d %2d %2d %6d %5d %5d %11.2f %10.2f %10.2f %12zu %8.2f %8.2f %8.1f %7.1f %5.0f%%", w->method, w->k,
+    printf("%-12s %2d %2d %2d %6d %5d %5d %11.2f %10.2f %10.2f %12zu %8.2f %8.2f %8.1f %7.1f %5.0f%%", w->method, w->k,
            w->P, w->S, w->L, w->B, w->W, w->prefill_ms, w->decode_ms, w->prefill_ms + w->decode_ms, w->kv_bytes, speed,
            red, w->gflops, w->sgemm_gflops, 100.0 * w->prefill_vs_sgemm);
     if (w->has_roof)
