@@ -10,7 +10,10 @@
 #        per run of each training: a training it cuts makes the script exit 75;
 #        run it again to continue with --resume), TEACHER_USERS=60 (users of the
 #        teacher file = the drafts' training samples), DRAFT_EPOCHS=3,
-#        EVAL_USERS=100 (test users ranked; 0: all), THREADS=2, BEAMS=20 ("10 20": both)
+#        EVAL_USERS=100 (test users ranked; 0: all), THREADS=2, BEAMS=20 ("10 20": both),
+#        TARGET_DIR (a trained target to use instead of training one, e.g. a sweep's
+#        model; it must have been trained on DATASET with TEMPLATE), LOSSES (a subset
+#        of the six, space-separated)
 #
 # Target: the small preset (8 layers, d=256). Drafts: the draft preset (2
 # layers, d=128), one per loss (sft wordkd tvdkd seqkd atspeed-s atspeed-r),
@@ -35,7 +38,16 @@ DRAFT_EPOCHS=${DRAFT_EPOCHS:-3}
 EVAL_USERS=${EVAL_USERS:-100}
 THREADS=${THREADS:-2}
 BEAMS=${BEAMS:-20}
-LOSSES="sft wordkd tvdkd seqkd atspeed-s atspeed-r"
+ALL_LOSSES="sft wordkd tvdkd seqkd atspeed-s atspeed-r"
+LOSSES=${LOSSES:-$ALL_LOSSES}
+for kd in $LOSSES; do
+    case " $ALL_LOSSES " in *" $kd "*) ;; *) echo "LOSSES: '$kd' is not one of: $ALL_LOSSES" >&2; exit 2 ;; esac
+done
+if [ -n "${TARGET_DIR:-}" ]; then
+    [ -f "$TARGET_DIR/config.json" ] && [ -f "$TARGET_DIR/model.safetensors" ] ||
+        { echo "TARGET_DIR: $TARGET_DIR: no trained model (config.json, model.safetensors)" >&2; exit 2; }
+    TARGET_DIR=$(cd "$TARGET_DIR" && pwd)
+fi
 case "$DATASET" in synthetic|games|beauty) ;; *) echo "DATASET: '$DATASET' is not synthetic, games or beauty" >&2; exit 2 ;; esac
 case "$TARGET_METHOD" in finetune|earn) ;; *) echo "TARGET_METHOD: '$TARGET_METHOD' is not finetune or earn" >&2; exit 2 ;; esac
 mkdir -p "$W"
@@ -68,8 +80,13 @@ train_resumable() {
     fi
 }
 
-TARGS=(--data "$D" --preset small --method "$TARGET_METHOD" --template "$TEMPLATE" --epochs "$TARGET_EPOCHS" --eval-users 200)
-train_resumable target "${TARGS[@]}"
+if [ -n "${TARGET_DIR:-}" ]; then
+    if [ -L target ] || [ ! -e target ]; then ln -sfn "$TARGET_DIR" target
+    else echo "draft_alignment: $W/target is a trained target already; TARGET_DIR=$TARGET_DIR cannot replace it" >&2; exit 2; fi
+else
+    TARGS=(--data "$D" --preset small --method "$TARGET_METHOD" --template "$TEMPLATE" --epochs "$TARGET_EPOCHS" --eval-users 200)
+    train_resumable target "${TARGS[@]}"
+fi
 [ -f teacher.bin ] || "$B" teacher --model target --data "$D" --template "$TEMPLATE" --users "$TEACHER_USERS" \
     --threads "$THREADS" --quiet --out teacher.bin
 for kd in $LOSSES; do
