@@ -109,6 +109,19 @@ static int forward_kinds(uint8_t *kinds, const CliIntList *given, int T, const M
     return 0;
 }
 
+// The methods whose prompt this plain prefill would not read as they do (0 or exit status 2): AnLLM's
+// mask and compress500x's adapters act on the prompt itself, Gist's mask on every token after it.
+static int forward_method_ok(const ModelConfig *c, const char *model_dir) {
+    const char *why = c->method == METHOD_ANLLM          ? "reads its prompt under the AnLLM mask"
+                      : c->method == METHOD_COMPRESS500X ? "reads its prompt with LoRA adapters"
+                      : c->method == METHOD_GIST         ? "lets the tokens after its gist tokens see only them"
+                                                         : NULL;
+    if (!why) return 0;
+    fprintf(stderr, "earnest forward: %s: a %s model %s, which this plain prefill does not apply (use eval, or a "
+            "finetune model)\n", model_dir, config_method_name(c->method), why);
+    return 2;
+}
+
 int cmd_forward(int argc, char **argv) {
     const char *model_dir = NULL, *out = NULL, *device_s = "cpu", *dtype = "f32";
     int want_attn = 0, threads = 0, allow_nonfinite = 0, allow_long = 0;
@@ -164,7 +177,7 @@ int cmd_forward(int argc, char **argv) {
         }
     uint8_t *kinds = xcalloc((size_t)T, 1);
     int *depth = xmalloc((size_t)T * sizeof(int));
-    if ((st = forward_kinds(kinds, &kind_list, T, c, model_dir))) {
+    if ((st = forward_method_ok(c, model_dir)) || (st = forward_kinds(kinds, &kind_list, T, c, model_dir))) {
         free(kinds); free(depth); cli_free(&cli); model_free(&m);
         return st;
     }

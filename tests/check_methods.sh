@@ -196,6 +196,12 @@ set +e; "$B" eval --model anllm --data syn --draft full --out bad_spec.json > /d
 set +e; "$B" eval --model c500x --data syn --draft full --out bad_spec.json > /dev/null 2> bad_spec.log; rc=$?; set -e
 [ $rc -eq 1 ] && grep -q "the target is a compress500x model" bad_spec.log && [ ! -e bad_spec.json ] \
     || { cat bad_spec.log; fail "speculative compress500x: exit $rc"; }
+# forward's plain prefill does not apply these methods' masks or adapters: refused, nothing written.
+for m in gist anllm c500x; do
+    set +e; "$B" forward --model "$m" --tokens "1 2 3" --out bad_fw.h5 > /dev/null 2> bad_fw.log; rc=$?; set -e
+    [ $rc -eq 2 ] && grep -q "which this plain prefill does not apply" bad_fw.log && [ ! -e bad_fw.h5 ] \
+        || { cat bad_fw.log; fail "forward on the $m model: exit $rc"; }
+done
 
 bad() { # NAME EXPECTED_TEXT train flags...
     local name=$1 want=$2; shift 2
