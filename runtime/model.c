@@ -126,7 +126,7 @@ void model_free(Model *m) {
 // plan), block_qkv_forward, kv_append, forward_attention, the residual and MLP
 // (block.h); last gather_logits.
 
-enum { ATTN_QUERY_BLOCK = 64 };
+enum { ATTN_QUERY_BLOCK = 128 };
 enum { FUSED_MAX_ROWS = 8 }; // a layer of at most this many rows runs as layer_fused
 
 void forward_scratch_free(ForwardScratch *s) {

@@ -15,18 +15,38 @@
 // exp and sigmoid in a form the compiler vectorises (libm's expf is a scalar
 // call, and these run over every attention score and MLP activation).
 
+// a * b + c, fused where the target has FMA (C11 mode contracts nothing by
+// itself; without FMA, fmaf would be a scalar libm call in a vector loop).
+#ifdef __FMA__
+#define MADD(a, b, c) fmaf((a), (b), (c))
+#else
+#define MADD(a, b, c) ((a) * (b) + (c))
+#endif
+
 // exp(x) for x <= 0: x = n ln2 + r with |r| <= ln2/2, e^r by its degree-7
 // Taylor polynomial (relative error < 2e-7 on that interval), 2^n from the
-// exponent bits; rintf (unlike roundf) is one instruction. Below -87 the
-// result flushes to 0 (e^-87 < FLT_MIN anyway); NaN stays NaN.
+// exponent bits. n comes from adding 1.5 * 2^23, which rounds x log2(e) to an
+// integer in the sum's low mantissa bits (round to nearest, as rintf): no
+// rounding or float-to-int instruction, and the sum's bits give 2^n directly.
+// Below -87 the result flushes to e^-87 (< FLT_MIN * 2^-1, so 0 in any sum
+// that matters); NaN stays NaN (p is NaN; the bits of a NaN sum are not used
+// as a number).
 static inline float exp_nonpos(float x) {
+    const float shifter = 12582912.0f; // 1.5 * 2^23
     x = x < -87.0f ? -87.0f : x;
-    float n = rintf(x * 1.44269504088896341f);
-    float r = x - n * 0.693145751953125f - n * 1.428606765330187e-06f; // ln2 split in two for precision
-    float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.6666667e-1f + r * (4.1666668e-2f +
-              r * (8.3333338e-3f + r * (1.3888889e-3f + r * 1.9841270e-4f))))));
-    float ni = n == n ? n : 0.0f;                     // NaN in: p is NaN already; keep the int cast defined
-    uint32_t bits = (uint32_t)((int32_t)ni + 127) << 23; // n in [-126, 0]: a normal power of two
+    float t = MADD(x, 1.44269504088896341f, shifter);
+    float n = t - shifter; // round(x log2 e), in [-126, 0]
+    float r = MADD(-n, 1.428606765330187e-06f, MADD(-n, 0.693145751953125f, x)); // ln2 split in two for precision
+    float p = MADD(r, 1.9841270e-4f, 1.3888889e-3f);
+    p = MADD(r, p, 8.3333338e-3f);
+    p = MADD(r, p, 4.1666668e-2f);
+    p = MADD(r, p, 1.6666667e-1f);
+    p = MADD(r, p, 0.5f);
+    p = MADD(r, p, 1.0f);
+    p = MADD(r, p, 1.0f);
+    uint32_t tb;
+    memcpy(&tb, &t, 4);                          // 0x4B400000 + n (two's complement in the low bits)
+    uint32_t bits = (tb - 0x4B400000u + 127u) << 23; // n + 127 in [1, 127]: a normal power of two
     float scale;
     memcpy(&scale, &bits, 4);
     return p * scale;
