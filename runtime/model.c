@@ -214,7 +214,11 @@ static void forward_layout(BatchIndex *bi, ForwardBufs *fw, ForwardScratch *s, c
     // A shared-parent group task stacks hpg heads of up to grp_block rows each.
     const int hpg = H / G, grp_block = qblock / hpg > 0 ? qblock / hpg : 1;
     const size_t task_rows = (size_t)(qblock > hpg ? qblock : hpg);
-    const size_t score_floats = task_rows * max_keys + 2 * task_rows * E; // scores, then qbuf and obuf
+    size_t score_floats = task_rows * max_keys + 2 * task_rows * E; // scores, then qbuf and obuf
+    if (fb->mask && !fb->attn_hook) { // or the masked op's work (seq_task)
+        size_t w = attention_cached_sparse_work((size_t)qblock, max_keys, E);
+        score_floats = w > score_floats ? w : score_floats;
+    }
 #define F16(n) (((n) + 15) & ~(size_t)15)
     size_t nf = 2 * F16(T * D) + F16(T * QD) + 2 * F16(T * KD) + F16(T * QD) + 2 * F16(T * F);
     nf += (size_t)n_threads * F16(score_floats);
@@ -363,10 +367,17 @@ static void seq_task(float *att, float *probs, int32_t *k_tok, const float *q, c
     const int r0 = bi->row_start[b], nq = bi->row_start[b + 1] - r0;
     const int n_old = own->len[l * G + g] - nq; // own entries from earlier calls
     const size_t at = (size_t)(r0 + i0) * QD + (size_t)h * E;
-    attention_cached_forward(att + at, probs, q + at, par ? kvcache_k(par, l, g) : NULL,
-                             par ? kvcache_v(par, l, g) : NULL, kvcache_k(own, l, g), kvcache_v(own, l, g),
-                             fb->mask ? fb->mask[b] : NULL, bi->row_local + r0, (size_t)fb->n_new[b], (size_t)P,
-                             (size_t)n_old, (size_t)i0, (size_t)i1, E, QD);
+    const float *kp = par ? kvcache_k(par, l, g) : NULL, *vp = par ? kvcache_v(par, l, g) : NULL;
+    const float *ko = kvcache_k(own, l, g), *vo = kvcache_v(own, l, g);
+    const uint8_t *mask = fb->mask ? fb->mask[b] : NULL;
+    const int *idx = bi->row_local + r0;
+    const size_t mn = (size_t)fb->n_new[b];
+    if (mask && !fb->attn_hook) // only the keys the mask lets the block see (AnLLM's prefill); no probs
+        attention_cached_sparse_forward(att + at, probs, q + at, kp, vp, ko, vo, mask, idx, mn, (size_t)P,
+                                        (size_t)n_old, (size_t)i0, (size_t)i1, E, QD);
+    else
+        attention_cached_forward(att + at, probs, q + at, kp, vp, ko, vo, mask, idx, mn, (size_t)P, (size_t)n_old,
+                                 (size_t)i0, (size_t)i1, E, QD);
     if (fb->attn_hook) {
         // Hook runs use one block per (sequence, head): all rows at once.
         const int n_own = n_old + i1;

@@ -754,6 +754,86 @@ void attention_cached_forward_ref(float *out, float *probs, const float *q, cons
     free(sc);
 }
 
+size_t attention_cached_sparse_work(size_t bq, size_t nk, size_t E) {
+    // scores [bq, nk] (the dense fallback's probs), gathered K and V [nk, E] each, then the
+    // columns (ints) and the union flags (bytes) over the new keys (< nk each)
+    return bq * nk + 2 * nk * E + nk + nk / 4 + 1;
+}
+
+// The new keys [0, i1) some row of [i0, i1) sees, ascending, into cols; their count.
+static size_t visible_cols(int *cols, uint8_t *any, const uint8_t *mask, const int *idx, size_t mask_n, size_t i0,
+                           size_t i1) {
+    int identity = 1;
+    for (size_t j = 0; j < i1 && identity; j++) identity = idx[j] == (int)j;
+    memset(any, 0, i1);
+    for (size_t i = i0; i < i1; i++) {
+        any[i] = 1;
+        if (identity) {
+            const uint8_t *mrow = mask + i * mask_n;
+            for (size_t j = 0; j < i; j++) any[j] |= mrow[j];
+        } else {
+            const uint8_t *mrow = mask + (size_t)idx[i] * mask_n;
+            for (size_t j = 0; j < i; j++) any[j] |= mrow[idx[j]];
+        }
+    }
+    size_t nc = 0;
+    for (size_t j = 0; j < i1; j++)
+        if (any[j]) cols[nc++] = (int)j;
+    return nc;
+}
+
+void attention_cached_sparse_forward(float *out, float *work, const float *q, const float *kp, const float *vp,
+                                     const float *ko, const float *vo, const uint8_t *mask, const int *idx,
+                                     size_t mask_n, size_t P, size_t n_old, size_t i0, size_t i1, size_t E,
+                                     size_t sq) {
+    const size_t nk_dense = P + n_old + i1, bq = i1 - i0;
+    float *scores = work, *kg = scores + bq * nk_dense, *vg = kg + nk_dense * E;
+    int *cols = (int *)(vg + nk_dense * E);
+    uint8_t *any = (uint8_t *)(cols + nk_dense);
+    size_t nc = mask ? visible_cols(cols, any, mask, idx, mask_n, i0, i1) : i1;
+    if (4 * nc > 3 * i1) {
+        attention_cached_forward(out, scores, q, kp, vp, ko, vo, mask, idx, mask_n, P, n_old, i0, i1, E, sq);
+        return;
+    }
+    // own keys: the earlier entries, then the gathered new ones
+    const size_t n_own = n_old + nc, nk = P + n_own;
+    memcpy(kg, ko, n_old * E * sizeof(float));
+    memcpy(vg, vo, n_old * E * sizeof(float));
+    for (size_t c = 0; c < nc; c++) {
+        memcpy(kg + (n_old + c) * E, ko + (n_old + (size_t)cols[c]) * E, E * sizeof(float));
+        memcpy(vg + (n_old + c) * E, vo + (n_old + (size_t)cols[c]) * E, E * sizeof(float));
+    }
+    const float scale = 1.0f / sqrtf((float)E);
+    if (P > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)bq, (int)P, (int)E, scale, q, (int)sq, kp,
+                    (int)E, 0.0f, scores, (int)nk);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)bq, (int)n_own, (int)E, scale, q, (int)sq, kg,
+                (int)E, 0.0f, scores + P, (int)nk);
+    size_t c_vis = 0; // gathered columns with key <= i (cols ascend)
+    for (size_t i = i0; i < i1; i++) {
+        float *row = scores + (i - i0) * nk, *g = row + P + n_old;
+        while (c_vis < nc && (size_t)cols[c_vis] <= i) c_vis++;
+        const uint8_t *mrow = mask + (size_t)idx[i] * mask_n;
+        for (size_t c = 0; c + 1 < c_vis; c++) // the last visible column is key i itself
+            if (!mrow[idx[cols[c]]]) g[c] = -INFINITY;
+        size_t n_vis = P + n_old + c_vis;
+        softmax_row(row, n_vis);
+        memset(row + n_vis, 0, (nk - n_vis) * sizeof(float));
+    }
+    if (P > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)bq, (int)E, (int)P, 1.0f, scores, (int)nk, vp,
+                    (int)E, 0.0f, out, (int)sq);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)bq, (int)E, (int)n_own, 1.0f, scores + P, (int)nk,
+                vg, (int)E, P > 0 ? 1.0f : 0.0f, out, (int)sq);
+}
+
+void attention_cached_sparse_forward_ref(float *out, float *work, const float *q, const float *kp, const float *vp,
+                                         const float *ko, const float *vo, const uint8_t *mask, const int *idx,
+                                         size_t mask_n, size_t P, size_t n_old, size_t i0, size_t i1, size_t E,
+                                         size_t sq) {
+    attention_cached_forward_ref(out, work, q, kp, vp, ko, vo, mask, idx, mask_n, P, n_old, i0, i1, E, sq);
+}
+
 void attention_shared_forward(float *out, float *scores, float *qbuf, float *obuf, const float *q, const float *kp,
                               const float *vp, const AttnOwnKV *own, size_t nr, size_t hpg, size_t P, size_t E,
                               size_t sq) {

@@ -132,6 +132,25 @@ void attention_cached_forward_ref(float *out, float *probs, const float *q, cons
                                   size_t mask_n, size_t P, size_t n_old, size_t i0, size_t i1, size_t E,
                                   size_t sq);
 
+// The same block under a mask that hides most new keys (AnLLM's prefill, where
+// a token sees the instruction, the earlier anchors and its own item): only the
+// new keys some row of the block may see are read. Their columns come from the
+// mask (a vector OR of the block's mask rows when idx is the identity), their
+// K and V rows are gathered, and the two sgemms run over [parent | earlier own |
+// gathered]; when more than 3/4 of the new keys are visible it is
+// attention_cached_forward. No probabilities are written (a hook needs the
+// dense op). work: attention_cached_sparse_work(i1 - i0, P + n_old + i1, E)
+// floats. The _ref twin is the dense reference.
+size_t attention_cached_sparse_work(size_t bq, size_t nk, size_t E);
+void attention_cached_sparse_forward(float *out, float *work, const float *q, const float *kp, const float *vp,
+                                     const float *ko, const float *vo, const uint8_t *mask, const int *idx,
+                                     size_t mask_n, size_t P, size_t n_old, size_t i0, size_t i1, size_t E,
+                                     size_t sq);
+void attention_cached_sparse_forward_ref(float *out, float *work, const float *q, const float *kp, const float *vp,
+                                         const float *ko, const float *vo, const uint8_t *mask, const int *idx,
+                                         size_t mask_n, size_t P, size_t n_old, size_t i0, size_t i1, size_t E,
+                                         size_t sq);
+
 // What one query row of attention_shared_forward reads after the parent: its
 // own sequence's entries (k, v [n_old + i + 1 or more, E]) and its visibility
 // among the new rows, in the terms above. mask_row is the query's row of its

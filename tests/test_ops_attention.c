@@ -1,7 +1,8 @@
 // test_ops_attention.c: the inference attention ops of runtime/ops.h
 // (attention_cached_forward: one sequence, one head, a block of queries
 // against [parent | own] KV entries; attention_shared_forward: beams of
-// several sequences sharing a parent, one KV head and its query heads)
+// several sequences sharing a parent, one KV head and its query heads;
+// attention_cached_sparse_forward: a block reading only the keys its mask shows)
 // against their plain-loop _ref twins.
 //
 // Cases: odd head size E = 13 inside wider strided rows (sq = H*E + 3), GQA
@@ -108,6 +109,59 @@ static void test_cached(void **st) {
     check_cached(0, 21, 3, 1, 5);   // a few new tokens after a prefill
 }
 
+// attention_cached_sparse_forward against the dense reference: an AnLLM-shaped
+// mask (a row sees the 5 instruction keys, every anchor -- each 5th key -- and
+// its own 5-key segment; most keys hidden, so most blocks gather) through the
+// identity index or a permuted one, and the random mask above (mostly visible:
+// the dense fallback), with and without parent and earlier own entries.
+static void check_sparse(size_t P, size_t n_old, size_t nq, int anllm, int identity, uint64_t seed) {
+    Rng r;
+    rng_seed(&r, seed);
+    const size_t n_own = n_old + nq, mask_n = identity ? nq : nq + 9, nk_max = P + n_own;
+    float *q = normal_array(nq * SQ, &r);
+    float *kp = normal_array(G * P * E, &r), *vp = normal_array(G * P * E, &r);
+    float *ko = normal_array(G * n_own * E, &r), *vo = normal_array(G * n_own * E, &r);
+    float *out1 = calloc(nq * SQ, sizeof(float)), *out2 = calloc(nq * SQ, sizeof(float));
+    float *work = malloc(attention_cached_sparse_work(64, nk_max, E) * sizeof(float));
+    float *p2 = malloc(64 * nk_max * sizeof(float));
+    int *idx = malloc(nq * sizeof(int));
+    uint8_t *mask = calloc(mask_n * mask_n, 1);
+    for (size_t i = 0; i < nq; i++) idx[i] = identity ? (int)i : (int)((i * 7 + 3) % mask_n);
+    for (size_t i = 0; i < nq; i++)
+        for (size_t j = 0; j < nq; j++) {
+            int see = anllm ? j < 5 || j % 5 == 4 || j / 5 == i / 5 : rng_uniform(&r) < 0.7f;
+            mask[(size_t)idx[i] * mask_n + (size_t)idx[j]] = (uint8_t)see;
+        }
+    for (size_t h = 0; h < H; h++) {
+        size_t g = h / HPG;
+        const float *kpg = P ? kp + g * P * E : NULL, *vpg = P ? vp + g * P * E : NULL;
+        const float *kog = ko + g * n_own * E, *vog = vo + g * n_own * E;
+        for (size_t i0 = 0; i0 < nq; i0 += 64) {
+            size_t i1 = i0 + 64 < nq ? i0 + 64 : nq;
+            const float *qb = q + i0 * SQ + h * E;
+            attention_cached_sparse_forward(out1 + i0 * SQ + h * E, work, qb, kpg, vpg, kog, vog, mask, idx, mask_n,
+                                            P, n_old, i0, i1, E, SQ);
+            attention_cached_sparse_forward_ref(out2 + i0 * SQ + h * E, p2, qb, kpg, vpg, kog, vog, mask, idx,
+                                                mask_n, P, n_old, i0, i1, E, SQ);
+        }
+    }
+    double oerr = max_rel(out1, out2, nq * SQ);
+    print_message("  sparse P=%zu n_old=%zu nq=%zu anllm=%d identity=%d: out rel err %.2e\n", P, n_old, nq, anllm,
+                  identity, oerr);
+    assert_true(oerr < REF_TOL);
+    free(q); free(kp); free(vp); free(ko); free(vo); free(out1); free(out2); free(work); free(p2);
+    free(idx); free(mask);
+}
+
+static void test_cached_sparse(void **st) {
+    (void)st;
+    check_sparse(0, 0, 150, 1, 1, 11);  // AnLLM prefill, identity index (the vector OR)
+    check_sparse(0, 0, 150, 1, 0, 12);  // the same through a permuted index
+    check_sparse(37, 5, 150, 1, 1, 13); // parent + earlier own entries
+    check_sparse(0, 0, 150, 0, 0, 14);  // mostly visible: the dense fallback
+    check_sparse(0, 21, 3, 1, 1, 15);   // a few new tokens
+}
+
 // ---------------------------------------------------------------------------
 // attention_shared_forward
 
@@ -182,6 +236,7 @@ static void test_shared(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cached),
+        cmocka_unit_test(test_cached_sparse),
         cmocka_unit_test(test_shared),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
