@@ -679,19 +679,35 @@ void attention_backward_ref(float *dq, float *dk, float *dv, float *scratch, con
 // ---------------------------------------------------------------------------
 // inference attention against a KV cache (see ops.h)
 
+// The two products of a block of bq queries over [parent | own] keys (P + n_own = nk, row stride nk):
+// scores = q . [K_parent; K_own]^T / sqrt(E), then out = scores . [V_parent; V_own].
+static void cached_scores(float *scores, const float *q, const float *kp, const float *ko, size_t bq, size_t P,
+                          size_t n_own, size_t E, size_t sq) {
+    const size_t nk = P + n_own;
+    const float scale = 1.0f / sqrtf((float)E);
+    if (P > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)bq, (int)P, (int)E, scale, q, (int)sq, kp,
+                    (int)E, 0.0f, scores, (int)nk);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)bq, (int)n_own, (int)E, scale, q, (int)sq, ko,
+                (int)E, 0.0f, scores + P, (int)nk);
+}
+
+static void cached_values(float *out, const float *probs, const float *vp, const float *vo, size_t bq, size_t P,
+                          size_t n_own, size_t E, size_t sq) {
+    const size_t nk = P + n_own;
+    if (P > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)bq, (int)E, (int)P, 1.0f, probs, (int)nk, vp,
+                    (int)E, 0.0f, out, (int)sq);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)bq, (int)E, (int)n_own, 1.0f, probs + P, (int)nk,
+                vo, (int)E, P > 0 ? 1.0f : 0.0f, out, (int)sq);
+}
+
 void attention_cached_forward(float *out, float *probs, const float *q, const float *kp, const float *vp,
                               const float *ko, const float *vo, const uint8_t *mask, const int *idx,
                               size_t mask_n, size_t P, size_t n_old, size_t i0, size_t i1, size_t E, size_t sq) {
     const size_t n_own = n_old + i1; // own keys any query of the block can see
     const size_t nk = P + n_own, bq = i1 - i0;
-    const float scale = 1.0f / sqrtf((float)E);
-
-    // probs [bq, nk] = q_blk [bq, E] . [K_parent; K_own]^T * scale
-    if (P > 0)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)bq, (int)P, (int)E, scale, q, (int)sq, kp,
-                    (int)E, 0.0f, probs, (int)nk);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)bq, (int)n_own, (int)E, scale, q, (int)sq, ko,
-                (int)E, 0.0f, probs + P, (int)nk);
+    cached_scores(probs, q, kp, ko, bq, P, n_own, E, sq); // probs [bq, nk]: the scaled scores
 
     // Hide the new keys a query may not see: later ones (not even touched: the
     // softmax runs over the row's visible prefix and the rest is zeroed), and
@@ -707,13 +723,7 @@ void attention_cached_forward(float *out, float *probs, const float *q, const fl
         softmax_row(row, n_vis);
         memset(row + n_vis, 0, (nk - n_vis) * sizeof(float));
     }
-
-    // out [bq, E] = probs . [V_parent; V_own]
-    if (P > 0)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)bq, (int)E, (int)P, 1.0f, probs, (int)nk, vp,
-                    (int)E, 0.0f, out, (int)sq);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)bq, (int)E, (int)n_own, 1.0f, probs + P, (int)nk,
-                vo, (int)E, P > 0 ? 1.0f : 0.0f, out, (int)sq);
+    cached_values(out, probs, vp, vo, bq, P, n_own, E, sq);
 }
 
 // Key j of [parent | own] seen by new row i (see ops.h); j indexes the joined list.
@@ -803,12 +813,7 @@ void attention_cached_sparse_forward(float *out, float *work, const float *q, co
         memcpy(kg + (n_old + c) * E, ko + (n_old + (size_t)cols[c]) * E, E * sizeof(float));
         memcpy(vg + (n_old + c) * E, vo + (n_old + (size_t)cols[c]) * E, E * sizeof(float));
     }
-    const float scale = 1.0f / sqrtf((float)E);
-    if (P > 0)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)bq, (int)P, (int)E, scale, q, (int)sq, kp,
-                    (int)E, 0.0f, scores, (int)nk);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)bq, (int)n_own, (int)E, scale, q, (int)sq, kg,
-                (int)E, 0.0f, scores + P, (int)nk);
+    cached_scores(scores, q, kp, kg, bq, P, n_own, E, sq);
     size_t c_vis = 0; // gathered columns with key <= i (cols ascend)
     for (size_t i = i0; i < i1; i++) {
         float *row = scores + (i - i0) * nk, *g = row + P + n_old;
@@ -820,11 +825,7 @@ void attention_cached_sparse_forward(float *out, float *work, const float *q, co
         softmax_row(row, n_vis);
         memset(row + n_vis, 0, (nk - n_vis) * sizeof(float));
     }
-    if (P > 0)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)bq, (int)E, (int)P, 1.0f, scores, (int)nk, vp,
-                    (int)E, 0.0f, out, (int)sq);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)bq, (int)E, (int)n_own, 1.0f, scores + P, (int)nk,
-                vg, (int)E, P > 0 ? 1.0f : 0.0f, out, (int)sq);
+    cached_values(out, scores, vp, vg, bq, P, n_own, E, sq);
 }
 
 void attention_cached_sparse_forward_ref(float *out, float *work, const float *q, const float *kp, const float *vp,
